@@ -1,0 +1,1 @@
+# Hydra configs, shipped in the package as rlhpo.conf

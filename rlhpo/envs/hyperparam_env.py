@@ -1,0 +1,174 @@
+"""The training-control environment: one episode trains one task, one step is one control interval."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rlhpo.actions import ActionSpec
+from rlhpo.envs.config import EnvConfig
+from rlhpo.features import CLIP, N_FEATURES, FeatureExtractor, IntervalStats
+from rlhpo.session import TrainingSession
+from rlhpo.tasks import FAMILIES, Task
+
+
+class HyperparamControlEnv(gym.Env):
+    """Gymnasium environment whose actions adjust lr, batch size and weight decay while a target
+    network trains.
+
+    * ``reset`` samples a family and a task (from the configured families), builds a
+      :class:`~rlhpo.session.TrainingSession` and trains the first interval at the task's starting
+      hyperparameters, so the first observation already carries training statistics.
+    * ``step`` applies the action (see :mod:`rlhpo.actions`), trains one interval and returns the
+      features of :mod:`rlhpo.features`.
+    * Reward: the decrease of the log validation loss over the interval, so the return is
+      ``log(val loss after interval 1 / final val loss)``: scale-free, comparable across families.
+      The test split is never used. A step that diverges gets ``-divergence_penalty``.
+    * The episode is truncated when the example budget is spent, terminated when training
+      diverges (non-finite loss or weights, or validation loss above ``divergence_factor`` times
+      the reference); ``info["diverged"]`` flags it. No exception escapes from a diverging run.
+
+    ``reset(options={"task": task})`` runs a given :class:`~rlhpo.tasks.Task`;
+    ``options={"family": name, "task_seed": s}`` picks a specific sampled task.
+
+    .. warning:: SB3's ``check_env`` steps the env about a dozen times: give it a tiny budget.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: Optional[EnvConfig] = None, **overrides: Any) -> None:
+        super().__init__()
+        config = config or EnvConfig()
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise TypeError(f"unknown EnvConfig field {key!r}; allowed: {sorted(vars(config))}")
+            setattr(config, key, value)
+        self.config = config.validate()
+        self._families = {name: FAMILIES[name](budget_scale=config.budget_scale) for name in config.families}
+        self._family_names = list(self._families)
+        self._actions = ActionSpec(config.actions)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self._actions.n_actions,), dtype=np.float32)
+        self.observation_space = spaces.Box(-CLIP, CLIP, shape=(N_FEATURES,), dtype=np.float32)
+        self.features = FeatureExtractor()
+        self.session: Optional[TrainingSession] = None
+        self.task: Optional[Task] = None
+
+    # -- episode ---------------------------------------------------------------------------
+    def _sample_task(self, options: dict) -> Task:
+        if "task" in options:
+            task = options["task"]
+            if not isinstance(task, Task):
+                raise TypeError(f"options['task'] must be an rlhpo.tasks.Task, got {type(task).__name__}")
+            return task
+        family = options.get("family")
+        if family is None:
+            family = self._family_names[int(self.np_random.integers(len(self._family_names)))]
+        elif family not in FAMILIES:
+            raise ValueError(f"options['family']: unknown family {family!r}; allowed: {sorted(FAMILIES)}")
+        if family not in self._families:
+            self._families[family] = FAMILIES[family](budget_scale=self.config.budget_scale)
+        if "task_seed" in options:
+            seed = int(options["task_seed"])
+        elif self.config.task_seeds:
+            seed = int(self.config.task_seeds[int(self.np_random.integers(len(self.config.task_seeds)))])
+        else:
+            seed = int(self.np_random.integers(2**31 - 1))
+        return self._families[family].sample(seed)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = options or {}
+        task = self._sample_task(options)
+        if self.config.budget_examples is not None:
+            task = task.with_budget(self.config.budget_examples)
+        self.task = task
+        self.session = TrainingSession(
+            task, device=self.config.device, seed=int(self.np_random.integers(2**31 - 1))
+        )
+        start = self._actions.reset(task.default_hparams)
+        self._apply_hparams(start)
+        hp = self.session.hparams
+        self.features.reset(hp.lr, hp.batch_size, hp.weight_decay, task.optimizer != "sgd")
+        self._interval = 0
+        self._last_action = np.zeros(3)
+        obs, info, diverged = self._run_interval()
+        self._ref_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
+        self._prev_val = self._ref_val
+        self._diverged_at_reset = diverged
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.session is None:
+            raise RuntimeError("call reset() before step()")
+        if self._diverged_at_reset or self.session.done:
+            # nothing left to train: an episode whose first interval already diverged ends here
+            obs = self._last_obs
+            info = dict(self._last_info)
+            return obs, 0.0, self._diverged_at_reset, not self._diverged_at_reset, info
+        full = self._actions.full_action(action)
+        self._apply_hparams(self._actions.apply(action, self.session.hparams))
+        self._last_action = full
+        obs, info, diverged = self._run_interval()
+        val = info["val_loss"]
+        if diverged:
+            reward = -self.config.divergence_penalty
+        else:
+            c = self.config.reward_clip
+            reward = float(np.clip(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c, c))
+            self._prev_val = val
+        truncated = self.session.done and not diverged
+        return obs, reward, diverged, truncated, info
+
+    # -- internals -------------------------------------------------------------------------
+    def _apply_hparams(self, hp) -> None:  # type: ignore[no-untyped-def]
+        assert self.session is not None
+        self.session.set_hparams(hp)
+
+    def _interval_end(self) -> int:
+        """Examples seen at the end of the next interval: the budget split evenly."""
+        assert self.task is not None
+        n = self.config.n_intervals
+        return self.task.budget_examples * min(self._interval + 1, n) // n
+
+    def _run_interval(self) -> tuple[np.ndarray, dict, bool]:
+        assert self.session is not None and self.task is not None
+        stats: IntervalStats = self.session.train_until(self._interval_end())
+        self._interval += 1
+        val_loss, val_metric = self.session.evaluate("val")
+        ref = getattr(self, "_ref_val", None)
+        diverged = (
+            stats.nonfinite
+            or not math.isfinite(val_loss)
+            or (ref is not None and val_loss > self.config.divergence_factor * max(ref, 1e-12))
+            or not self.session.params_finite()
+        )
+        hp = self.session.hparams
+        obs = self.features.observe(
+            stats,
+            val_loss,
+            hp.lr,
+            hp.batch_size,
+            hp.weight_decay,
+            progress=self.session.examples_seen / self.task.budget_examples,
+            last_action=self._last_action,
+        )
+        info = {
+            "task": self.task.name,
+            "family": self.task.family,
+            "lr": hp.lr,
+            "batch_size": hp.batch_size,
+            "weight_decay": hp.weight_decay,
+            "train_loss": stats.loss_mean,
+            "val_loss": val_loss,
+            "val_metric": val_metric,
+            "metric_name": self.task.metric_name,
+            "examples": self.session.examples_seen,
+            "budget": self.task.budget_examples,
+            "diverged": bool(diverged),
+        }
+        self._last_obs, self._last_info = obs, info
+        return obs, info, bool(diverged)

@@ -1,0 +1,252 @@
+"""The one training loop: train a task for N examples with given hyperparameters.
+
+It knows nothing of reinforcement learning. The environment, the baselines, the evaluation
+harness and ``rlhpo.apply`` all train through :class:`TrainingSession`; a user's own loop
+under :class:`rlhpo.Controller` reports to the same :class:`~rlhpo.features.TrainingMonitor`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import Sampler
+
+from rlhpo.features import IntervalStats, TrainingMonitor
+from rlhpo.tasks.base import Hyperparams, Task, TaskError
+
+
+class MutableBatchSampler(Sampler[torch.Tensor]):
+    """A batch sampler whose ``batch_size`` may change between batches.
+
+    ``DataLoader.batch_size`` cannot change after construction; pass this as
+    ``DataLoader(dataset, batch_sampler=sampler)`` and set ``sampler.batch_size`` instead.
+    Each iteration is one epoch over a fresh permutation; batches are int64 index tensors.
+
+    :param n: dataset size
+    :param batch_size: initial batch size (clamped to ``n``)
+    :param generator: torch generator for the permutations (a seed fixes the order)
+    :param drop_last: drop the last, smaller batch of each epoch
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: Optional[torch.Generator] = None, drop_last: bool = False):
+        if n <= 0:
+            raise ValueError(f"MutableBatchSampler needs a dataset of at least one example, got n={n}")
+        self.n = int(n)
+        self.generator = generator
+        self.drop_last = drop_last
+        self.batch_size = batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        value = int(value)
+        if value < 1:
+            raise ValueError(f"batch_size must be >= 1, got {value}")
+        self._batch_size = min(value, self.n)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        perm = torch.randperm(self.n, generator=self.generator)
+        i = 0
+        while i < self.n:
+            bs = self._batch_size  # read per batch: a change takes effect at the next batch
+            if self.drop_last and i + bs > self.n:
+                return
+            yield perm[i : i + bs]
+            i += bs
+
+    def __len__(self) -> int:
+        return self.n // self._batch_size if self.drop_last else math.ceil(self.n / self._batch_size)
+
+    def state_dict(self) -> dict:
+        return {"batch_size": self._batch_size, "generator": None if self.generator is None else self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_size = state["batch_size"]
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
+
+
+def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=hparams.lr, momentum=0.9, weight_decay=hparams.weight_decay)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    raise TaskError(f"optimizer must be one of ('sgd', 'adam', 'adamw'), got {kind!r}")
+
+
+StepHook = Callable[["TrainingSession"], None]
+
+
+class TrainingSession:
+    """Trains one task, an interval at a time, with hyperparameters that may change between steps.
+
+    :param task: the task to train
+    :param hparams: starting hyperparameters (the task's defaults if omitted)
+    :param device: ``"cpu"`` or ``"cuda"``/``"cuda:N"``
+    :param seed: fixes the model initialisation and the batch order
+    """
+
+    def __init__(self, task: Task, hparams: Optional[Hyperparams] = None, device: str = "cpu", seed: int = 0) -> None:
+        task.validate()
+        self.task = task
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+        self.seed = int(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = task.model_fn()
+        if not isinstance(model, torch.nn.Module):
+            raise TaskError(f"task {task.name!r}: model_fn must return a torch.nn.Module, got {type(model).__name__}")
+        self.model = model.to(self.device)
+        self.train_split = task.train.to(self.device)
+        self.val_split = task.val.to(self.device)
+        self.test_split = task.test.to(self.device)
+        hp = (hparams or task.default_hparams).validate()
+        self.optimizer = make_optimizer(task.optimizer, self.model.parameters(), hp)
+        self.sampler = MutableBatchSampler(
+            len(self.train_split), hp.batch_size, generator=torch.Generator().manual_seed(self.seed)
+        )
+        self._batches = iter(self.sampler)
+        self.monitor = TrainingMonitor(list(self.model.parameters()))
+        self.examples_seen = 0
+        self.steps = 0
+        self._target = 0
+        self._checked_loss = False
+
+    # -- hyperparameters -------------------------------------------------------------------
+    @property
+    def hparams(self) -> Hyperparams:
+        g = self.optimizer.param_groups[0]
+        return Hyperparams(lr=float(g["lr"]), batch_size=self.sampler.batch_size, weight_decay=float(g["weight_decay"]))
+
+    def set_hparams(self, hparams: Hyperparams) -> None:
+        hparams.validate()
+        for g in self.optimizer.param_groups:
+            g["lr"] = float(hparams.lr)
+            g["weight_decay"] = float(hparams.weight_decay)
+        self.sampler.batch_size = hparams.batch_size
+
+    @property
+    def budget(self) -> int:
+        return self.task.budget_examples
+
+    @property
+    def done(self) -> bool:
+        return self.examples_seen >= self.task.budget_examples
+
+    # -- training --------------------------------------------------------------------------
+    def _next_batch(self) -> torch.Tensor:
+        try:
+            return next(self._batches)
+        except StopIteration:
+            self._batches = iter(self.sampler)
+            return next(self._batches)
+
+    def train(
+        self,
+        n_examples: int,
+        before_step: Optional[StepHook] = None,
+        after_step: Optional[StepHook] = None,
+    ) -> IntervalStats:
+        """Train on ``n_examples`` more examples; see :meth:`train_until`."""
+        if n_examples < 0:
+            raise ValueError(f"n_examples must be >= 0, got {n_examples}")
+        return self.train_until(self._target + int(n_examples), before_step, after_step)
+
+    def train_until(
+        self,
+        target_examples: int,
+        before_step: Optional[StepHook] = None,
+        after_step: Optional[StepHook] = None,
+    ) -> IntervalStats:
+        """Train until ``target_examples`` examples in all were seen (never past the budget) and
+        summarise the interval.
+
+        Steps run while the examples seen are below the running target, so an overshoot of at
+        most one batch in one interval is paid back in the next one: the total never exceeds
+        the budget by more than one batch.
+
+        :param before_step: called after ``backward()`` and before ``optimizer.step()``
+            (hypergradient descent reads gradients here)
+        :param after_step: called after ``optimizer.step()`` (per-step lr schedules go here)
+        """
+        self._target = max(self._target, min(int(target_examples), self.task.budget_examples))
+        model, opt, loss_fn, monitor = self.model, self.optimizer, self.task.loss_fn, self.monitor
+        x_all, y_all = self.train_split.x, self.train_split.y
+        model.train()
+        while self.examples_seen < self._target:
+            idx = self._next_batch()
+            if self.device.type != "cpu":
+                idx = idx.to(self.device, non_blocking=True)
+            out = model(x_all[idx])
+            loss = loss_fn(out, y_all[idx])
+            if not self._checked_loss:
+                self._check_loss(loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # probe gradient/update statistics on the last two steps of the interval only: cheap
+            probe = self._target - self.examples_seen <= 2 * self.sampler.batch_size
+            monitor.before_step(probe)
+            if before_step is not None:
+                before_step(self)
+            opt.step()
+            monitor.after_step(loss, probe)
+            self.examples_seen += int(idx.shape[0])
+            self.steps += 1
+            if after_step is not None:
+                after_step(self)
+        return monitor.summary()
+
+    def _check_loss(self, loss: object) -> None:
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.is_floating_point():
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise TaskError(f"task {self.task.name!r}: loss_fn must return a scalar float tensor, got {shape}")
+        if not loss.requires_grad:
+            raise TaskError(f"task {self.task.name!r}: loss_fn output does not depend on the model parameters")
+        self._checked_loss = True
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> tuple[float, float]:
+        """Loss and metric on (at most ``task.eval_max_examples`` of) a split: "train", "val" or "test"."""
+        data = {"train": self.train_split, "val": self.val_split, "test": self.test_split}.get(split)
+        if data is None:
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        m = self.task.eval_max_examples
+        x, y = data.x[:m], data.y[:m]
+        self.model.eval()
+        out = self.model(x)
+        loss = float(self.task.loss_fn(out, y))
+        metric = float(self.task.metric_fn(out, y)) if math.isfinite(loss) else float("nan")
+        self.model.train()
+        return loss, metric
+
+    def params_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    # -- checkpointing ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "examples_seen": self.examples_seen,
+            "steps": self.steps,
+            "target": self._target,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self._batches = iter(self.sampler)
+        self.examples_seen = state["examples_seen"]
+        self.steps = state["steps"]
+        self._target = state["target"]

@@ -1,0 +1,253 @@
+"""Tasks and task families: what a controller is asked to train.
+
+A :class:`Task` is one training problem. It knows nothing of reinforcement learning: the
+training session (:mod:`rlhpo.session`) trains it, the environment wraps that session.
+A :class:`TaskFamily` samples tasks from a seed so meta-training sees thousands of them.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+OptimizerName = Literal["sgd", "adam", "adamw"]
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+
+
+class TaskError(ValueError):
+    """A task (built-in or a user's) is malformed; the message names the task and the problem."""
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """The three hyperparameters a controller sets."""
+
+    lr: float
+    batch_size: int
+    weight_decay: float
+
+    def validate(self, where: str = "hyperparams") -> "Hyperparams":
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TaskError(f"{where}.lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
+            raise TaskError(f"{where}.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise TaskError(
+                f"{where}.weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
+            )
+        return self
+
+
+@dataclass
+class Split:
+    """Inputs and targets of one split, as tensors indexed along the first dimension."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of correct arg-max predictions (for sequence outputs, over all positions)."""
+    pred = output.argmax(dim=-1)
+    return float((pred == target).float().mean())
+
+
+def r2_score(output: torch.Tensor, target: torch.Tensor) -> float:
+    """Coefficient of determination of a regression output."""
+    out = output.reshape(target.shape)
+    ss_res = torch.sum((target - out) ** 2)
+    ss_tot = torch.sum((target - target.mean(dim=0)) ** 2).clamp_min(1e-12)
+    return float(1.0 - ss_res / ss_tot)
+
+
+def negative_loss(output: torch.Tensor, target: torch.Tensor) -> float:
+    """Metric for tasks whose only quality measure is the loss itself (higher is better)."""
+    return -float(output.mean())
+
+
+def sequence_cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over (batch, time, vocab) logits and (batch, time) targets."""
+    return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
+def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(output.reshape(target.shape), target)
+
+
+def mean_output(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Loss for models that compute their own per-example loss (the noisy quadratic)."""
+    return output.mean()
+
+
+@dataclass
+class Task:
+    """One training problem.
+
+    :param name: a readable identifier, unique within a family for a given seed
+    :param family: the family that sampled it ("custom" for a user's own task)
+    :param model_fn: builds a fresh model; called with the global torch seed already fixed
+    :param train: training split
+    :param val: validation split: the only split a reward, a tuner or early stopping may see
+    :param test: test split: used for reported results only
+    :param loss_fn: ``loss_fn(model(x), y)`` -> scalar tensor
+    :param metric_fn: ``metric_fn(model(x), y)`` -> float, higher is better
+    :param metric_name: what ``metric_fn`` measures
+    :param budget_examples: training examples one run may use (a larger batch buys no more)
+    :param default_hparams: the starting hyperparameters (what a user would run as a constant)
+    :param optimizer: ``"sgd"`` (momentum 0.9), ``"adam"`` or ``"adamw"``
+    :param eval_max_examples: evaluate losses on at most this many examples of a split
+    """
+
+    name: str
+    family: str
+    model_fn: Callable[[], nn.Module]
+    train: Split
+    val: Split
+    test: Split
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metric_fn: Callable[[torch.Tensor, torch.Tensor], float]
+    metric_name: str
+    budget_examples: int
+    default_hparams: Hyperparams
+    optimizer: OptimizerName = "adam"
+    eval_max_examples: int = 1024
+    info: dict = field(default_factory=dict)
+
+    def validate(self) -> "Task":
+        """Check the task is well-formed; raise :class:`TaskError` naming the task otherwise."""
+        where = f"task {self.name!r}"
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            if not isinstance(split, Split):
+                raise TaskError(f"{where}: {split_name} must be an rlhpo.tasks.Split, got {type(split).__name__}")
+            if len(split) == 0:
+                raise TaskError(f"{where}: the {split_name} split is empty")
+            if split.x.shape[0] != split.y.shape[0]:
+                raise TaskError(
+                    f"{where}: {split_name}.x has {split.x.shape[0]} rows but {split_name}.y has {split.y.shape[0]}"
+                )
+        if not isinstance(self.budget_examples, (int, np.integer)) or self.budget_examples <= 0:
+            raise TaskError(f"{where}: budget_examples must be an integer > 0, got {self.budget_examples!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TaskError(f"{where}: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not callable(self.model_fn):
+            raise TaskError(f"{where}: model_fn must be callable")
+        self.default_hparams.validate(f"{where}: default_hparams")
+        return self
+
+    def with_budget(self, budget_examples: int) -> "Task":
+        return replace(self, budget_examples=int(budget_examples))
+
+
+class TaskFamily:
+    """Samples tasks from a seed. Subclasses set ``name`` and implement :meth:`sample`.
+
+    ``budget_scale`` multiplies every sampled task's example budget (tests use tiny budgets).
+    """
+
+    name: str = "family"
+    description: str = ""
+    #: what is new in this family relative to the meta-training families (held-out ones only)
+    novelty: str = ""
+
+    def __init__(self, budget_scale: float = 1.0) -> None:
+        if not (budget_scale > 0 and math.isfinite(budget_scale)):
+            raise TaskError(f"budget_scale must be a finite number > 0, got {budget_scale!r}")
+        self.budget_scale = float(budget_scale)
+
+    def sample(self, seed: int) -> Task:
+        # crc32, not hash(): str hashes change between processes and seeds must not
+        rng = np.random.default_rng([zlib.crc32(self.name.encode()), int(seed)])
+        task = self._sample(rng, int(seed))
+        task.budget_examples = max(64, int(round(task.budget_examples * self.budget_scale)))
+        return task.validate()
+
+    def _sample(self, rng: np.random.Generator, seed: int) -> Task:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(budget_scale={self.budget_scale})"
+
+
+def sample_optimizer_and_lr(rng: np.random.Generator) -> tuple[OptimizerName, float]:
+    """A random optimizer and a starting lr spread over four orders of magnitude.
+
+    The range is centred on each optimizer's usual scale so that some starts are good, some far
+    too small and some far too large: a controller must learn to recover from a bad start.
+    """
+    opt: OptimizerName = OPTIMIZERS[int(rng.integers(len(OPTIMIZERS)))]  # type: ignore[assignment]
+    if opt == "sgd":
+        lr = float(10 ** rng.uniform(-4.0, 0.0))
+    else:
+        lr = float(10 ** rng.uniform(-5.0, -1.0))
+    return opt, lr
+
+
+def sample_default_hparams(rng: np.random.Generator, n_train: int) -> tuple[OptimizerName, Hyperparams]:
+    opt, lr = sample_optimizer_and_lr(rng)
+    bs = int(rng.choice([16, 32, 64, 128]))
+    bs = max(1, min(bs, n_train))
+    wd = float(10 ** rng.uniform(-5.0, -2.0))
+    return opt, Hyperparams(lr=lr, batch_size=bs, weight_decay=wd)
+
+
+def split_arrays(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, fractions: tuple[float, float] = (0.6, 0.2)
+) -> tuple[Split, Split, Split]:
+    """Shuffle and split arrays into train / val / test tensors."""
+    n = len(x)
+    perm = rng.permutation(n)
+    n_train = int(n * fractions[0])
+    n_val = int(n * fractions[1])
+    parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
+    y_dtype = torch.long if np.issubdtype(y.dtype, np.integer) else torch.float32
+    return tuple(  # type: ignore[return-value]
+        Split(torch.as_tensor(x[p], dtype=torch.float32), torch.as_tensor(y[p], dtype=y_dtype)) for p in parts
+    )
+
+
+def standardize(train: Split, *others: Split) -> None:
+    """Scale inputs by training-split statistics, in place (no leakage from val/test)."""
+    mean = train.x.mean(dim=0, keepdim=True)
+    std = train.x.std(dim=0, keepdim=True).clamp_min(1e-6)
+    for s in (train, *others):
+        s.x = (s.x - mean) / std
+
+
+def make_mlp(
+    n_in: int, n_out: int, width: int, depth: int, activation: str = "relu", init_scale: float = 1.0
+) -> nn.Module:
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
+    if activation not in acts:
+        raise TaskError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    d = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), acts[activation]()]
+        d = width
+    layers.append(nn.Linear(d, n_out))
+    model = nn.Sequential(*layers)
+    scale_init(model, init_scale)
+    return model
+
+
+def scale_init(model: nn.Module, init_scale: float) -> nn.Module:
+    """Multiply the default initialisation of every weight matrix by ``init_scale``."""
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.mul_(init_scale)
+    return model

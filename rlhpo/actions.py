@@ -136,6 +136,9 @@ class ActionSpec:
 
     def hparams(self, current: Hyperparams) -> Hyperparams:
         lr, bs, wd = np.exp(self.z)
+        # clip again after exp(): exp(log(x)) can land one ulp outside the bounds
+        lr = np.clip(lr, self.config.lr.min, self.config.lr.max)
+        wd = np.clip(wd, self.config.weight_decay.min, self.config.weight_decay.max)
         return Hyperparams(
             lr=float(lr) if self._mask[0] else current.lr,
             batch_size=max(1, int(round(bs))) if self._mask[1] else current.batch_size,

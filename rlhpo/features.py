@@ -84,53 +84,61 @@ class TrainingMonitor:
         self._grad_norm = float("nan")
         self._update_ratio = float("nan")
         self._cosine = 0.0
+        self._params_finite = True
 
-    @torch.no_grad()
+    # The non-probe path is the hot path of every training step: no decorators, no syncs.
     def before_step(self, probe: bool) -> None:
-        if not probe:
-            return
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            self._grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-        self._before = [p.detach().clone() for p in self.params]
+        if probe:
+            with torch.no_grad():
+                grads = [p.grad for p in self.params if p.grad is not None]
+                if grads:
+                    self._grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+                self._before = [p.detach().clone() for p in self.params]
 
-    @torch.no_grad()
     def after_step(self, loss: torch.Tensor, probe: bool) -> None:
         self._losses.append(loss.detach())
         if probe and self._before is not None:
-            update = _flat([p.detach() - b for p, b in zip(self.params, self._before)])
-            pnorm = float(torch.linalg.vector_norm(_flat([p.detach() for p in self.params])))
-            unorm = float(torch.linalg.vector_norm(update))
-            self._update_ratio = unorm / max(pnorm, 1e-12)
-            if self._prev_update is not None and self._prev_probe_step == self._step - 1:
-                denom = unorm * float(torch.linalg.vector_norm(self._prev_update))
-                self._cosine = float(update @ self._prev_update) / denom if denom > 0 else 0.0
-            self._prev_update = update
-            self._prev_probe_step = self._step
-            self._before = None
+            with torch.no_grad():
+                self._probe_update()
         self._step += 1
+
+    def _probe_update(self) -> None:
+        assert self._before is not None
+        update = _flat([p.detach() - b for p, b in zip(self.params, self._before)])
+        pnorm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.detach() for p in self.params]))))
+        unorm = float(torch.linalg.vector_norm(update))
+        self._params_finite = self._params_finite and math.isfinite(pnorm)
+        self._update_ratio = unorm / max(pnorm, 1e-12)
+        if self._prev_update is not None and self._prev_probe_step == self._step - 1:
+            denom = unorm * float(torch.linalg.vector_norm(self._prev_update))
+            self._cosine = float(update @ self._prev_update) / denom if denom > 0 else 0.0
+        self._prev_update = update
+        self._prev_probe_step = self._step
+        self._before = None
 
     def summary(self) -> IntervalStats:
         """Summarise the steps since the last summary and start a new interval."""
         if not self._losses:
             return IntervalStats()
-        losses = torch.stack(self._losses).float().cpu().numpy().astype(np.float64)
+        losses = torch.stack(self._losses).tolist()  # one device sync per interval
         self._losses = []
-        half = max(1, len(losses) // 2)
-        finite = bool(np.isfinite(losses).all())
-        with np.errstate(all="ignore"):
-            stats = IntervalStats(
-                steps=len(losses),
-                loss_mean=float(losses.mean()),
-                loss_first_half=float(losses[:half].mean()),
-                loss_second_half=float(losses[half:].mean()) if len(losses) > 1 else float(losses.mean()),
-                loss_std=float(losses.std()) if len(losses) > 1 else 0.0,
-                grad_norm=self._grad_norm,
-                update_ratio=self._update_ratio,
-                update_cosine=self._cosine,
-                nonfinite=not finite or math.isinf(self._grad_norm),
-            )
+        n = len(losses)
+        half = max(1, n // 2)
+        finite = all(math.isfinite(v) for v in losses)
+        mean = math.fsum(losses) / n if finite else float("nan")
+        stats = IntervalStats(
+            steps=n,
+            loss_mean=mean,
+            loss_first_half=math.fsum(losses[:half]) / half if finite else float("nan"),
+            loss_second_half=math.fsum(losses[half:]) / (n - half) if finite and n > 1 else mean,
+            loss_std=math.sqrt(math.fsum((v - mean) ** 2 for v in losses) / n) if finite and n > 1 else 0.0,
+            grad_norm=self._grad_norm,
+            update_ratio=self._update_ratio,
+            update_cosine=self._cosine,
+            nonfinite=not finite or math.isinf(self._grad_norm) or not self._params_finite,
+        )
         self._grad_norm, self._update_ratio, self._cosine = float("nan"), float("nan"), 0.0
+        self._params_finite = True
         return stats
 
 

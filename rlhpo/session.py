@@ -22,7 +22,8 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
 
     ``DataLoader.batch_size`` cannot change after construction; pass this as
     ``DataLoader(dataset, batch_sampler=sampler)`` and set ``sampler.batch_size`` instead.
-    Each iteration is one epoch over a fresh permutation; batches are int64 index tensors.
+    Each iteration is one epoch over a fresh permutation; batches are int64 index tensors. An
+    epoch left unfinished is resumed by the next ``iter()`` (and survives ``state_dict()``).
 
     :param n: dataset size
     :param batch_size: initial batch size (clamped to ``n``)
@@ -37,6 +38,8 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
         self.generator = generator
         self.drop_last = drop_last
         self.batch_size = batch_size
+        self._perm: Optional[torch.Tensor] = None
+        self._pos = 0
 
     @property
     def batch_size(self) -> int:
@@ -50,25 +53,36 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
         self._batch_size = min(value, self.n)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        perm = torch.randperm(self.n, generator=self.generator)
-        i = 0
-        while i < self.n:
+        # The epoch's permutation and position live on the sampler, not in the generator frame,
+        # so a checkpoint taken mid-epoch resumes at the same batch.
+        if self._perm is None or self._pos >= self.n:
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        while self._pos < self.n:
             bs = self._batch_size  # read per batch: a change takes effect at the next batch
-            if self.drop_last and i + bs > self.n:
-                return
-            yield perm[i : i + bs]
-            i += bs
+            if self.drop_last and self._pos + bs > self.n:
+                break
+            batch = self._perm[self._pos : self._pos + bs]
+            self._pos += bs
+            yield batch
+        self._perm = None
 
     def __len__(self) -> int:
         return self.n // self._batch_size if self.drop_last else math.ceil(self.n / self._batch_size)
 
     def state_dict(self) -> dict:
-        return {"batch_size": self._batch_size, "generator": None if self.generator is None else self.generator.get_state()}
+        return {
+            "batch_size": self._batch_size,
+            "generator": None if self.generator is None else self.generator.get_state(),
+            "perm": self._perm,
+            "pos": self._pos,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.batch_size = state["batch_size"]
         if self.generator is not None and state.get("generator") is not None:
             self.generator.set_state(state["generator"])
+        self._perm, self._pos = state.get("perm"), state.get("pos", 0)
 
 
 def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optimizer:

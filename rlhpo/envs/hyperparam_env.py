@@ -144,7 +144,6 @@ class HyperparamControlEnv(gym.Env):
             stats.nonfinite
             or not math.isfinite(val_loss)
             or (ref is not None and val_loss > self.config.divergence_factor * max(ref, 1e-12))
-            or not self.session.params_finite()
         )
         hp = self.session.hparams
         obs = self.features.observe(

@@ -1,0 +1,30 @@
+# Two entry points do all the set-up on a fresh machine:
+#   make demo   - install, then apply the pretrained controller to a held-out task against baselines
+#   make test   - install, then run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON ?= python3
+
+.PHONY: install demo test train bench
+
+$(VENV)/.installed: envs/cpu.txt envs/common.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r envs/cpu.txt
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m rlhpo.demo
+
+test: install
+	$(PY) -m pytest -q
+
+train: install
+	$(PY) -m rlhpo.train
+
+bench: install
+	$(PY) -m rlhpo.bench.env_overhead

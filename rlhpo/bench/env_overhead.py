@@ -1,0 +1,113 @@
+"""Overhead of the environment over a plain PyTorch loop training the same task.
+
+Runs, side by side and interleaved, (a) the environment driving a task for a whole episode with
+a fixed action, and (b) a plain PyTorch loop training the same model with the same optimizer,
+batch size and number of examples (no features, no validation, no policy). Reports the median
+wall time of each and the overhead ratio.
+
+    python -m rlhpo.bench.env_overhead [--family digits_mlp] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import rlhpo
+from rlhpo.session import make_optimizer
+from rlhpo.tasks import Task, make_family
+
+
+def plain_loop(task: Task, seed: int, validate_every: int = 0) -> float:
+    """What a user writes without rlhpo: shuffle, slice, forward, backward, step; with
+    ``validate_every`` > 0, also a validation loss every that many examples (as the env does
+    once per control interval for its reward)."""
+    torch.manual_seed(seed)
+    model = task.model_fn()
+    hp = task.default_hparams
+    opt = make_optimizer(task.optimizer, model.parameters(), hp)
+    g = torch.Generator().manual_seed(seed)
+    x, y = task.train.x, task.train.y
+    n, seen = len(x), 0
+    perm, pos = torch.randperm(n, generator=g), 0
+    next_val = validate_every
+    xv, yv = task.val.x[: task.eval_max_examples], task.val.y[: task.eval_max_examples]
+    while seen < task.budget_examples:
+        if pos >= n:
+            perm, pos = torch.randperm(n, generator=g), 0
+        idx = perm[pos : pos + hp.batch_size]
+        pos += hp.batch_size
+        loss = task.loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(idx)
+        if validate_every and seen >= next_val:
+            next_val += validate_every
+            with torch.no_grad():
+                val = float(task.loss_fn(model(xv), yv))
+    return float(loss.detach())
+
+
+def env_episode(env, task: Task, seed: int) -> float:
+    env.reset(seed=seed, options={"task": task})
+    zero = np.zeros(env.action_space.shape, dtype=np.float32)
+    while True:
+        _, _, term, trunc, info = env.step(zero)
+        if term or trunc:
+            return info["val_loss"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", default="digits_mlp")
+    p.add_argument("--task-seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--n-intervals", type=int, default=20)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    task = make_family(args.family).sample(args.task_seed)
+    env = rlhpo.make_env(n_intervals=args.n_intervals)
+    env_episode(env, task, 0), plain_loop(task, 0)  # warm-up
+    every = task.budget_examples // args.n_intervals
+    runs = {
+        "env": lambda r: env_episode(env, task, r),
+        "plain": lambda r: plain_loop(task, r),
+        "plain_val": lambda r: plain_loop(task, r, validate_every=every),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(args.repeats):  # interleaved, so machine noise hits all three alike
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn(r)
+            times[name].append(time.perf_counter() - t0)
+    env_t, plain_t, val_t = (statistics.median(times[k]) for k in runs)
+    result = {
+        "task": task.name,
+        "examples": task.budget_examples,
+        "batch_size": task.default_hparams.batch_size,
+        "intervals": args.n_intervals,
+        "env_s": env_t,
+        "plain_s": plain_t,
+        "plain_val_s": val_t,
+        "overhead": env_t / plain_t - 1.0,
+        "overhead_vs_validating_loop": env_t / val_t - 1.0,
+    }
+    print(
+        f"task {task.name}: {task.budget_examples} examples, batch {task.default_hparams.batch_size}, "
+        f"{args.n_intervals} intervals, median of {args.repeats}\n"
+        f"  env episode                         : {env_t * 1e3:8.1f} ms\n"
+        f"  plain loop                          : {plain_t * 1e3:8.1f} ms\n"
+        f"  plain loop + val loss per interval  : {val_t * 1e3:8.1f} ms\n"
+        f"  overhead vs plain loop              : {100 * result['overhead']:+.1f}%\n"
+        f"  overhead vs the same loop validating: {100 * result['overhead_vs_validating_loop']:+.1f}%  (target < 5%)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

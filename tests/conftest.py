@@ -1,0 +1,73 @@
+"""Shared helpers: tiny tasks so every test runs in well under a second."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rlhpo.tasks import Hyperparams, Split, Task, accuracy, mse, r2_score
+
+torch.set_num_threads(1)
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+
+
+def make_tiny_task(
+    lr: float = 1e-2,
+    batch_size: int = 16,
+    weight_decay: float = 1e-4,
+    optimizer: str = "adam",
+    budget: int = 640,
+    n: int = 96,
+    seed: int = 0,
+    regression: bool = False,
+) -> Task:
+    """A 2-class problem with 4 features and a one-hidden-layer MLP (or linear regression)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    third = n // 3
+    if regression:
+        y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+        model_fn, loss_fn, metric_fn, metric = (lambda: nn.Linear(4, 1)), mse, r2_score, "r2"
+    else:
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+        model_fn = lambda: nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))  # noqa: E731
+        loss_fn, metric_fn, metric = nn.functional.cross_entropy, accuracy, "accuracy"
+    return Task(
+        name=f"tiny-{seed}",
+        family="tiny",
+        model_fn=model_fn,
+        train=Split(x[:third], y[:third]),
+        val=Split(x[third : 2 * third], y[third : 2 * third]),
+        test=Split(x[2 * third :], y[2 * third :]),
+        loss_fn=loss_fn,
+        metric_fn=metric_fn,
+        metric_name=metric,
+        budget_examples=budget,
+        default_hparams=Hyperparams(lr, batch_size, weight_decay),
+        optimizer=optimizer,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def tiny_task() -> Task:
+    return make_tiny_task()
+
+
+def run_episode(env, actions=None, seed=0, options=None):
+    """Run one episode; return (observations, rewards, infos)."""
+    obs, info = env.reset(seed=seed, options=options)
+    observations, rewards, infos = [obs], [], [info]
+    t = 0
+    while True:
+        a = env.action_space.sample() if actions is None else actions[t % len(actions)]
+        obs, r, term, trunc, info = env.step(np.asarray(a, dtype=np.float32))
+        observations.append(obs)
+        rewards.append(r)
+        infos.append(info)
+        t += 1
+        if term or trunc:
+            return observations, rewards, infos

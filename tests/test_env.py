@@ -1,0 +1,116 @@
+"""The training-control environment: API conformance, seeding, ranges, divergence."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.env_checker import check_env
+
+import rlhpo
+from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv
+from rlhpo.features import CLIP, N_FEATURES
+from rlhpo.tasks import FAMILIES
+
+from conftest import make_tiny_task, run_episode
+
+
+class TinyEnv(HyperparamControlEnv):
+    """The env on the tiny task, so check_env's dozen steps cost milliseconds."""
+
+    def reset(self, *, seed=None, options=None):
+        return super().reset(seed=seed, options={"task": make_tiny_task(), **(options or {})})
+
+
+def test_sb3_check_env_passes():
+    env = TinyEnv(EnvConfig(n_intervals=5))
+    check_env(env, warn=True)
+
+
+def test_registered_with_gymnasium():
+    env = gym.make(ENV_ID, families=["noisy_quadratic"], budget_scale=0.05, n_intervals=4)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (N_FEATURES,)
+    assert env.action_space.shape == (3,)
+    env.close()
+
+
+def test_same_seed_same_episode():
+    def episode(seed):
+        env = rlhpo.make_env(families=["meta_train"], budget_scale=0.05, n_intervals=5)
+        env.action_space.seed(123)
+        return run_episode(env, seed=seed)
+
+    o1, r1, i1 = episode(7)
+    o2, r2, i2 = episode(7)
+    assert i1[0]["task"] == i2[0]["task"]
+    np.testing.assert_array_equal(np.stack(o1), np.stack(o2))
+    np.testing.assert_array_equal(r1, r2)
+    o3, _, i3 = episode(8)
+    assert i3[0]["task"] != i1[0]["task"] or not np.array_equal(np.stack(o1), np.stack(o3))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_gives_finite_observations_in_range(family):
+    env = rlhpo.make_env(families=[family], budget_scale=0.08, n_intervals=6)
+    env.action_space.seed(0)
+    for seed in range(2):
+        observations, rewards, infos = run_episode(env, seed=seed)
+        obs = np.stack(observations)
+        assert np.isfinite(obs).all(), family
+        assert (np.abs(obs) <= CLIP).all()
+        assert env.observation_space.contains(observations[-1])
+        assert np.isfinite(rewards).all()
+        last = infos[-1]
+        assert last["diverged"] or last["examples"] >= last["budget"]
+        assert last["examples"] <= last["budget"] + 1024  # at most one batch over
+
+
+def test_budget_is_counted_in_examples_not_steps():
+    """Doubling the batch size every interval must not buy extra examples."""
+    env = TinyEnv(EnvConfig(n_intervals=5))
+    _, _, infos = run_episode(env, actions=[[0.0, 1.0, 0.0]])
+    assert infos[-1]["batch_size"] > 16
+    assert 640 <= infos[-1]["examples"] <= 640 + infos[-1]["batch_size"]
+    env_small = TinyEnv(EnvConfig(n_intervals=5))
+    _, _, infos_small = run_episode(env_small, actions=[[0.0, -1.0, 0.0]])
+    assert 640 <= infos_small[-1]["examples"] <= 640 + 16
+
+
+def test_divergence_terminates_with_penalty_and_flag():
+    env = TinyEnv(EnvConfig(n_intervals=8))
+    obs, info = env.reset(options={"task": make_tiny_task(lr=5.0, optimizer="sgd", regression=True)})
+    terminated = False
+    for _ in range(8):
+        obs, r, terminated, truncated, info = env.step(np.ones(3, dtype=np.float32))
+        assert np.isfinite(obs).all()
+        if terminated or truncated:
+            break
+    assert terminated and info["diverged"]
+    assert r == -env.config.divergence_penalty
+
+
+def test_controls_can_be_switched_off():
+    cfg = EnvConfig(n_intervals=4)
+    cfg.actions.batch_size.enabled = False
+    cfg.actions.weight_decay.enabled = False
+    env = TinyEnv(cfg)
+    assert env.action_space.shape == (1,)
+    _, _, infos = run_episode(env, actions=[[1.0]])
+    assert infos[-1]["batch_size"] == 16 and infos[-1]["weight_decay"] == pytest.approx(1e-4)
+    assert infos[-1]["lr"] > 1e-2
+
+
+def test_reward_never_reads_the_test_split(monkeypatch):
+    from rlhpo.session import TrainingSession
+
+    seen = []
+    original = TrainingSession.evaluate
+
+    def spy(self, split="val"):
+        seen.append(split)
+        return original(self, split)
+
+    monkeypatch.setattr(TrainingSession, "evaluate", spy)
+    run_episode(TinyEnv(EnvConfig(n_intervals=4)))
+    assert seen and "test" not in seen

@@ -1,0 +1,90 @@
+"""The one training loop and its mutable batch sampler."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from rlhpo.session import MutableBatchSampler, TrainingSession
+from rlhpo.tasks import Hyperparams, TaskError
+
+from conftest import make_tiny_task
+
+
+def test_mutable_batch_sampler_with_dataloader():
+    data = TensorDataset(torch.arange(100.0))
+    sampler = MutableBatchSampler(100, 10, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(data, batch_sampler=sampler)
+    sizes = []
+    for i, (batch,) in enumerate(loader):
+        sizes.append(len(batch))
+        if i == 1:
+            sampler.batch_size = 25
+    assert sizes[:2] == [10, 10] and sizes[2] == 25
+    assert sum(sizes) == 100  # one epoch, every example once
+
+
+def test_mutable_batch_sampler_rejects_bad_size():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        MutableBatchSampler(10, 0)
+
+
+def test_session_is_reproducible_and_respects_budget():
+    def run(seed):
+        s = TrainingSession(make_tiny_task(), seed=seed)
+        s.train(300)
+        s.set_hparams(Hyperparams(lr=3e-3, batch_size=7, weight_decay=0.0))
+        stats = s.train(10_000)  # capped at the budget
+        return s, stats
+
+    a, sa = run(3)
+    b, sb = run(3)
+    assert a.examples_seen == b.examples_seen and 640 <= a.examples_seen < 640 + 7
+    assert sa.loss_mean == sb.loss_mean
+    assert a.evaluate("val") == b.evaluate("val")
+    assert a.hparams == Hyperparams(lr=3e-3, batch_size=7, weight_decay=0.0)
+    c, sc = run(4)
+    assert sc.loss_mean != sa.loss_mean
+
+
+def test_session_state_dict_round_trip():
+    s = TrainingSession(make_tiny_task(), seed=0)
+    s.train(200)
+    state = copy.deepcopy(s.state_dict())  # like torch modules, state_dict() shares tensors
+    s.train(200)
+    after = s.evaluate("val")
+    t = TrainingSession(make_tiny_task(), seed=0)
+    t.load_state_dict(state)
+    t.train(200)
+    assert t.evaluate("val") == pytest.approx(after)
+
+
+def test_loss_that_is_not_a_scalar_is_named():
+    task = make_tiny_task()
+    task.loss_fn = lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
+    with pytest.raises(TaskError, match="task 'tiny-0': loss_fn must return a scalar float tensor"):
+        TrainingSession(task).train(32)
+
+
+def test_model_fn_of_wrong_type_is_named():
+    task = make_tiny_task()
+    task.model_fn = lambda: "not a model"
+    with pytest.raises(TaskError, match="task 'tiny-0': model_fn must return a torch.nn.Module, got str"):
+        TrainingSession(task)
+
+
+def test_evaluate_rejects_unknown_split():
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test'"):
+        TrainingSession(make_tiny_task()).evaluate("holdout")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_session_on_gpu_matches_cpu_closely():
+    cpu = TrainingSession(make_tiny_task(), seed=0)
+    gpu = TrainingSession(make_tiny_task(), seed=0, device="cuda")
+    cpu.train(320)
+    gpu.train(320)
+    assert gpu.evaluate("val")[0] == pytest.approx(cpu.evaluate("val")[0], rel=1e-3)

@@ -1,0 +1,200 @@
+"""The policy artifact: one self-describing folder.
+
+    <artifact>/
+      model.zip            stable-baselines3 save of the PPO (or RecurrentPPO) policy
+      normalization.json   observation normalisation statistics (plain numbers, no pickle)
+      spec.json            format and feature versions, feature names, controls and bounds,
+                           control intervals, algorithm
+      config.yaml          the configuration that produced it
+
+.. warning:: Trust. ``model.zip`` is read by stable-baselines3's loader, which reads PyTorch
+   tensors with ``weights_only`` loading and the algorithm's parameters with cloudpickle-free
+   JSON where it can; SB3 may still unpickle some parameters (e.g. schedules) saved as
+   cloudpickle. Load artifacts only from sources you would run code from. rlhpo itself adds
+   no pickle: ``normalization.json`` and ``spec.json`` are plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from rlhpo.actions import CONTROLS, ActionConfig, ControlConfig
+from rlhpo.features import FEATURE_NAMES, FEATURE_VERSION
+
+ARTIFACT_FORMAT = 1
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+class ArtifactError(ValueError):
+    """A policy artifact is missing, corrupt or incompatible; the message says which and why."""
+
+
+@dataclass
+class PolicySpec:
+    """What a policy observes and controls. Saved as ``spec.json``."""
+
+    format: int = ARTIFACT_FORMAT
+    feature_version: int = FEATURE_VERSION
+    feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
+    actions: dict = field(default_factory=lambda: asdict(ActionConfig()))
+    n_intervals: int = 20
+    algorithm: str = "PPO"
+    trained_on: list[str] = field(default_factory=list)
+    timesteps: int = 0
+
+    def action_config(self) -> ActionConfig:
+        return ActionConfig(**{k: ControlConfig(**v) for k, v in self.actions.items()})
+
+    def check_compatible(self, where: str) -> None:
+        if self.format != ARTIFACT_FORMAT:
+            raise ArtifactError(f"{where}: artifact format {self.format}, this rlhpo reads format {ARTIFACT_FORMAT}")
+        if self.feature_version != FEATURE_VERSION or list(self.feature_names) != list(FEATURE_NAMES):
+            raise ArtifactError(
+                f"{where}: the policy was trained on feature version {self.feature_version} "
+                f"({len(self.feature_names)} features); this rlhpo computes version {FEATURE_VERSION} "
+                f"({len(FEATURE_NAMES)} features). Re-train it with this version, or install the rlhpo that made it."
+            )
+        if self.algorithm not in ("PPO", "RecurrentPPO"):
+            raise ArtifactError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: PPO, RecurrentPPO")
+
+
+@dataclass
+class ObsNormalization:
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float = 10.0
+    epsilon: float = 1e-8
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+
+    @classmethod
+    def identity(cls, n: int) -> "ObsNormalization":
+        return cls(np.zeros(n), np.ones(n) - 1e-8, clip=np.inf)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_artifact(
+    path: str | os.PathLike,
+    model: Any,
+    spec: PolicySpec,
+    obs_rms: Optional[Any] = None,
+    clip_obs: float = 10.0,
+    epsilon: float = 1e-8,
+    config_yaml: str = "",
+) -> Path:
+    """Write an artifact folder atomically (a temporary folder renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+    try:
+        model.save(tmp / "model.zip")
+        norm = (
+            {"mean": obs_rms.mean.tolist(), "var": obs_rms.var.tolist(), "clip": clip_obs, "epsilon": epsilon}
+            if obs_rms is not None
+            else None
+        )
+        (tmp / "normalization.json").write_text(json.dumps(norm))
+        (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
+        (tmp / "config.yaml").write_text(config_yaml)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def resolve_policy_path(policy: str | os.PathLike) -> Path:
+    """A pretrained name (a folder under ``rlhpo/pretrained``) or a path to an artifact folder."""
+    p = Path(policy)
+    if p.exists():
+        return p
+    if (PRETRAINED_DIR / str(policy)).exists():
+        return PRETRAINED_DIR / str(policy)
+    names = sorted(d.name for d in PRETRAINED_DIR.iterdir() if d.is_dir()) if PRETRAINED_DIR.exists() else []
+    raise ArtifactError(f"policy {str(policy)!r} is neither an artifact folder nor a pretrained name; pretrained: {names}")
+
+
+@dataclass
+class PolicyArtifact:
+    """A loaded policy: the SB3 model, its observation normalisation and its spec."""
+
+    model: Any
+    normalization: ObsNormalization
+    spec: PolicySpec
+    path: Path
+
+    @property
+    def recurrent(self) -> bool:
+        return self.spec.algorithm == "RecurrentPPO"
+
+
+def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") -> PolicyArtifact:
+    """Load and check an artifact; every failure is an :class:`ArtifactError` that says why."""
+    path = resolve_policy_path(policy)
+    where = f"policy artifact {str(path)!r}"
+    if not path.is_dir():
+        raise ArtifactError(f"{where}: expected a folder with model.zip, spec.json and normalization.json")
+    for name in ("model.zip", "spec.json", "normalization.json"):
+        if not (path / name).is_file():
+            raise ArtifactError(f"{where}: {name} is missing")
+    try:
+        raw = json.loads((path / "spec.json").read_text())
+        spec = PolicySpec(**raw)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ArtifactError(f"{where}: spec.json is not a valid policy spec ({e})") from None
+    spec.check_compatible(where)
+    try:
+        norm_raw = json.loads((path / "normalization.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{where}: normalization.json is not valid JSON ({e})") from None
+    n = len(spec.feature_names)
+    if norm_raw is None:
+        normalization = ObsNormalization.identity(n)
+    else:
+        mean, var = np.asarray(norm_raw.get("mean", []), float), np.asarray(norm_raw.get("var", []), float)
+        if mean.shape != (n,) or var.shape != (n,) or not (np.isfinite(mean).all() and (var >= 0).all()):
+            raise ArtifactError(f"{where}: normalization.json must hold {n} finite means and variances")
+        normalization = ObsNormalization(mean, var, float(norm_raw.get("clip", 10.0)), float(norm_raw.get("epsilon", 1e-8)))
+    if not zipfile.is_zipfile(path / "model.zip"):
+        raise ArtifactError(f"{where}: model.zip is not a zip archive (truncated or not an SB3 save)")
+    try:
+        if spec.algorithm == "RecurrentPPO":
+            from sb3_contrib import RecurrentPPO as Algo
+        else:
+            from stable_baselines3 import PPO as Algo
+        model = Algo.load(path / "model.zip", device=device)
+    except Exception as e:  # SB3 raises many kinds on a bad archive
+        raise ArtifactError(f"{where}: model.zip could not be loaded by stable-baselines3 ({type(e).__name__}: {e})") from None
+    if model.observation_space.shape != (n,):
+        raise ArtifactError(f"{where}: the policy observes {model.observation_space.shape}, the spec says ({n},)")
+    n_act = len(spec.action_config().enabled)
+    if model.action_space.shape != (n_act,):
+        raise ArtifactError(
+            f"{where}: the policy acts on {model.action_space.shape} but the spec enables {n_act} controls"
+        )
+    return PolicyArtifact(model, normalization, spec, path)

@@ -1,0 +1,170 @@
+"""stable-baselines3 callbacks for meta-training: held-out evaluation with the best policy kept,
+hyperparameter trajectories, per-family results, throughput and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from torch.utils.tensorboard import SummaryWriter
+
+from rlhpo.artifact import ObsNormalization
+from rlhpo.checkpoints import save_checkpoint
+from rlhpo.envs import EnvConfig, make_env
+from rlhpo.envs.rollout import final_val_loss, rollout
+from rlhpo.policy import PolicyDriver
+from rlhpo.tasks import make_family
+
+
+class ThroughputCallback(BaseCallback):
+    """Logs ``throughput/env_steps_per_s`` and ``throughput/examples_per_s``, and the final
+    validation loss of each finished meta-training episode per family."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t0 = time.perf_counter()
+        self._steps0 = 0
+        self._examples = 0
+        self._last_examples: dict[int, int] = {}
+
+    def _on_training_start(self) -> None:
+        self._t0, self._steps0 = time.perf_counter(), self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for i, info in enumerate(self.locals.get("infos", [])):
+            ex = int(info.get("examples", 0))
+            prev = self._last_examples.get(i, 0)
+            self._examples += ex - prev if ex >= prev else ex
+            self._last_examples[i] = ex
+            if "episode" in info and "family" in info:  # SB3's Monitor marks an episode end
+                fam = info["family"]
+                if math.isfinite(info["val_loss"]) and not info["diverged"]:
+                    self.logger.record_mean(f"meta_train/final_val_loss/{fam}", info["val_loss"])
+                self.logger.record_mean(f"meta_train/diverged/{fam}", float(info["diverged"]))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        dt = max(time.perf_counter() - self._t0, 1e-9)
+        self.logger.record("throughput/env_steps_per_s", (self.num_timesteps - self._steps0) / dt)
+        self.logger.record("throughput/examples_per_s", self._examples / dt)
+        self._t0, self._steps0, self._examples = time.perf_counter(), self.num_timesteps, 0
+
+
+class CheckpointCallback(BaseCallback):
+    """Saves an atomic checkpoint every ``every`` environment steps (see :mod:`rlhpo.checkpoints`)."""
+
+    def __init__(self, directory: Path, every: int, keep: int) -> None:
+        super().__init__()
+        self.directory, self.every, self.keep = directory, every, keep
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            save_checkpoint(self.directory, self.model, self.model.get_vec_normalize_env(), self.keep)
+        return True
+
+
+class HeldOutEvalCallback(BaseCallback):
+    """Every ``every`` steps, runs the current policy (deterministic) on a fixed set of held-out
+    tasks and compares it with the task's default constant hyperparameters.
+
+    Logs ``eval/log_improvement_vs_default`` (mean over tasks of log(default final val loss /
+    policy final val loss); > 0 means the policy is better), per family ``eval/final_val_loss/*``
+    and ``eval/log_improvement_vs_default/*``, ``eval/win_rate_vs_default``, and the
+    hyperparameter trajectories of each round to ``<tb>/eval_trajectories/round_<k>``.
+    Calls ``on_best(score)`` when the score improves on the best so far.
+    """
+
+    def __init__(
+        self,
+        env_config: EnvConfig,
+        families: list[str],
+        task_seeds: list[int],
+        every: int,
+        tb_dir: Path,
+        on_best: Callable[[float], None],
+        recurrent: bool = False,
+    ) -> None:
+        super().__init__()
+        self.env = make_env(EnvConfig(**{**vars(env_config), "families": list(families)}))
+        self.tasks = [make_family(f, env_config.budget_scale).sample(s) for f in families for s in task_seeds]
+        self.every, self.tb_dir, self.on_best, self.recurrent = every, tb_dir, on_best, recurrent
+        self._next = every
+        self.best = -math.inf
+        self._default: Optional[list[float]] = None
+        self.round = 0
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self.evaluate()
+        return True
+
+    def _driver(self) -> PolicyDriver:
+        venv = self.model.get_vec_normalize_env()
+        n = self.env.observation_space.shape[0]
+        norm = (
+            ObsNormalization(venv.obs_rms.mean.copy(), venv.obs_rms.var.copy(), venv.clip_obs, venv.epsilon)
+            if venv is not None and venv.norm_obs
+            else ObsNormalization.identity(n)
+        )
+        return PolicyDriver(self.model, norm, self.recurrent)
+
+    def evaluate(self) -> float:
+        if self._default is None:
+            self._default = [final_val_loss(rollout(self.env, t, None, seed=0)) for t in self.tasks]
+        driver = self._driver()
+        writer = SummaryWriter(str(self.tb_dir / "eval_trajectories" / f"round_{self.round:03d}_step_{self.num_timesteps}"))
+        per_family: dict[str, list[float]] = {}
+        finals: dict[str, list[float]] = {}
+        improvements = []
+        for task, default in zip(self.tasks, self._default):
+            driver.reset()
+            infos = rollout(self.env, task, driver.act, seed=0)
+            final = final_val_loss(infos)
+            imp = _log_improvement(default, final)
+            improvements.append(imp)
+            per_family.setdefault(task.family, []).append(imp)
+            if math.isfinite(final):
+                finals.setdefault(task.family, []).append(final)
+            for info in infos:
+                for key in ("lr", "batch_size", "weight_decay", "val_loss"):
+                    writer.add_scalar(f"{task.name}/{key}", info[key], info["examples"])
+        writer.close()
+        score = float(np.mean(improvements))
+        self.logger.record("eval/log_improvement_vs_default", score)
+        self.logger.record("eval/win_rate_vs_default", float(np.mean([i > 0 for i in improvements])))
+        for fam, vals in per_family.items():
+            self.logger.record(f"eval/log_improvement_vs_default/{fam}", float(np.mean(vals)))
+        for fam, vals in finals.items():
+            self.logger.record(f"eval/final_val_loss/{fam}", float(np.mean(vals)))
+        self.logger.dump(self.num_timesteps)
+        self.round += 1
+        if score > self.best:
+            self.best = score
+            self.on_best(score)
+        return score
+
+
+def _log_improvement(default: float, final: float, cap: float = 5.0) -> float:
+    """log(default / final), capped; a diverged side counts as the cap against it."""
+    if not math.isfinite(final):
+        return -cap if math.isfinite(default) else 0.0
+    if not math.isfinite(default):
+        return cap
+    return float(np.clip(math.log(max(default, 1e-12) / max(final, 1e-12)), -cap, cap))
+
+
+def make_callbacks(*callbacks: Optional[Any]) -> list[Any]:
+    return [c for c in callbacks if c is not None]

@@ -1,0 +1,112 @@
+"""Atomic, resumable meta-training checkpoints.
+
+A checkpoint is a folder ``checkpoints/step_<n>/`` holding the SB3 model (policy weights and
+optimizer state), the VecNormalize statistics, and ``state.pt`` (step counter, episode count
+and RNG states). It is written to a temporary folder and renamed into place, and a ``COMPLETE``
+marker is written last, so a kill at any moment leaves either the whole checkpoint or none.
+Loading walks back from the newest to the first one that loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], keep: int = 3) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step_{model.num_timesteps:010d}"
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp_"))
+    try:
+        model.save(tmp / "model.zip")
+        if vec_normalize is not None:
+            vec_normalize.save(str(tmp / "vecnormalize.pkl"))
+        torch.save(
+            {"num_timesteps": model.num_timesteps, "episode_num": model._episode_num, "rng": _rng_state()},
+            tmp / "state.pt",
+        )
+        (tmp / "COMPLETE").write_text("ok\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.glob("step_*") if p.is_dir() and (p / "COMPLETE").exists())
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    model: Any
+    num_timesteps: int
+
+
+def load_latest(directory: Path, load_model: Any, vec_normalize: Optional[Any], env: Any) -> Optional[LoadedCheckpoint]:
+    """Load the newest checkpoint that loads; report and skip broken ones.
+
+    :param load_model: ``PPO.load``-like callable ``(path, env) -> model``
+    :param vec_normalize: the VecNormalize wrapper whose statistics to restore (or None)
+    """
+    candidates = list_checkpoints(directory)
+    if not candidates:
+        return None
+    for path in reversed(candidates):
+        try:
+            if not zipfile.is_zipfile(path / "model.zip"):
+                raise CheckpointError("model.zip is not a zip archive (truncated?)")
+            state = torch.load(path / "state.pt", weights_only=False)
+            if vec_normalize is not None:
+                from stable_baselines3.common.vec_env import VecNormalize
+
+                if not (path / "vecnormalize.pkl").exists():
+                    raise CheckpointError("vecnormalize.pkl is missing")
+                loaded = VecNormalize.load(str(path / "vecnormalize.pkl"), vec_normalize.venv)
+                vec_normalize.obs_rms, vec_normalize.ret_rms = loaded.obs_rms, loaded.ret_rms
+            model = load_model(path / "model.zip", env)
+            model.num_timesteps = int(state["num_timesteps"])
+            model._episode_num = int(state["episode_num"])
+            _set_rng_state(state["rng"])
+            log.info("resumed from checkpoint %s (%d steps)", path, model.num_timesteps)
+            return LoadedCheckpoint(path, model, model.num_timesteps)
+        except Exception as e:  # a corrupt checkpoint: fall back to the previous good one
+            log.warning("checkpoint %s is unusable (%s: %s); trying the previous one", path, type(e).__name__, e)
+            print(f"[rlhpo] checkpoint {path} is unusable ({type(e).__name__}: {e}); trying the previous one")
+    raise CheckpointError(f"no usable checkpoint in {directory}: all of {[p.name for p in candidates]} failed to load")

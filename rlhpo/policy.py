@@ -1,0 +1,48 @@
+"""Running a trained policy: normalise an observation, predict an action, keep LSTM state.
+
+Used by the controller, the evaluation during meta-training and ``rlhpo.evaluate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from rlhpo.artifact import ObsNormalization, PolicyArtifact
+
+
+class PolicyDriver:
+    """Turns observations into actions for one run at a time (call :meth:`reset` per run)."""
+
+    def __init__(self, model: Any, normalization: ObsNormalization, recurrent: bool = False) -> None:
+        self.model = model
+        self.normalization = normalization
+        self.recurrent = recurrent
+        self.reset()
+
+    @classmethod
+    def from_artifact(cls, artifact: PolicyArtifact) -> "PolicyDriver":
+        return cls(artifact.model, artifact.normalization, artifact.recurrent)
+
+    def reset(self) -> None:
+        self._state: Optional[Any] = None
+        self._episode_start = np.ones((1,), dtype=bool)
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        x = self.normalization(np.asarray(obs, dtype=np.float64))[None]
+        if self.recurrent:
+            action, self._state = self.model.predict(
+                x, state=self._state, episode_start=self._episode_start, deterministic=deterministic
+            )
+            self._episode_start = np.zeros((1,), dtype=bool)
+        else:
+            action, _ = self.model.predict(x, deterministic=deterministic)
+        return np.asarray(action, dtype=np.float32).reshape(-1)
+
+    def state_dict(self) -> dict:
+        return {"state": self._state, "episode_start": self._episode_start.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._state = state["state"]
+        self._episode_start = np.asarray(state["episode_start"], dtype=bool)

@@ -1,0 +1,244 @@
+"""Meta-train a controller: ``python -m rlhpo.train [overrides]``.
+
+PPO (stable-baselines3) over a vector of :class:`~rlhpo.envs.HyperparamControlEnv`, each
+sampling tasks from the meta-training families. The Hydra run directory receives:
+
+    policy/          the final policy artifact (see rlhpo.artifact)
+    best/            the artifact that scored best on the held-out evaluation
+    checkpoints/     atomic checkpoints, for ``resume=<run dir>``
+    tb/              TensorBoard logs (``tensorboard --logdir outputs``)
+    config.yaml      the resolved configuration
+
+Examples::
+
+    python -m rlhpo.train +experiment=smoke
+    python -m rlhpo.train -m seed=0,1,2
+    python -m rlhpo.train resume=outputs/2026-11-23/15-00-00
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rlhpo.actions import ConfigError
+from rlhpo.artifact import PolicySpec, save_artifact
+from rlhpo.callbacks import CheckpointCallback, HeldOutEvalCallback, ThroughputCallback
+from rlhpo.checkpoints import list_checkpoints, load_latest
+from rlhpo.config import TrainConfig, register_configs, to_dataclass
+from rlhpo.envs import EnvConfig, make_env
+
+log = logging.getLogger(__name__)
+
+
+def _env_factory(env_config: EnvConfig, torch_threads: int):
+    def make():  # runs inside the worker process for SubprocVecEnv
+        torch.set_num_threads(torch_threads)
+        return make_env(EnvConfig(**vars(env_config)))
+
+    return make
+
+
+def build_vec_env(config: TrainConfig):
+    """The vectorised, normalised meta-training environment."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    vec_cls = SubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
+    kwargs = {"start_method": config.vec_env.start_method} if vec_cls is SubprocVecEnv else None
+    venv = make_vec_env(
+        _env_factory(config.env, config.torch_threads),
+        n_envs=config.vec_env.n_envs,
+        seed=config.seed,
+        vec_env_cls=vec_cls,
+        vec_env_kwargs=kwargs,
+    )
+    return VecNormalize(
+        venv,
+        norm_obs=config.ppo.normalize_obs,
+        norm_reward=config.ppo.normalize_reward,
+        clip_obs=10.0,
+        gamma=config.ppo.gamma,
+    )
+
+
+def build_model(config: TrainConfig, venv: Any, tb_dir: Path) -> Any:
+    p = config.ppo
+    common = dict(
+        learning_rate=p.learning_rate,
+        n_steps=p.n_steps,
+        batch_size=p.batch_size,
+        n_epochs=p.n_epochs,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        vf_coef=p.vf_coef,
+        max_grad_norm=p.max_grad_norm,
+        target_kl=p.target_kl,
+        tensorboard_log=str(tb_dir),
+        seed=config.seed,
+        device="cpu",  # an MLP policy this small runs fastest on the CPU
+        verbose=0,
+    )
+    arch = list(config.policy.net_arch)
+    if config.policy.name == "recurrent":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO(
+            "MlpLstmPolicy",
+            venv,
+            policy_kwargs=dict(net_arch=arch, lstm_hidden_size=config.policy.lstm_hidden_size),
+            **common,
+        )
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", venv, policy_kwargs=dict(net_arch=arch), **common)
+
+
+def _algo(config: TrainConfig):
+    if config.policy.name == "recurrent":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO
+    from stable_baselines3 import PPO
+
+    return PPO
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before any work when the output directory cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write_test_") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        what = "the disk is full" if e.errno == errno.ENOSPC else f"it is not writable ({e.strerror})"
+        raise ConfigError(f"output directory {str(run_dir)!r} cannot be used: {what}") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < 50 * 2**20:
+        raise ConfigError(f"output directory {str(run_dir)!r} has only {free // 2**20} MiB free; need at least 50 MiB")
+
+
+def _spec(config: TrainConfig, model: Any) -> PolicySpec:
+    return PolicySpec(
+        controls=list(config.env.actions.enabled),
+        actions=asdict(config.env.actions),
+        n_intervals=config.env.n_intervals,
+        algorithm=type(model).__name__,
+        trained_on=list(config.tasks.train_families),
+        timesteps=int(model.num_timesteps),
+    )
+
+
+def save_policy(path: Path, model: Any, config: TrainConfig) -> Path:
+    venv = model.get_vec_normalize_env()
+    return save_artifact(
+        path,
+        model,
+        _spec(config, model),
+        obs_rms=venv.obs_rms if venv is not None and venv.norm_obs else None,
+        clip_obs=venv.clip_obs if venv is not None else 10.0,
+        epsilon=venv.epsilon if venv is not None else 1e-8,
+        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(config)),
+    )
+
+
+def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
+    """Meta-train (or resume) into ``run_dir``; returns the final artifact's path.
+
+    The library entry point: takes a plain :class:`~rlhpo.config.TrainConfig`, no Hydra.
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    _check_writable(run_dir)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    tb_dir, ckpt_dir = run_dir / "tb", run_dir / "checkpoints"
+    torch.set_num_threads(config.torch_threads)
+
+    venv = build_vec_env(config)
+    try:
+        model = None
+        if list_checkpoints(ckpt_dir):
+            loaded = load_latest(ckpt_dir, lambda p, env: _algo(config).load(p, env=env, device="cpu"), venv, venv)
+            if loaded is not None:
+                model = loaded.model
+                model.tensorboard_log = str(tb_dir)
+                print(f"[rlhpo] resuming from {loaded.path} at step {loaded.num_timesteps}")
+        resumed = model is not None
+        if model is None:
+            model = build_model(config, venv, tb_dir)
+
+        def on_best(score: float) -> None:
+            save_policy(run_dir / "best", model, config)
+
+        callbacks = [ThroughputCallback(), CheckpointCallback(ckpt_dir, config.checkpoint_every, config.keep_checkpoints)]
+        if config.eval_every > 0:
+            callbacks.append(
+                HeldOutEvalCallback(
+                    config.env,
+                    config.tasks.eval_families,
+                    config.tasks.eval_task_seeds,
+                    config.eval_every,
+                    tb_dir,
+                    on_best,
+                    recurrent=config.policy.name == "recurrent",
+                )
+            )
+        remaining = config.total_timesteps - model.num_timesteps
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                reset_num_timesteps=not resumed,  # resumed: same TensorBoard run, curves continue
+                tb_log_name="ppo",
+                progress_bar=config.progress_bar,
+            )
+        path = save_policy(run_dir / "policy", model, config)
+        print(f"[rlhpo] policy artifact: {path}")
+        return path
+    finally:
+        venv.close()
+
+
+register_configs()
+
+
+def _resume_config(cfg: DictConfig) -> tuple[TrainConfig, Path]:
+    run_dir = Path(cfg.resume).expanduser()
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={str(run_dir)!r}: no config.yaml there; give the run directory of a meta-training run")
+    base = OmegaConf.structured(TrainConfig)
+    config = to_dataclass(OmegaConf.merge(base, OmegaConf.load(saved)), TrainConfig)
+    config.resume = str(run_dir)
+    return config, run_dir
+
+
+@hydra.main(version_base="1.3", config_path="pkg://rlhpo.conf", config_name="train")
+def main(cfg: DictConfig) -> Optional[float]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.resume:
+        config, run_dir = _resume_config(cfg)
+    else:
+        config = to_dataclass(cfg, TrainConfig)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run(config, run_dir)
+    return None
+
+
+if __name__ == "__main__":
+    main()

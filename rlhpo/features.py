@@ -86,6 +86,11 @@ class TrainingMonitor:
         self._cosine = 0.0
         self._params_finite = True
 
+    @staticmethod
+    def should_probe(remaining_examples: int, batch_size: int) -> bool:
+        """Probe the last two steps before an interval ends: enough for the statistics, cheap."""
+        return remaining_examples <= 2 * batch_size
+
     # The non-probe path is the hot path of every training step: no decorators, no syncs.
     def before_step(self, probe: bool) -> None:
         if probe:

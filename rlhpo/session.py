@@ -206,8 +206,7 @@ class TrainingSession:
                 self._check_loss(loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            # probe gradient/update statistics on the last two steps of the interval only: cheap
-            probe = self._target - self.examples_seen <= 2 * self.sampler.batch_size
+            probe = monitor.should_probe(self._target - self.examples_seen, self.sampler.batch_size)
             monitor.before_step(probe)
             if before_step is not None:
                 before_step(self)

@@ -33,7 +33,8 @@ class HyperparamControlEnv(gym.Env):
       the reference); ``info["diverged"]`` flags it. No exception escapes from a diverging run.
 
     ``reset(options={"task": task})`` runs a given :class:`~rlhpo.tasks.Task`;
-    ``options={"family": name, "task_seed": s}`` picks a specific sampled task.
+    ``options={"family": name, "task_seed": s}`` picks a specific sampled task;
+    ``options={"session_seed": s}`` fixes the target network's initialisation and batch order.
 
     .. warning:: SB3's ``check_env`` steps the env about a dozen times: give it a tiny budget.
     """
@@ -86,9 +87,8 @@ class HyperparamControlEnv(gym.Env):
         if self.config.budget_examples is not None:
             task = task.with_budget(self.config.budget_examples)
         self.task = task
-        self.session = TrainingSession(
-            task, device=self.config.device, seed=int(self.np_random.integers(2**31 - 1))
-        )
+        session_seed = int(self.np_random.integers(2**31 - 1))
+        self.session = TrainingSession(task, device=self.config.device, seed=int(options.get("session_seed", session_seed)))
         start = self._actions.reset(task.default_hparams)
         self._apply_hparams(start)
         hp = self.session.hparams
@@ -168,6 +168,7 @@ class HyperparamControlEnv(gym.Env):
             "examples": self.session.examples_seen,
             "budget": self.task.budget_examples,
             "diverged": bool(diverged),
+            "action": self._last_action.tolist(),
         }
         self._last_obs, self._last_info = obs, info
         return obs, info, bool(diverged)

@@ -16,12 +16,12 @@ def rollout(env: HyperparamControlEnv, task: Task, act: Optional[ActFn] = None, 
     """The infos of every interval (the reset one first). ``act=None`` keeps the task's starting
     hyperparameters constant (the "default constant" baseline)."""
     obs, info = env.reset(seed=seed, options={"task": task})
-    infos = [dict(info, action=[0.0, 0.0, 0.0])]
+    infos = [info]
     zero = np.zeros(env.action_space.shape, dtype=np.float32)
     while True:
         action = zero if act is None else act(obs)
         obs, _, terminated, truncated, info = env.step(action)
-        infos.append(dict(info, action=env._last_action.tolist()))
+        infos.append(info)
         if terminated or truncated:
             return infos
 

@@ -1,0 +1,1 @@
+# Hydra configs of python -m rlhpo.evaluate (its own experiment/ presets)

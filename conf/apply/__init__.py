@@ -1,0 +1,1 @@
+# Hydra configs of python -m rlhpo.apply (separate from train's groups: 'policy' here is a path)

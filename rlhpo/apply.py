@@ -1,0 +1,162 @@
+"""Apply a pretrained controller to a training run: ``python -m rlhpo.apply [overrides]``.
+
+    python -m rlhpo.apply task=digits_cnn policy=default compare=true
+    python -m rlhpo.apply task._target_=mypkg.tasks.make_task policy=outputs/.../policy
+
+Trains the task under the controller (through :func:`rlhpo.schedules.run_task`, the one loop),
+logs losses and the chosen hyperparameters to TensorBoard, writes ``decisions.json`` and prints
+a summary. With ``compare=true`` it also runs the task's default constant hyperparameters and a
+cosine schedule with the same budget and seed, and prints the three side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from rlhpo.actions import ConfigError
+from rlhpo.artifact import load_artifact
+from rlhpo.schedules import Constant, ControllerSchedule, Cosine, RunResult, run_task
+from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
+
+
+@dataclass
+class ApplyConfig:
+    """``python -m rlhpo.apply``.
+
+    :param task: a family name (one task is sampled with ``task_seed``), or a node with
+        ``_target_`` naming a factory that returns an :class:`rlhpo.tasks.Task`
+    :param task_seed: which task of the family
+    :param seed: fixes the target network's initialisation and batch order
+    :param policy: a pretrained name (``default``) or an artifact folder
+    :param compare: also run the default constant and cosine schedules
+    :param n_intervals: control intervals (null: the policy's own)
+    :param budget_scale: multiplies the task's example budget
+    :param device: where the target network trains
+    :param deterministic: the policy's mean action (true) or a sampled one
+    """
+
+    task: Any = "digits_cnn"
+    task_seed: int = 0
+    seed: int = 0
+    policy: str = "default"
+    compare: bool = False
+    n_intervals: Optional[int] = None
+    budget_scale: float = 1.0
+    device: str = "cpu"
+    deterministic: bool = True
+
+
+def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task:
+    """A task from a family name, a ``{_target_: ...}`` node, or a Task itself."""
+    if isinstance(spec, Task):
+        task = spec
+    elif isinstance(spec, str):
+        if spec not in FAMILIES:
+            raise ConfigError(f"task={spec!r} is not a task family; allowed: {sorted(FAMILIES)} or a _target_ factory")
+        return make_family(spec, budget_scale).sample(task_seed)
+    elif isinstance(spec, (dict, DictConfig)) and "_target_" in spec:
+        target = spec["_target_"]
+        try:
+            task = hydra.utils.instantiate(spec)
+        except Exception as e:
+            raise ConfigError(f"task._target_={target!r} could not be called: {type(e).__name__}: {e}") from None
+        if not isinstance(task, Task):
+            raise TaskError(f"task factory {target!r} returned {type(task).__name__}; it must return an rlhpo.tasks.Task")
+    else:
+        raise ConfigError(f"task must be a family name or a node with _target_, got {spec!r}")
+    task.validate()
+    if budget_scale != 1.0:
+        task = task.with_budget(max(1, int(task.budget_examples * budget_scale)))
+    return task
+
+
+def apply(
+    task: Task,
+    policy: str | os.PathLike = "default",
+    seed: int = 0,
+    compare: bool = False,
+    n_intervals: Optional[int] = None,
+    device: str = "cpu",
+    deterministic: bool = True,
+    tb_dir: Optional[str | os.PathLike] = None,
+) -> dict[str, RunResult]:
+    """Train ``task`` under the controller (and, with ``compare``, the baselines).
+
+    :return: results by method name: ``controller`` (and ``constant``, ``cosine``)
+    """
+    artifact = load_artifact(policy)
+    n = n_intervals or artifact.spec.n_intervals
+    methods: dict[str, Any] = {"controller": lambda w: ControllerSchedule(artifact, deterministic, writer=w)}
+    if compare:
+        methods.update(constant=lambda w: Constant(), cosine=lambda w: Cosine())
+    results = {}
+    for name, make in methods.items():
+        writer = None
+        if tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(Path(tb_dir) / name))
+        try:
+            results[name] = run_task(task, make(writer), seed=seed, n_intervals=n, device=device, writer=writer, method=name)
+        finally:
+            if writer is not None:
+                writer.close()
+    return results
+
+
+def summary_table(results: dict[str, RunResult], metric_name: str) -> str:
+    rows = [f"{'method':<11} {'final val':>10} {'best val':>10} {'test loss':>10} {'test ' + metric_name:>16} {'examples':>9}"]
+    for name, r in results.items():
+        status = "  (diverged)" if r.diverged else ""
+        rows.append(
+            f"{name:<11} {r.final_val_loss:>10.4f} {r.best_val_loss:>10.4f} {r.test_loss:>10.4f} "
+            f"{r.test_metric:>16.4f} {r.examples:>9d}{status}"
+        )
+    return "\n".join(rows)
+
+
+ConfigStore.instance().store(name="apply_schema", node=ApplyConfig)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://rlhpo.conf.apply", config_name="apply")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    task = build_task(cfg.task, cfg.task_seed, cfg.budget_scale)
+    results = apply(
+        task,
+        cfg.policy,
+        seed=cfg.seed,
+        compare=cfg.compare,
+        n_intervals=cfg.n_intervals,
+        device=cfg.device,
+        deterministic=cfg.deterministic,
+        tb_dir=run_dir / "tb",
+    )
+    decisions = results["controller"].history
+    (run_dir / "decisions.json").write_text(json.dumps(decisions, indent=1, default=float))
+    (run_dir / "results.json").write_text(
+        json.dumps({k: {**asdict(v), "history": None} for k, v in results.items()}, indent=1, default=str)
+    )
+    print(f"task {task.name} ({task.optimizer}, start lr {task.default_hparams.lr:.2e}, "
+          f"batch {task.default_hparams.batch_size}, budget {task.budget_examples} examples), seed {cfg.seed}")
+    print("controller decisions (per interval):")
+    for h in decisions:
+        val = f"{h['val_loss']:.4f}" if math.isfinite(h["val_loss"]) else "nan"
+        print(f"  {h['examples']:>8d} ex  lr {h['lr']:.2e}  batch {h['batch_size']:>4d}  wd {h['weight_decay']:.1e}  val {val}")
+    print(summary_table(results, task.metric_name))
+    print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -139,6 +139,21 @@ def resolve_policy_path(policy: str | os.PathLike) -> Path:
     raise ArtifactError(f"policy {str(policy)!r} is neither an artifact folder nor a pretrained name; pretrained: {names}")
 
 
+def _check_zip(path: Path, where: str) -> None:
+    """Reject a file that is not a whole zip archive before any loader touches it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ArtifactError(f"{where}: model.zip is not a zip archive (truncated or not an SB3 save: {e})") from None
+    if bad is not None:
+        raise ArtifactError(f"{where}: model.zip is corrupt (member {bad!r} fails its checksum)")
+    # a truncated archive can still parse as the zip of a member stored inside it
+    if not {"data", "policy.pth"} <= names:
+        raise ArtifactError(f"{where}: model.zip is not a zip archive of an SB3 save (truncated?): no data/policy.pth")
+
+
 @dataclass
 class PolicyArtifact:
     """A loaded policy: the SB3 model, its observation normalisation and its spec."""
@@ -180,8 +195,7 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
         if mean.shape != (n,) or var.shape != (n,) or not (np.isfinite(mean).all() and (var >= 0).all()):
             raise ArtifactError(f"{where}: normalization.json must hold {n} finite means and variances")
         normalization = ObsNormalization(mean, var, float(norm_raw.get("clip", 10.0)), float(norm_raw.get("epsilon", 1e-8)))
-    if not zipfile.is_zipfile(path / "model.zip"):
-        raise ArtifactError(f"{where}: model.zip is not a zip archive (truncated or not an SB3 save)")
+    _check_zip(path / "model.zip", where)
     try:
         if spec.algorithm == "RecurrentPPO":
             from sb3_contrib import RecurrentPPO as Algo

@@ -71,3 +71,26 @@ def run_episode(env, actions=None, seed=0, options=None):
         t += 1
         if term or trunc:
             return observations, rewards, infos
+
+
+def tiny_train_config(**overrides):
+    """A meta-training run of a few seconds (dummy vec env, tiny budgets)."""
+    from rlhpo.config import TrainConfig
+
+    cfg = TrainConfig(total_timesteps=128, checkpoint_every=64, eval_every=0, progress_bar=False)
+    cfg.vec_env.kind, cfg.vec_env.n_envs = "dummy", 2
+    cfg.ppo.n_steps, cfg.ppo.batch_size, cfg.ppo.n_epochs = 32, 32, 1
+    cfg.tasks.budget_scale = 0.03
+    cfg.tasks.eval_task_seeds = [1000]
+    cfg.env.n_intervals = 5
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def smoke_policy(tmp_path_factory):
+    """A policy artifact from a real (tiny) meta-training run."""
+    from rlhpo.train import run
+
+    return run(tiny_train_config(), tmp_path_factory.mktemp("smoke_run"))

@@ -1,0 +1,129 @@
+"""The controller in a user's loop, through run_task, and against the environment."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import rlhpo
+from rlhpo.artifact import load_artifact
+from rlhpo.controller import Controller, ControllerError
+from rlhpo.envs.rollout import rollout
+from rlhpo.policy import PolicyDriver
+from rlhpo.schedules import ControllerSchedule, run_task
+from rlhpo.tasks import make_family
+
+from conftest import make_tiny_task
+
+
+def _user_loop(artifact, total=600, steps_before_checkpoint=None):
+    """The README's plain PyTorch loop."""
+    task = make_tiny_task()
+    torch.manual_seed(0)
+    model = task.model_fn()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    controller = Controller(artifact, opt, total_examples=total)
+    loader = controller.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=16)
+    steps = 0
+    for x, y in controller.batches(loader):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        controller.step(loss)
+        steps += 1
+        if steps_before_checkpoint is not None and steps == steps_before_checkpoint:
+            return controller, model, opt, loader
+    return controller, model, opt, loader
+
+
+def test_controller_drives_a_plain_pytorch_loop(smoke_policy):
+    controller, _, opt, loader = _user_loop(load_artifact(smoke_policy))
+    assert controller.done and 600 <= controller.examples_seen < 600 + 64
+    n = controller.spec.n_intervals
+    assert len(controller.history) == n - 1  # one decision per interval boundary but the last
+    last = controller.history[-1]
+    assert opt.param_groups[0]["lr"] == pytest.approx(last["lr"])
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(last["weight_decay"])
+    assert loader.batch_sampler.batch_size == last["batch_size"]
+
+
+def test_controller_state_dict_resumes_identically(smoke_policy):
+    art = load_artifact(smoke_policy)
+    full, *_ = _user_loop(art)
+    part, model, opt, loader = _user_loop(art, steps_before_checkpoint=12)
+    state = copy.deepcopy(part.state_dict())
+    fresh = Controller(art, opt, total_examples=600)
+    fresh.make_loader(TensorDataset(torch.zeros(32, 4), torch.zeros(32)), batch_size=16)
+    fresh.load_state_dict(state)
+    assert fresh.history == part.history and fresh.examples_seen == part.examples_seen
+    assert [h["lr"] for h in fresh.history] == [h["lr"] for h in full.history[: len(fresh.history)]]
+
+
+def test_weight_decay_control_turns_off_with_a_warning(smoke_policy):
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Rprop(model.parameters(), lr=1e-2)
+    with pytest.warns(UserWarning, match="Rprop has no weight_decay: weight-decay control is off"):
+        controller = Controller(load_artifact(smoke_policy), opt, total_examples=100, batch_size=10)
+    x, y = torch.randn(10, 4), torch.randint(0, 2, (10,))
+    for _ in range(10):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        controller.step(loss)
+    assert "weight_decay" not in opt.param_groups[0]
+
+
+def test_bad_inputs_are_named(smoke_policy):
+    art = load_artifact(smoke_policy)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ControllerError, match="optimizer must be a torch.optim.Optimizer, got Linear"):
+        Controller(art, model, total_examples=10)  # type: ignore[arg-type]
+    with pytest.raises(ControllerError, match="total_examples must be an integer > 0"):
+        Controller(art, opt, total_examples=0)
+    c = Controller(art, opt, total_examples=100, batch_size=10)
+    with pytest.raises(ControllerError, match=r"loss must be a scalar tensor, got Tensor of shape \(3,\)"):
+        c.step(torch.ones(3))
+    with pytest.raises(ControllerError, match="loss must be a scalar tensor, got float"):
+        c.step(1.0)  # type: ignore[arg-type]
+
+
+def test_diverging_user_run_backs_off_without_raising(smoke_policy):
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    c = Controller(load_artifact(smoke_policy), opt, total_examples=200, batch_size=10)
+    for i in range(20):
+        loss = torch.tensor(float("nan"), requires_grad=True) if i < 12 else model(torch.ones(1, 4)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        c.step(loss.detach())
+    assert any(h["diverged"] for h in c.history)
+    assert opt.param_groups[0]["lr"] < 0.5
+
+
+def test_controller_makes_the_same_decisions_as_the_env(smoke_policy):
+    """One feature extractor, one action mapping: run_task + Controller == env + policy."""
+    art = load_artifact(smoke_policy)
+    task = make_family("tabular", budget_scale=0.05).sample(3)
+    n = art.spec.n_intervals
+    via_controller = run_task(task, ControllerSchedule(art), seed=11, n_intervals=n)
+    env = rlhpo.make_env(n_intervals=n, actions=art.spec.action_config())
+    driver = PolicyDriver.from_artifact(art)
+    obs, info = env.reset(seed=0, options={"task": task, "session_seed": 11})
+    infos = [info]
+    while True:
+        obs, _, term, trunc, info = env.step(driver.act(obs))
+        infos.append(info)
+        if term or trunc:
+            break
+    env_lrs = [i["lr"] for i in infos]
+    ctl_lrs = [h["lr"] for h in via_controller.history]
+    np.testing.assert_allclose(ctl_lrs, env_lrs, rtol=1e-6)
+    np.testing.assert_allclose([h["val_loss"] for h in via_controller.history], [i["val_loss"] for i in infos], rtol=1e-5)

@@ -55,6 +55,8 @@ class Controller:
         (:meth:`make_loader` makes one)
     :param track_steps: watch the optimizer's steps (a step pre-hook) for :meth:`step`; loops that
         call :meth:`decide` with their own statistics turn it off
+    :param control_batch_size: set the batch size (needs a loader from :meth:`make_loader` or a
+        ``sampler``); off where the framework owns the data loader
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Controller:
         is_adaptive: Optional[bool] = None,
         sampler: Optional[MutableBatchSampler] = None,
         track_steps: bool = True,
+        control_batch_size: bool = True,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ControllerError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -96,6 +99,7 @@ class Controller:
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.sampler = sampler
         self._batch_size = int(batch_size) if batch_size else None
+        self.control_batch_size = control_batch_size
         if is_adaptive is None:
             is_adaptive = not isinstance(optimizer, torch.optim.SGD)
         self._adaptive = bool(is_adaptive)
@@ -232,8 +236,12 @@ class Controller:
                 self.writer.add_scalar("controller/diverged", 1.0, self.examples_seen)
         self._last_action = self.actions.full_action(action)
         new = self.actions.apply(action, hp)
-        if not self.controls_weight_decay:
-            new = Hyperparams(new.lr, new.batch_size, hp.weight_decay)
+        if not self.controls_weight_decay or not self.control_batch_size:
+            new = Hyperparams(
+                new.lr,
+                new.batch_size if self.control_batch_size else hp.batch_size,
+                new.weight_decay if self.controls_weight_decay else hp.weight_decay,
+            )
         self._set(new)
         record = dict(
             examples=self.examples_seen,
@@ -256,6 +264,8 @@ class Controller:
             g["lr"] = hp.lr
             if self.controls_weight_decay:
                 g["weight_decay"] = hp.weight_decay
+        if not self.control_batch_size:
+            return
         if self.sampler is not None:
             self.sampler.batch_size = hp.batch_size
         else:

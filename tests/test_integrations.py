@@ -1,0 +1,88 @@
+"""The Lightning and Hugging Face integrations, each on a tiny real training run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rlhpo.session import MutableBatchSampler
+
+
+def _data(n=96):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return x, (x[:, 0] > 0).long()
+
+
+def test_lightning_callback(smoke_policy, tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from rlhpo.integrations.lightning import ControllerCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-2, weight_decay=1e-4)
+
+    x, y = _data()
+    sampler = MutableBatchSampler(len(x), 16, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, y), batch_sampler=sampler)
+    cb = ControllerCallback(policy=smoke_policy, total_examples=480)
+    trainer = pl.Trainer(
+        max_epochs=5, callbacks=[cb], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu",
+    )
+    trainer.fit(Module(), loader)
+    c = cb.controller
+    assert c is not None and len(c.history) == c.spec.n_intervals - 1
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(c.history[-1]["lr"])
+    assert sampler.batch_size == c.history[-1]["batch_size"]
+    assert cb.state_dict()["examples_seen"] == c.examples_seen
+
+
+def test_huggingface_trainer_callback(smoke_policy, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from rlhpo.integrations.huggingface import ControllerTrainerCallback
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            return {"loss": loss, "logits": logits}
+
+    class DS(torch.utils.data.Dataset):
+        def __init__(self):
+            self.x, self.y = _data()
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=30, learning_rate=1e-2,
+        weight_decay=1e-4, report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
+        lr_scheduler_type="linear", disable_tqdm=True,
+    )
+    cb = ControllerTrainerCallback(policy=smoke_policy)
+    trainer = transformers.Trainer(model=Model(), args=args, train_dataset=DS(), callbacks=[cb])
+    trainer.train()
+    c = cb.controller
+    assert c is not None and len(c.history) == c.spec.n_intervals - 1
+    # the lr in the optimizer is the controller's, not the linear schedule's (which ends at 0)
+    final_lr = trainer.optimizer.param_groups[0]["lr"]
+    assert final_lr == pytest.approx(c.history[-1]["lr"], rel=1e-6) and final_lr > 0

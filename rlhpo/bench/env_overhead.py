@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -22,14 +23,18 @@ from rlhpo.session import make_optimizer
 from rlhpo.tasks import Task, make_family
 
 
-def plain_loop(task: Task, seed: int, validate_every: int = 0) -> float:
+def plain_loop(
+    task: Task, seed: int, validate_every: int = 0, controller_factory: Optional[Callable[[Any], Any]] = None
+) -> float:
     """What a user writes without rlhpo: shuffle, slice, forward, backward, step; with
     ``validate_every`` > 0, also a validation loss every that many examples (as the env does
-    once per control interval for its reward)."""
+    once per control interval for its reward); with ``controller_factory(optimizer)``, a
+    :class:`rlhpo.Controller` told of every step (its README usage)."""
     torch.manual_seed(seed)
     model = task.model_fn()
     hp = task.default_hparams
     opt = make_optimizer(task.optimizer, model.parameters(), hp)
+    controller = controller_factory(opt) if controller_factory is not None else None
     g = torch.Generator().manual_seed(seed)
     x, y = task.train.x, task.train.y
     n, seen = len(x), 0
@@ -45,6 +50,8 @@ def plain_loop(task: Task, seed: int, validate_every: int = 0) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if controller is not None:
+            controller.step(loss)
         seen += len(idx)
         if validate_every and seen >= next_val:
             next_val += validate_every

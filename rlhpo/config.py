@@ -146,7 +146,7 @@ class TrainConfig:
     """
 
     seed: int = 0
-    total_timesteps: int = 200_000
+    total_timesteps: int = 100_000
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
     eval_every: int = 20_000

@@ -1,0 +1,25 @@
+"""The README's Python examples run as written (with the shipped policy)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block_runs(index):
+    code = BLOCKS[index]
+    # the examples use full budgets; a smaller one keeps the test suite fast
+    code = code.replace("total_examples=10_000", "total_examples=2_000").replace("budget_examples=8000", "budget_examples=1500")
+    exec(compile(code, f"README.md[python block {index}]", "exec"), {})
+
+
+def test_readme_has_the_examples():
+    assert len(BLOCKS) >= 3
+    assert any("Controller.from_pretrained" in b for b in BLOCKS)
+    assert any("Task(" in b for b in BLOCKS)

@@ -226,6 +226,22 @@ def standardize(train: Split, *others: Split) -> None:
         s.x = (s.x - mean) / std
 
 
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
+
+
+def sample_mlp_arch(
+    rng: np.random.Generator, widths: tuple[int, ...] = (32, 64, 128), depths: tuple[int, int] = (1, 4)
+) -> dict:
+    """Width, depth (hidden layers, ``depths`` is a half-open range), activation and
+    initialisation scale of an MLP: the keyword arguments of :func:`make_mlp`."""
+    return dict(
+        width=int(rng.choice(list(widths))),
+        depth=int(rng.integers(*depths)),
+        activation=str(rng.choice(ACTIVATIONS)),
+        init_scale=float(10 ** rng.uniform(-0.5, 0.5)),
+    )
+
+
 def make_mlp(
     n_in: int, n_out: int, width: int, depth: int, activation: str = "relu", init_scale: float = 1.0
 ) -> nn.Module:

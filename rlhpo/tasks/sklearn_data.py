@@ -14,6 +14,7 @@ from rlhpo.tasks.base import (
     TaskFamily,
     accuracy,
     make_mlp,
+    sample_mlp_arch,
     mse,
     r2_score,
     sample_default_hparams,
@@ -21,7 +22,7 @@ from rlhpo.tasks.base import (
     split_arrays,
     standardize,
 )
-from rlhpo.tasks.synthetic import ACTIVATIONS
+from rlhpo.tasks.base import ACTIVATIONS
 
 
 @lru_cache(maxsize=None)
@@ -50,15 +51,12 @@ class DigitsMLP(TaskFamily):
         x, y = _subsample(*_load("digits"), rng, 0.4)
         train, val, test = split_arrays(x / 16.0, y.astype(np.int64), rng)
         standardize(train, val, test)
-        width = int(rng.choice([32, 64, 128]))
-        depth = int(rng.integers(1, 4))
-        act = str(rng.choice(ACTIVATIONS))
-        init_scale = float(10 ** rng.uniform(-0.5, 0.5))
+        arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
         return Task(
             name=f"{self.name}-{seed}",
             family=self.name,
-            model_fn=lambda: make_mlp(64, 10, width, depth, act, init_scale),
+            model_fn=lambda: make_mlp(64, 10, **arch),
             train=train,
             val=val,
             test=test,
@@ -68,7 +66,7 @@ class DigitsMLP(TaskFamily):
             budget_examples=int(np.clip(rng.uniform(8, 25) * len(train), 6000, 30000)),
             default_hparams=hp,
             optimizer=opt,
-            info=dict(width=width, depth=depth, activation=act, init_scale=init_scale),
+            info=arch,
         )
 
 
@@ -142,16 +140,13 @@ class Tabular(TaskFamily):
         train, val, test = split_arrays(x, y, rng)
         standardize(train, val, test)
         n_out = 1 if regression else int(_load(dataset)[1].max()) + 1
-        width = int(rng.choice([16, 32, 64]))
-        depth = int(rng.integers(1, 3))
-        act = str(rng.choice(ACTIVATIONS))
-        init_scale = float(10 ** rng.uniform(-0.5, 0.5))
+        arch = sample_mlp_arch(rng, widths=(16, 32, 64), depths=(1, 3))
         opt, hp = sample_default_hparams(rng, len(train))
         n_in = x.shape[1]
         return Task(
             name=f"{self.name}-{dataset}-{seed}",
             family=self.name,
-            model_fn=lambda: make_mlp(n_in, n_out, width, depth, act, init_scale),
+            model_fn=lambda: make_mlp(n_in, n_out, **arch),
             train=train,
             val=val,
             test=test,
@@ -161,5 +156,5 @@ class Tabular(TaskFamily):
             budget_examples=int(np.clip(rng.uniform(20, 60) * len(train), 4000, 20000)),
             default_hparams=hp,
             optimizer=opt,
-            info=dict(dataset=dataset, width=width, depth=depth, activation=act, init_scale=init_scale),
+            info=dict(arch, dataset=dataset),
         )

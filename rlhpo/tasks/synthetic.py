@@ -14,6 +14,7 @@ from rlhpo.tasks.base import (
     TaskFamily,
     accuracy,
     make_mlp,
+    sample_mlp_arch,
     mean_output,
     mse,
     negative_loss,
@@ -23,7 +24,6 @@ from rlhpo.tasks.base import (
     standardize,
 )
 
-ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
 
 
 def _budget(rng: np.random.Generator, n_train: int, lo: int = 6000, hi: int = 40000) -> int:
@@ -53,15 +53,12 @@ class SyntheticClassification(TaskFamily):
         )
         train, val, test = split_arrays(x, y.astype(np.int64), rng)
         standardize(train, val, test)
-        width = int(rng.choice([32, 64, 128]))
-        depth = int(rng.integers(1, 4))
-        act = str(rng.choice(ACTIVATIONS))
-        init_scale = float(10 ** rng.uniform(-0.5, 0.5))
+        arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
         return Task(
             name=f"{self.name}-{seed}",
             family=self.name,
-            model_fn=lambda: make_mlp(n_features, n_classes, width, depth, act, init_scale),
+            model_fn=lambda: make_mlp(n_features, n_classes, **arch),
             train=train,
             val=val,
             test=test,
@@ -71,7 +68,7 @@ class SyntheticClassification(TaskFamily):
             budget_examples=_budget(rng, len(train)),
             default_hparams=hp,
             optimizer=opt,
-            info=dict(width=width, depth=depth, activation=act, init_scale=init_scale, classes=n_classes),
+            info=dict(arch, classes=n_classes),
         )
 
 
@@ -92,15 +89,12 @@ class TeacherStudent(TaskFamily):
             y = y + float(rng.uniform(0.0, 0.3)) * y.std() * torch.randn(n, generator=gen)
             y = (y - y.mean()) / y.std().clamp_min(1e-6)
         train, val, test = split_arrays(x.numpy(), y.numpy().astype(np.float32), rng)
-        width = int(rng.choice([32, 64, 128]))
-        depth = int(rng.integers(1, 4))
-        act = str(rng.choice(ACTIVATIONS))
-        init_scale = float(10 ** rng.uniform(-0.5, 0.5))
+        arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
         return Task(
             name=f"{self.name}-{seed}",
             family=self.name,
-            model_fn=lambda: make_mlp(d, 1, width, depth, act, init_scale),
+            model_fn=lambda: make_mlp(d, 1, **arch),
             train=train,
             val=val,
             test=test,
@@ -110,7 +104,7 @@ class TeacherStudent(TaskFamily):
             budget_examples=_budget(rng, len(train)),
             default_hparams=hp,
             optimizer=opt,
-            info=dict(width=width, depth=depth, activation=act, init_scale=init_scale),
+            info=arch,
         )
 
 

@@ -220,3 +220,88 @@ class Cosine(torch_scheduler_hooks(_cosine)):  # type: ignore[misc]
     """Cosine decay to zero with a linear warm-up over the first 5% of steps, at the default lr."""
 
     name = "cosine"
+
+
+# -- baselines for the evaluation harness (python -m rlhpo.evaluate) ----------------------------
+
+
+def _multistep(optimizer: torch.optim.Optimizer, total: int) -> Any:
+    from torch.optim.lr_scheduler import MultiStepLR
+
+    return MultiStepLR(optimizer, milestones=[max(1, total // 2), max(1, (3 * total) // 4)], gamma=0.1)
+
+
+class StepDecay(torch_scheduler_hooks(_multistep)):  # type: ignore[misc]
+    """Step decay (``torch.optim.lr_scheduler.MultiStepLR``): the lr times 0.1 at 50% and again at
+    75% of the steps, from the default lr."""
+
+    name = "step"
+
+
+class Plateau(Schedule):
+    """``torch.optim.lr_scheduler.ReduceLROnPlateau`` stepped on the validation loss at the end of
+    each control interval.
+
+    :param factor: multiplies the lr when the validation loss stalls
+    :param patience: intervals without improvement tolerated before a reduction
+    """
+
+    name = "plateau"
+
+    def __init__(self, factor: float = 0.5, patience: int = 2) -> None:
+        self.factor, self.patience = factor, patience
+        self.scheduler: Any = None
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+        self.scheduler = ReduceLROnPlateau(session.optimizer, mode="min", factor=self.factor, patience=self.patience)
+
+    def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
+        self.scheduler.step(val_loss)
+
+
+class Hypergradient(Schedule):
+    """Hypergradient descent on the learning rate, multiplicative rule (Baydin et al., 2018)::
+
+        lr <- lr * (1 - beta * cos(g_t, Δθ_{t-1}))
+
+    before each step, where ``g_t`` is the current gradient and ``Δθ_{t-1}`` the previous
+    parameter update. The paper's ``∇_α u`` is ``Δθ_{t-1} / lr`` for any optimizer whose update is
+    linear in the lr (SGD with momentum, Adam, AdamW with its decoupled decay), so the measured
+    update gives the exact direction without knowing the optimizer's internals. When successive
+    gradients agree (``Δθ`` points against ``g_t``) the lr grows; when they oscillate, it shrinks.
+    The batch size and weight decay stay at the task's defaults.
+
+    :param beta: the hypergradient learning rate, in (0, 1) so the lr stays positive
+    """
+
+    name = "hypergradient"
+
+    def __init__(self, beta: float = 0.02) -> None:
+        if not (0.0 < beta < 1.0):
+            raise ValueError(f"hypergradient beta must be in (0, 1), got {beta!r}")
+        self.beta = float(beta)
+        self._params: list[torch.Tensor] = []
+        self._before: Optional[torch.Tensor] = None
+        self._delta: Optional[torch.Tensor] = None
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        self._params = [p for g in session.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        self._before, self._delta = None, None
+
+    def _flat_grad(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self._params])
+
+    def before_step(self, session: TrainingSession) -> None:
+        if self._delta is not None:
+            cos = float(torch.nn.functional.cosine_similarity(self._flat_grad(), self._delta, dim=0, eps=1e-12))
+            if math.isfinite(cos):  # a non-finite gradient is the divergence check's business
+                for g in session.optimizer.param_groups:
+                    g["lr"] = float(g["lr"]) * (1.0 - self.beta * cos)
+        # torch.cat copies, so this is the parameters before the step
+        self._before = torch.cat([p.detach().reshape(-1) for p in self._params])
+
+    def after_step(self, session: TrainingSession) -> None:
+        if self._before is not None:
+            self._delta = torch.cat([p.detach().reshape(-1) for p in self._params]) - self._before

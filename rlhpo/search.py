@@ -1,0 +1,334 @@
+"""Hyperparameter-search baselines for the evaluation harness: Optuna TPE and Ray Tune PBT.
+
+Both search over the controller's three hyperparameters (lr, batch size, weight decay), score
+candidates on the VALIDATION loss only, and report one run's test loss. Their
+``compute_examples`` counts every example any trial or population member trained on, so they
+can be compared with single-run methods at equal (or stated) compute.
+
+``optuna`` (extra ``search``) and ``ray[tune]`` (extra ``ray``) are imported only when used;
+a missing one raises ``ImportError`` from the function that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from rlhpo.schedules import Constant, RunResult, run_task
+from rlhpo.session import TrainingSession
+from rlhpo.tasks import Hyperparams, Task
+
+#: trials train on this offset of the evaluation seed, so the search never sees the seed it is
+#: reported on (its model initialisation and batch order)
+TRIAL_SEED_OFFSET = 10_000
+#: what PBT sees for a diverged member: finite, so its quantile arithmetic stays well defined
+_DIVERGED_SCORE = 1e30
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges searched by Optuna and PBT (all on a log scale).
+
+    :param lr: learning-rate range; covers the usual scales of SGD and Adam
+    :param batch_size: batch-size range (capped at the training-set size per task)
+    :param weight_decay: weight-decay range
+    """
+
+    lr: tuple[float, float] = (1e-5, 1.0)
+    batch_size: tuple[int, int] = (8, 512)
+    weight_decay: tuple[float, float] = (1e-6, 1e-1)
+
+    def for_task(self, task: Task) -> "SearchSpace":
+        """The space with the batch size capped at the task's training-set size."""
+        lo, hi = self.batch_size
+        n = len(task.train)
+        return SearchSpace(self.lr, (min(lo, n), max(min(lo, n), min(hi, n))), self.weight_decay)
+
+    def clip(self, hp: Hyperparams) -> Hyperparams:
+        """Clip into the space (PBT's multiplicative perturbations can walk out of it)."""
+        return Hyperparams(
+            lr=float(min(max(hp.lr, self.lr[0]), self.lr[1])),
+            batch_size=int(min(max(int(round(hp.batch_size)), self.batch_size[0]), self.batch_size[1])),
+            weight_decay=float(min(max(hp.weight_decay, self.weight_decay[0]), self.weight_decay[1])),
+        )
+
+
+def _finite_or_inf(x: float) -> float:
+    return float(x) if math.isfinite(x) else float("inf")
+
+
+# -- Optuna ----------------------------------------------------------------------------------
+
+
+def optuna_search(
+    task: Task,
+    seed: int = 0,
+    n_trials: int = 20,
+    n_intervals: int = 20,
+    device: str = "cpu",
+    space: SearchSpace = SearchSpace(),
+    writer: Any = None,
+) -> RunResult:
+    """Static hyperparameter search with Optuna's TPE sampler, then one run with the best values.
+
+    Each trial is a full :func:`~rlhpo.schedules.run_task` with constant hyperparameters on seed
+    ``seed + TRIAL_SEED_OFFSET``, scored on its final validation loss (a diverged trial scores
+    ``inf``). The best hyperparameters are then trained on ``seed`` and reported on test.
+
+    :param task: the task to tune
+    :param seed: the evaluation seed (also seeds the TPE sampler)
+    :param n_trials: number of trials
+    :param n_intervals: control intervals per run (only the recorded history depends on it)
+    :param device: where to train
+    :param space: the search ranges
+    :param writer: a TensorBoard ``SummaryWriter`` for the final run
+    :returns: the final run, with ``compute_examples`` = all trials' examples + the final run's
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = space.for_task(task)
+    spent = 0
+
+    def objective(trial: "optuna.Trial") -> float:
+        nonlocal spent
+        hp = Hyperparams(
+            lr=trial.suggest_float("lr", *space.lr, log=True),
+            batch_size=trial.suggest_int("batch_size", *space.batch_size, log=True),
+            weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
+        )
+        r = run_task(task, Constant(hp), seed=seed + TRIAL_SEED_OFFSET, n_intervals=n_intervals, device=device)
+        spent += r.compute_examples
+        return _finite_or_inf(r.final_val_loss)
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    p = study.best_params
+    best = Hyperparams(float(p["lr"]), int(p["batch_size"]), float(p["weight_decay"]))
+    result = run_task(task, Constant(best), seed=seed, n_intervals=n_intervals, device=device, writer=writer, method="optuna")
+    result.compute_examples += spent
+    return result
+
+
+# -- Ray Tune PBT ----------------------------------------------------------------------------
+
+
+def ensure_ray(num_cpus: Optional[int] = None) -> bool:
+    """Start a local Ray instance unless one is running; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    return True
+
+
+def _save_member(directory: str, session: TrainingSession, meta: dict) -> None:
+    torch.save(session.state_dict(), Path(directory) / "session.pt")
+    (Path(directory) / "meta.json").write_text(json.dumps(meta))
+
+
+def _pbt_member(
+    config: dict,
+    task: Task,
+    seed: int,
+    n_intervals: int,
+    checkpoint_every: int,
+    device: str,
+    space: SearchSpace,
+) -> None:
+    """One PBT population member (a Ray Tune function trainable), one report per control interval.
+
+    It checkpoints the training session every ``checkpoint_every`` intervals and at the end; when
+    PBT exploits, Ray restarts it from a better member's checkpoint with perturbed ``config``, and
+    the member continues from that member's weights, optimizer state, batch order and history.
+    """
+    from ray import tune
+
+    torch.set_num_threads(1)  # one core (or a share of one) per member
+    hp = space.clip(Hyperparams(float(config["lr"]), int(config["batch_size"]), float(config["weight_decay"])))
+    session = TrainingSession(task, hparams=hp, device=device, seed=seed)
+    history: list[dict] = []
+    start, diverged = 0, False
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "session.pt", weights_only=True)
+            meta = json.loads((Path(d) / "meta.json").read_text())
+        session.load_state_dict(state)
+        session.set_hparams(hp)  # the better member's weights, this member's (explored) hyperparameters
+        history, start, diverged = meta["history"], int(meta["interval"]), bool(meta["diverged"])
+    seen = session.examples_seen  # compute is counted per process: what this member trained itself
+    val_loss = float("inf")
+    for k in range(start, n_intervals):
+        if not diverged:  # a diverged member only reports, waiting to be replaced by exploitation
+            hp_k = session.hparams
+            stats = session.train_until(task.budget_examples * (k + 1) // n_intervals)
+            val_loss, val_metric = session.evaluate("val")
+            diverged = stats.nonfinite or not math.isfinite(val_loss)
+            history.append(
+                dict(
+                    interval=k,
+                    examples=session.examples_seen,
+                    lr=hp_k.lr,
+                    batch_size=hp_k.batch_size,
+                    weight_decay=hp_k.weight_decay,
+                    train_loss=stats.loss_mean,
+                    val_loss=val_loss,
+                    val_metric=val_metric,
+                )
+            )
+        last = k == n_intervals - 1
+        metrics = {
+            "val_loss": _DIVERGED_SCORE if diverged else val_loss,
+            "examples_delta": session.examples_seen - seen,
+            "interval": k + 1,
+        }
+        seen = session.examples_seen
+        if (k + 1) % checkpoint_every and not last:
+            tune.report(metrics)
+            continue
+        meta = dict(history=history, interval=k + 1, diverged=diverged, examples=session.examples_seen)
+        if last:  # the test split is read once, after training, for the report only
+            test = (float("inf"), float("nan")) if diverged else session.evaluate("test")
+            meta.update(test_loss=test[0], test_metric=test[1])
+        with tempfile.TemporaryDirectory() as d:
+            _save_member(d, session, meta)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def pbt_search(
+    task: Task,
+    seed: int = 0,
+    population: int = 4,
+    perturbation_interval: int = 4,
+    n_intervals: int = 20,
+    device: str = "cpu",
+    space: SearchSpace = SearchSpace(),
+    num_cpus: Optional[int] = None,
+    writer: Any = None,
+) -> RunResult:
+    """Population Based Training (Ray Tune's ``PopulationBasedTraining``) over lr, batch size and
+    weight decay.
+
+    Every member trains ``task`` on ``seed`` for its full budget, reporting the validation loss
+    each control interval; every ``perturbation_interval`` intervals the bottom quantile copies a
+    top member's checkpoint and perturbs its hyperparameters. The member with the lowest final
+    validation loss is reported, with its test loss.
+
+    :param task: the task to train
+    :param seed: the evaluation seed (model initialisation and batch order of every member)
+    :param population: number of members
+    :param perturbation_interval: control intervals between exploit/explore steps
+    :param n_intervals: control intervals per run
+    :param device: where to train
+    :param space: the search ranges (initial values are sampled from it; perturbed values are
+        clipped into it)
+    :param num_cpus: CPUs for a Ray instance started here (all if None); an already running
+        instance is used as it is
+    :param writer: a TensorBoard ``SummaryWriter`` for the reported member's trajectory
+    :returns: the best member's run, with ``compute_examples`` = examples trained by all members
+    """
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if population < 2:
+        raise ValueError(f"PBT needs a population of at least 2, got {population}")
+    ensure_ray(num_cpus)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    space = space.for_task(task)
+    domains = {
+        "lr": tune.loguniform(*space.lr),
+        "batch_size": tune.lograndint(space.batch_size[0], space.batch_size[1] + 1),
+        "weight_decay": tune.loguniform(*space.weight_decay),
+    }
+
+    class ComputeCounter(tune.Callback):  # sums the examples every member reports having trained
+        def __init__(self) -> None:
+            self.examples = 0
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.examples += int(result.get("examples_delta", 0))
+
+    counter = ComputeCounter()
+    # A fractional CPU per member lets the whole population run at once (PBT compares members
+    # at similar progress); one torch thread each keeps the machine from oversubscribing.
+    cpus = float(ray.available_resources().get("CPU", 1.0) if num_cpus is None else num_cpus)
+    per_member = max(0.01, min(1.0, cpus / population))
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _pbt_member,
+            task=task,
+            seed=seed,
+            n_intervals=n_intervals,
+            checkpoint_every=perturbation_interval,
+            device=device,
+            space=space,
+        ),
+        {"cpu": per_member},
+    )
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=perturbation_interval,
+        hyperparam_mutations=domains,
+    )
+    # PBT's explore step draws from Python's global random module: seed it, restore it after
+    random_state = random.getstate()
+    random.seed(seed)
+    with tempfile.TemporaryDirectory(prefix="rlhpo_pbt_") as storage:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=domains,
+            tune_config=tune.TuneConfig(
+                metric="val_loss",
+                mode="min",
+                scheduler=scheduler,
+                num_samples=population,
+                search_alg=BasicVariantGenerator(random_state=seed),
+                reuse_actors=True,  # an exploited member restarts in its process: no new worker
+            ),
+            run_config=tune.RunConfig(
+                name=f"pbt_{task.name}_seed{seed}",
+                storage_path=storage,
+                verbose=0,
+                callbacks=[counter],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # PBT may clone any recent one
+            ),
+        )
+        try:
+            results = tuner.fit()
+        finally:
+            random.setstate(random_state)
+        if results.errors:
+            raise RuntimeError(f"PBT on {task.name!r} seed {seed}: a member failed: {results.errors[0]}")
+        best = results.get_best_result(metric="val_loss", mode="min", scope="last")
+        if best.checkpoint is None:
+            raise RuntimeError(f"PBT on {task.name!r} seed {seed}: the best member left no checkpoint")
+        with best.checkpoint.as_directory() as d:
+            meta = json.loads((Path(d) / "meta.json").read_text())
+
+    result = RunResult(task.name, task.family, "pbt", seed, history=meta["history"])
+    finite = [h["val_loss"] for h in result.history if math.isfinite(h["val_loss"])]
+    result.best_val_loss = min(finite, default=float("inf"))
+    result.diverged = bool(meta["diverged"])
+    result.final_val_loss = float("inf") if result.diverged else float(result.history[-1]["val_loss"])
+    result.test_loss, result.test_metric = float(meta["test_loss"]), float(meta["test_metric"])
+    result.examples = int(meta["examples"])
+    result.compute_examples = counter.examples
+    if writer is not None:  # the same scalars run_task logs, for the reported member's lineage
+        for h in result.history:
+            for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric"):
+                if isinstance(h[key], (int, float)) and math.isfinite(h[key]):
+                    writer.add_scalar(f"pbt/{key}", h[key], h["examples"])
+    return result

@@ -1,0 +1,122 @@
+"""Baseline schedules: each runs on a tiny task, keeps the example budget, and does what it claims."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import pytest
+
+from rlhpo.schedules import Constant, Cosine, Hypergradient, Plateau, Replay, Schedule, StepDecay, run_task
+from rlhpo.session import TrainingSession
+from rlhpo.tasks import Hyperparams, Task
+
+from conftest import make_tiny_task
+
+SCHEDULES: dict[str, Callable[[], Schedule]] = {
+    "constant": Constant,
+    "cosine": Cosine,
+    "step": StepDecay,
+    "plateau": Plateau,
+    "hypergradient": Hypergradient,
+}
+
+
+def train_by_hand(schedule: Schedule, task: Task, n_intervals: int = 4) -> TrainingSession:
+    """Run ``schedule`` over the whole budget and return the session, to read the lr after the
+    last step (run_task records each interval's starting values only)."""
+    session = TrainingSession(task, seed=0)
+    schedule.start(session, n_intervals)
+    session.train_until(task.budget_examples, schedule._hook("before_step"), schedule._hook("after_step"))
+    return session
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_schedule_keeps_the_budget(name: str) -> None:
+    task = make_tiny_task()
+    result = run_task(task, SCHEDULES[name](), seed=0, n_intervals=4)
+    assert result.method == name
+    assert not result.diverged and math.isfinite(result.test_loss)
+    # never short of the budget, over it by less than one batch
+    assert task.budget_examples <= result.examples < task.budget_examples + task.default_hparams.batch_size
+    assert len(result.history) == 4
+    # these baselines move the lr only
+    assert all(h["batch_size"] == 16 and h["weight_decay"] == pytest.approx(1e-4) for h in result.history)
+
+
+def test_cosine_decays_to_zero() -> None:
+    task = make_tiny_task(lr=1e-2)
+    result = run_task(task, Cosine(), n_intervals=4)
+    lrs = [h["lr"] for h in result.history]
+    assert lrs[1] > lrs[2] > lrs[3]
+    assert train_by_hand(Cosine(), task).hparams.lr < 1e-3 * 1e-2
+
+
+def test_step_decay_drops_tenfold_at_half_and_three_quarters() -> None:
+    # 640 examples / batch 16 = 40 steps: milestones at steps 20 and 30, i.e. the ends of intervals 1 and 2
+    result = run_task(make_tiny_task(lr=1e-2), StepDecay(), n_intervals=4)
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-4])
+
+
+def test_plateau_halves_lr_after_patience_of_stalled_val_loss() -> None:
+    task = make_tiny_task(lr=1e-2)
+    session = TrainingSession(task)
+    schedule = Plateau(factor=0.5, patience=2)
+    schedule.start(session, 10)
+    stats = session.train(16)
+    for val_loss in (1.0, 0.9, 0.8):  # improving: no reduction
+        schedule.end_interval(session, stats, val_loss)
+    assert session.hparams.lr == pytest.approx(1e-2)
+    for _ in range(2):  # stalled, but within patience
+        schedule.end_interval(session, stats, 0.8)
+    assert session.hparams.lr == pytest.approx(1e-2)
+    schedule.end_interval(session, stats, 0.8)  # third stalled interval: patience exceeded
+    assert session.hparams.lr == pytest.approx(5e-3)
+
+
+def test_hypergradient_raises_a_too_small_lr_and_lowers_an_oscillating_one() -> None:
+    small = run_task(make_tiny_task(regression=True, lr=1e-4, optimizer="adam"), Hypergradient(0.02), n_intervals=4)
+    lrs = [h["lr"] for h in small.history]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] > 1.3e-4 and lrs == sorted(lrs)
+    # SGD with momentum at lr 0.3 on a linear regression oscillates: successive gradients disagree
+    large = run_task(make_tiny_task(regression=True, lr=0.3, optimizer="sgd"), Hypergradient(0.02), n_intervals=4)
+    assert not large.diverged
+    assert large.history[-1]["lr"] < 0.9 * 0.3
+
+
+def test_hypergradient_beta_must_keep_lr_positive() -> None:
+    with pytest.raises(ValueError, match=r"beta must be in \(0, 1\)"):
+        Hypergradient(1.5)
+
+
+def test_replay_reproduces_a_recorded_schedule() -> None:
+    task = make_tiny_task(lr=1e-2)
+    recorded = run_task(task, StepDecay(), seed=0, n_intervals=4).schedule()
+    replayed = run_task(task, Replay(recorded), seed=1, n_intervals=4)
+    assert replayed.schedule() == recorded
+    # batch size and weight decay too
+    hand = [Hyperparams(1e-2, 8, 1e-4), Hyperparams(3e-3, 16, 1e-3), Hyperparams(1e-3, 32, 0.0), Hyperparams(1e-4, 4, 1e-2)]
+    result = run_task(task, Replay(hand), seed=2, n_intervals=4)
+    assert result.schedule() == hand
+    assert task.budget_examples <= result.examples < task.budget_examples + 32
+
+
+def test_optuna_search_counts_all_trials_and_is_seeded() -> None:
+    pytest.importorskip("optuna")
+    from rlhpo.search import SearchSpace, optuna_search
+
+    task = make_tiny_task(budget=320)
+    a = optuna_search(task, seed=3, n_trials=3, n_intervals=2)
+    b = optuna_search(task, seed=3, n_trials=3, n_intervals=2)
+    assert a.method == "optuna" and a.schedule() == b.schedule() and a.test_loss == b.test_loss
+    # three trials and the final run, each within one batch of the budget
+    assert 4 * task.budget_examples <= a.compute_examples < 4 * (task.budget_examples + 32)
+    hp, space = a.schedule()[0], SearchSpace().for_task(task)
+    assert space.lr[0] <= hp.lr <= space.lr[1] and space.batch_size[0] <= hp.batch_size <= space.batch_size[1] == 32
+
+
+def test_search_space_clip() -> None:
+    from rlhpo.search import SearchSpace
+
+    assert SearchSpace().clip(Hyperparams(50.0, 2000, 1e-9)) == Hyperparams(1.0, 512, 1e-6)
+    assert SearchSpace().clip(Hyperparams(1e-9, 1, 0.5)) == Hyperparams(1e-5, 8, 0.1)

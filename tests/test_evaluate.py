@@ -1,0 +1,150 @@
+"""The evaluation harness: config errors, the controller and its replay, skipping what cannot run,
+and ``python -m rlhpo.evaluate +experiment=smoke`` end to end as a user runs it."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlhpo.actions import ConfigError
+from rlhpo.artifact import ArtifactError, load_artifact
+from rlhpo.evaluate import METHODS, EvaluateConfig, run
+from rlhpo.schedules import ControllerSchedule, Replay, run_task
+
+from conftest import make_tiny_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def policy_artifact(smoke_policy: Path) -> Path:
+    """A policy from a few seconds of meta-training (conftest's shared smoke run)."""
+    return smoke_policy
+
+
+def tiny_config(**overrides: object) -> EvaluateConfig:
+    base = dict(families=["tabular"], n_tasks=1, seeds=1, budget_scale=0.03, n_intervals=5, n_jobs=1)
+    base.update(overrides)
+    return EvaluateConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        (dict(methods=["constant", "bayesopt"]), r"methods: unknown method\(s\) \['bayesopt'\]; allowed: \['constant', 'cosine'"),
+        (dict(methods=[]), r"methods must be a non-empty list"),
+        (dict(seeds=0), r"seeds must be an integer >= 1, got 0"),
+        (dict(n_tasks=1.5), r"n_tasks must be an integer >= 1, got 1.5"),
+        (dict(families=["imagenet"]), r"families: unknown task family 'imagenet'; allowed:"),
+        (dict(budget_scale=0.0), r"budget_scale must be a finite number > 0"),
+        (dict(pbt_population=1), r"pbt_population must be an integer >= 2"),
+        (dict(pbt_interval=20, n_intervals=20), r"pbt_interval \(20\) must be below n_intervals \(20\)"),
+        (dict(hypergradient_beta=1.0), r"hypergradient_beta must be a number in \(0, 1\)"),
+        (dict(n_jobs=0), r"n_jobs must be an integer >= 1, or -1"),
+        (dict(launcher="dask"), r"launcher must be one of \['joblib', 'ray'\], got 'dask'"),
+        (dict(device="tpu"), r"device must be 'cpu', 'cuda' or 'cuda:N'"),
+    ],
+)
+def test_config_errors_name_the_field(overrides: dict, pattern: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        run(EvaluateConfig(**overrides), tmp_path)  # type: ignore[arg-type]
+    assert not (tmp_path / "runs.csv").exists()
+
+
+def test_controller_keeps_budget_and_replay_reproduces_its_schedule(policy_artifact: Path) -> None:
+    task = make_tiny_task()
+    ctrl = run_task(task, ControllerSchedule(load_artifact(policy_artifact)), seed=0, n_intervals=5)
+    assert ctrl.method == "controller" and not ctrl.diverged and len(ctrl.history) == 5
+    # the controller may change the batch size: over the budget by less than its largest batch
+    assert task.budget_examples <= ctrl.examples < task.budget_examples + max(h["batch_size"] for h in ctrl.history)
+    replay = run_task(task, Replay(ctrl.schedule()), seed=1000, n_intervals=5)
+    assert replay.schedule() == ctrl.schedule()
+
+
+def test_run_controller_replay_and_baselines(policy_artifact: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(methods=["constant", "cosine", "controller", "replay"], seeds=2, policy=str(policy_artifact))
+    df = run(cfg, tmp_path)
+    main, ablation = df[df.group == "main"], df[df.group == "replay"]
+    assert sorted(main.method) == sorted(["constant", "cosine", "controller"] * 2)
+    assert sorted(ablation.method) == ["controller", "controller", "replay", "replay"]
+    assert set(ablation.seed) == {1000, 1001}
+    assert (main[main.method == "constant"].norm_test_loss == 1.0).all()
+    ctrl = main[main.method == "controller"]
+    assert ctrl.speedup_vs_cosine.notna().all() and ctrl.speedup_vs_constant.notna().all()
+    assert (df.compute_examples == df.examples).all()  # single runs: compute is the run itself
+    # the replayed hyperparameters are the controller's on the same task and run seed
+    hist = pd.read_csv(tmp_path / "histories.csv")
+    for seed in (0, 1):
+        a = hist[(hist.method == "controller") & (hist.group == "main") & (hist.seed == seed)]
+        b = hist[(hist.method == "replay") & (hist.seed == seed + 1000)]
+        assert a.lr.tolist() == pytest.approx(b.lr.tolist()) and a.batch_size.tolist() == b.batch_size.tolist()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| controller | 2 |" in summary and "Schedule-replay ablation" in summary
+    assert "On median normalised test loss the controller" in summary
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
+        f"{df.task[0]}_{kind}.png" for kind in ("val_loss", "controller_hparams")
+    )
+    assert (tmp_path / "tb" / df.task[0] / "replay_seed1001").is_dir()
+
+
+def test_missing_policy_skips_controller_methods(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tiny_config(methods=["constant", "controller", "replay"], policy=str(tmp_path / "no_such_policy"))
+    df = run(cfg, tmp_path / "out")
+    assert list(df.method) == ["constant"]
+    out = capsys.readouterr().out
+    assert "skipping controller: the policy could not be loaded" in out and "skipping replay" in out
+    assert "The controller was not evaluated" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_missing_policy_fails_when_only_the_controller_was_asked_for(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no_such_policy"):
+        run(tiny_config(methods=["controller"], policy=str(tmp_path / "no_such_policy")), tmp_path / "out")
+
+
+def test_missing_optional_library_skips_its_method(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # makes `import optuna` fail
+    monkeypatch.setitem(sys.modules, "ray.tune", None)
+    df = run(tiny_config(methods=["constant", "optuna", "pbt"]), tmp_path)
+    assert list(df.method) == ["constant"]
+    out = capsys.readouterr().out
+    assert "skipping optuna: `import optuna` failed" in out and "pip install 'rlhpo[search]'" in out
+    assert "skipping pbt: `import ray.tune` failed" in out and "pip install 'rlhpo[ray]'" in out
+
+
+def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_DISABLE_USAGE_STATS="1", HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, "-m", "rlhpo.evaluate", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_config_error_is_clear(tmp_path: Path) -> None:
+    proc = _cli("methods=[constant,bogus]", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode != 0
+    assert "unknown method(s) ['bogus']; allowed:" in proc.stderr
+
+
+def test_smoke_cli_runs_every_method(policy_artifact: Path, tmp_path: Path) -> None:
+    """The user's smoke run: every method on one tiny task (bounded to < 3 minutes)."""
+    pytest.importorskip("optuna")
+    pytest.importorskip("ray.tune")
+    proc = _cli("+experiment=smoke", f"policy={policy_artifact}", f"hydra.run.dir={tmp_path}", timeout=170)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_csv(tmp_path / "runs.csv")
+    assert set(df.method) == set(METHODS)
+    assert len(df) == len(METHODS) + 1  # plus the controller on the replay's fresh seed
+    assert not df.diverged.any() and df.test_loss.map(math.isfinite).all()
+    search = df.set_index("method").loc[["optuna", "pbt"]]
+    assert (search.compute_examples > search.examples).all()  # trials / population members counted
+    summary = (tmp_path / "summary.md").read_text()
+    assert all(f"| {m} |" in summary for m in METHODS if m != "replay")
+    assert "| method | runs | median norm. test loss |" in proc.stdout  # the table is printed too
+    assert len(list((tmp_path / "tb").glob("*/*_seed*"))) == len(df)

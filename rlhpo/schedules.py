@@ -133,6 +133,34 @@ class RunResult:
         return None
 
 
+def train_interval(
+    session: TrainingSession,
+    k: int,
+    n_intervals: int,
+    before: Optional[Any] = None,
+    after: Optional[Any] = None,
+) -> tuple[dict, IntervalStats, bool]:
+    """Train interval ``k`` of ``n_intervals`` (the budget split evenly) and validate.
+
+    :return: the interval's record (the hyperparameters it trained with, losses, examples),
+        its statistics, and whether it diverged
+    """
+    hp = session.hparams  # the values this interval trains with
+    stats = session.train_until(session.budget * (k + 1) // n_intervals, before, after)
+    val_loss, val_metric = session.evaluate("val")
+    record = dict(
+        interval=k,
+        examples=session.examples_seen,
+        lr=hp.lr,
+        batch_size=hp.batch_size,
+        weight_decay=hp.weight_decay,
+        train_loss=stats.loss_mean,
+        val_loss=val_loss,
+        val_metric=val_metric,
+    )
+    return record, stats, stats.nonfinite or not math.isfinite(val_loss)
+
+
 def run_task(
     task: Task,
     schedule: Schedule,
@@ -151,21 +179,8 @@ def run_task(
     before, after = schedule._hook("before_step"), schedule._hook("after_step")
     result = RunResult(task.name, task.family, method or schedule.name, seed)
     for k in range(n_intervals):
-        hp = session.hparams  # the values this interval trains with
-        end = task.budget_examples * (k + 1) // n_intervals
-        stats = session.train_until(end, before, after)
-        val_loss, val_metric = session.evaluate("val")
-        diverged = stats.nonfinite or not math.isfinite(val_loss)
-        record = dict(
-            interval=k,
-            examples=session.examples_seen,
-            lr=hp.lr,
-            batch_size=hp.batch_size,
-            weight_decay=hp.weight_decay,
-            train_loss=stats.loss_mean,
-            val_loss=val_loss,
-            val_metric=val_metric,
-        )
+        record, stats, diverged = train_interval(session, k, n_intervals, before, after)
+        val_loss = record["val_loss"]
         result.history.append(record)
         if writer is not None:
             for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric"):

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import torch
 
-from rlhpo.schedules import Constant, RunResult, run_task
+from rlhpo.schedules import Constant, RunResult, run_task, train_interval
 from rlhpo.session import TrainingSession
 from rlhpo.tasks import Hyperparams, Task
 
@@ -171,22 +171,9 @@ def _pbt_member(
     val_loss = float("inf")
     for k in range(start, n_intervals):
         if not diverged:  # a diverged member only reports, waiting to be replaced by exploitation
-            hp_k = session.hparams
-            stats = session.train_until(task.budget_examples * (k + 1) // n_intervals)
-            val_loss, val_metric = session.evaluate("val")
-            diverged = stats.nonfinite or not math.isfinite(val_loss)
-            history.append(
-                dict(
-                    interval=k,
-                    examples=session.examples_seen,
-                    lr=hp_k.lr,
-                    batch_size=hp_k.batch_size,
-                    weight_decay=hp_k.weight_decay,
-                    train_loss=stats.loss_mean,
-                    val_loss=val_loss,
-                    val_metric=val_metric,
-                )
-            )
+            record, _, diverged = train_interval(session, k, n_intervals)
+            val_loss = record["val_loss"]
+            history.append(record)
         last = k == n_intervals - 1
         metrics = {
             "val_loss": _DIVERGED_SCORE if diverged else val_loss,

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 
-.PHONY: install demo test train bench
+.PHONY: install demo test train evaluate bench
 
 $(VENV)/.installed: envs/cpu.txt envs/common.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: envs/cpu.txt envs/common.txt pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m rlhpo.demo
+	$(PY) -m rlhpo.apply compare=true
 
 test: install
 	$(PY) -m pytest -q
@@ -26,5 +26,9 @@ test: install
 train: install
 	$(PY) -m rlhpo.train
 
+evaluate: install
+	$(PY) -m rlhpo.evaluate
+
 bench: install
-	$(PY) -m rlhpo.bench.env_overhead
+	$(PY) -m rlhpo.bench.env_overhead --family all
+	$(PY) -m rlhpo.bench.controller_overhead

@@ -5,7 +5,7 @@ a fixed action, and (b) a plain PyTorch loop training the same model with the sa
 batch size and number of examples (no features, no validation, no policy). Reports the median
 wall time of each and the overhead ratio.
 
-    python -m rlhpo.bench.env_overhead [--family digits_mlp] [--repeats 7]
+    python -m rlhpo.bench.env_overhead [--family all|digits_mlp|...] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 import rlhpo
 from rlhpo.session import make_optimizer
-from rlhpo.tasks import Task, make_family
+from rlhpo.tasks import FAMILIES, Task, make_family
 
 
 def plain_loop(
@@ -69,51 +69,64 @@ def env_episode(env, task: Task, seed: int) -> float:
             return info["val_loss"]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", default="digits_mlp")
-    p.add_argument("--task-seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--n-intervals", type=int, default=20)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    task = make_family(args.family).sample(args.task_seed)
-    env = rlhpo.make_env(n_intervals=args.n_intervals)
+def measure(task: Task, n_intervals: int, repeats: int) -> dict:
+    """Median wall times of the env, the plain loop, and the plain loop validating per interval."""
+    env = rlhpo.make_env(n_intervals=n_intervals)
     env_episode(env, task, 0), plain_loop(task, 0)  # warm-up
-    every = task.budget_examples // args.n_intervals
+    every = task.budget_examples // n_intervals
     runs = {
         "env": lambda r: env_episode(env, task, r),
         "plain": lambda r: plain_loop(task, r),
         "plain_val": lambda r: plain_loop(task, r, validate_every=every),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(args.repeats):  # interleaved, so machine noise hits all three alike
+    for r in range(repeats):  # interleaved, so machine noise hits all three alike
         for name, fn in runs.items():
             t0 = time.perf_counter()
             fn(r)
             times[name].append(time.perf_counter() - t0)
     env_t, plain_t, val_t = (statistics.median(times[k]) for k in runs)
-    result = {
+    return {
         "task": task.name,
         "examples": task.budget_examples,
         "batch_size": task.default_hparams.batch_size,
-        "intervals": args.n_intervals,
         "env_s": env_t,
         "plain_s": plain_t,
         "plain_val_s": val_t,
         "overhead": env_t / plain_t - 1.0,
         "overhead_vs_validating_loop": env_t / val_t - 1.0,
     }
-    print(
-        f"task {task.name}: {task.budget_examples} examples, batch {task.default_hparams.batch_size}, "
-        f"{args.n_intervals} intervals, median of {args.repeats}\n"
-        f"  env episode                         : {env_t * 1e3:8.1f} ms\n"
-        f"  plain loop                          : {plain_t * 1e3:8.1f} ms\n"
-        f"  plain loop + val loss per interval  : {val_t * 1e3:8.1f} ms\n"
-        f"  overhead vs plain loop              : {100 * result['overhead']:+.1f}%\n"
-        f"  overhead vs the same loop validating: {100 * result['overhead_vs_validating_loop']:+.1f}%  (target < 5%)"
-    )
-    return result
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", default="all", help="a family name, or 'all' for one task of each")
+    p.add_argument("--task-seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--n-intervals", type=int, default=20)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    families = list(FAMILIES) if args.family == "all" else [args.family]
+    print(f"{args.n_intervals} control intervals per episode, median of {args.repeats} interleaved runs")
+    print(f"| task | examples | batch | env episode (ms) | plain loop (ms) | plain loop + val per interval (ms) | overhead vs plain | overhead vs validating loop |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    for family in families:
+        r = measure(make_family(family).sample(args.task_seed), args.n_intervals, args.repeats)
+        results.append(r)
+        print(
+            f"| {r['task']} | {r['examples']} | {r['batch_size']} | {r['env_s'] * 1e3:.1f} | {r['plain_s'] * 1e3:.1f} | "
+            f"{r['plain_val_s'] * 1e3:.1f} | {100 * r['overhead']:+.1f}% | {100 * r['overhead_vs_validating_loop']:+.1f}% |",
+            flush=True,
+        )
+    if len(results) > 1:
+        total = {k: sum(r[k] for r in results) for k in ("env_s", "plain_s", "plain_val_s")}
+        print(
+            f"all tasks together: env {total['env_s']:.2f} s, plain {total['plain_s']:.2f} s "
+            f"({100 * (total['env_s'] / total['plain_s'] - 1):+.1f}%), validating loop {total['plain_val_s']:.2f} s "
+            f"({100 * (total['env_s'] / total['plain_val_s'] - 1):+.1f}%; target < 5%)"
+        )
+    return results
 
 
 if __name__ == "__main__":

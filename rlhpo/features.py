@@ -231,5 +231,5 @@ class FeatureExtractor:
         ]
         if math.isfinite(val_loss):
             self.prev_val = val_loss
-        out = np.nan_to_num(np.asarray(obs, dtype=np.float64), nan=0.0, posinf=CLIP, neginf=-CLIP)
-        return np.clip(out, -CLIP, CLIP).astype(np.float32)
+        # NaN -> 0, then clip (inf -> +-CLIP); plain Python: np.nan_to_num costs more than all the rest
+        return np.array([0.0 if v != v else max(-CLIP, min(CLIP, v)) for v in obs], dtype=np.float32)

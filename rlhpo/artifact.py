@@ -130,11 +130,12 @@ def save_artifact(
 
 def resolve_policy_path(policy: str | os.PathLike) -> Path:
     """A pretrained name (a folder under ``rlhpo/pretrained``) or a path to an artifact folder."""
-    p = Path(policy)
+    name = str(policy)
+    if os.sep not in name and "/" not in name and (PRETRAINED_DIR / name).is_dir():
+        return PRETRAINED_DIR / name  # a bare name is a pretrained policy first
+    p = Path(policy).expanduser()
     if p.exists():
         return p
-    if (PRETRAINED_DIR / str(policy)).exists():
-        return PRETRAINED_DIR / str(policy)
     names = sorted(d.name for d in PRETRAINED_DIR.iterdir() if d.is_dir()) if PRETRAINED_DIR.exists() else []
     raise ArtifactError(f"policy {str(policy)!r} is neither an artifact folder nor a pretrained name; pretrained: {names}")
 

@@ -1,7 +1,8 @@
 """Apply a pretrained controller to a training run: ``python -m rlhpo.apply [overrides]``.
 
     python -m rlhpo.apply task=digits_cnn policy=default compare=true
-    python -m rlhpo.apply task._target_=mypkg.tasks.make_task policy=outputs/.../policy
+    python -m rlhpo.apply task=mypkg.tasks.make_task policy=outputs/.../policy
+    python -m rlhpo.apply 'task={_target_: mypkg.tasks.make_task, n: 500}'
 
 Trains the task under the controller (through :func:`rlhpo.schedules.run_task`, the one loop),
 logs losses and the chosen hyperparameters to TensorBoard, writes ``decisions.json`` and prints
@@ -32,8 +33,9 @@ from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
 class ApplyConfig:
     """``python -m rlhpo.apply``.
 
-    :param task: a family name (one task is sampled with ``task_seed``), or a node with
-        ``_target_`` naming a factory that returns an :class:`rlhpo.tasks.Task`
+    :param task: a family name (one task is sampled with ``task_seed``), the dotted path of a
+        factory that returns an :class:`rlhpo.tasks.Task`, or a node with ``_target_`` (and the
+        factory's arguments)
     :param task_seed: which task of the family
     :param seed: fixes the target network's initialisation and batch order
     :param policy: a pretrained name (``default``) or an artifact folder
@@ -59,11 +61,15 @@ def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task
     """A task from a family name, a ``{_target_: ...}`` node, or a Task itself."""
     if isinstance(spec, Task):
         task = spec
-    elif isinstance(spec, str):
-        if spec not in FAMILIES:
-            raise ConfigError(f"task={spec!r} is not a task family; allowed: {sorted(FAMILIES)} or a _target_ factory")
+    elif isinstance(spec, str) and spec in FAMILIES:
         return make_family(spec, budget_scale).sample(task_seed)
-    elif isinstance(spec, (dict, DictConfig)) and "_target_" in spec:
+    elif isinstance(spec, str) and "." not in spec:
+        raise ConfigError(
+            f"task={spec!r} is not a task family; allowed: {sorted(FAMILIES)}, a factory's dotted path "
+            "(task=mypkg.make_task) or task='{_target_: mypkg.make_task}'"
+        )
+    elif isinstance(spec, str) or (isinstance(spec, (dict, DictConfig)) and "_target_" in spec):
+        spec = {"_target_": spec} if isinstance(spec, str) else spec
         target = spec["_target_"]
         try:
             task = hydra.utils.instantiate(spec)

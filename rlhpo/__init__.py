@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rlhpo.actions import ActionConfig, ConfigError, ControlConfig
+from rlhpo.controller import Controller, ControllerError
 from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv, make_env
 from rlhpo.session import MutableBatchSampler, TrainingSession
 from rlhpo.tasks import Hyperparams, Split, Task, TaskError, TaskFamily, register_family
@@ -13,6 +14,8 @@ __all__ = [
     "ENV_ID",
     "ActionConfig",
     "ConfigError",
+    "Controller",
+    "ControllerError",
     "ControlConfig",
     "EnvConfig",
     "HyperparamControlEnv",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import hydra
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,6 +45,8 @@ class ApplyConfig:
     :param budget_scale: multiplies the task's example budget
     :param device: where the target network trains
     :param deterministic: the policy's mean action (true) or a sampled one
+    :param torch_threads: CPU threads for the target network (small networks run fastest on
+        one; the thread count also changes float summation order, so fix it to reproduce a run)
     """
 
     task: Any = "digits_cnn"
@@ -55,6 +58,7 @@ class ApplyConfig:
     budget_scale: float = 1.0
     device: str = "cpu"
     deterministic: bool = True
+    torch_threads: int = 1
 
 
 def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task:
@@ -138,6 +142,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    torch.set_num_threads(cfg.torch_threads)
     task = build_task(cfg.task, cfg.task_seed, cfg.budget_scale)
     results = apply(
         task,

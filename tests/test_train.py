@@ -221,6 +221,8 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     assert pip.returncode == 0, pip.stderr[-3000:]
     assert (target / "rlhpo" / "conf" / "train.yaml").exists()
     assert (target / "rlhpo" / "conf" / "experiment" / "smoke.yaml").exists()
+    assert (target / "rlhpo" / "pretrained" / "default" / "model.zip").exists()
+    assert (target / "rlhpo" / "conf" / "evaluate" / "experiment" / "smoke.yaml").exists()
     proc = _train_cli("+experiment=smoke", "--cfg", "job", cwd=tmp_path, env={"PYTHONPATH": str(target)}, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "n_intervals: 8" in proc.stdout

@@ -106,6 +106,7 @@ class Controller:
         self._started = False
         self.examples_seen = 0
         self.interval = 0
+        self._boundary = self._interval_end()
         self._probe = False
         self._last_val: Optional[float] = None
         self._last_action = np.zeros(3)
@@ -168,10 +169,12 @@ class Controller:
         n = self.spec.n_intervals
         return self.total_examples * min(self.interval + 1, n) // n
 
+    # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        remaining = self._interval_end() - self.examples_seen
-        self._probe = TrainingMonitor.should_probe(remaining, self._current_batch_size())
-        self.monitor.before_step(self._probe)
+        bs = self.sampler.batch_size if self.sampler is not None else (self._batch_size or 1)
+        self._probe = TrainingMonitor.should_probe(self._boundary - self.examples_seen, bs)
+        if self._probe:
+            self.monitor.before_step(True)
 
     def step(self, loss: torch.Tensor, batch_size: Optional[int] = None) -> bool:
         """Record one optimizer step; call it right after ``optimizer.step()``.
@@ -187,10 +190,10 @@ class Controller:
             )
         if not self._started:
             self.begin()
-        self.monitor.after_step(loss.reshape(()), self._probe)
+        self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
         self.examples_seen += int(batch_size) if batch_size is not None else self._current_batch_size()
-        if self.examples_seen >= self._interval_end() and not self.done:
+        if self.examples_seen >= self._boundary and not self.done:
             stats = self.monitor.summary()
             self.decide(stats, self._validation_loss(stats))
             return True
@@ -217,6 +220,7 @@ class Controller:
             self.begin()
         hp = self.hparams
         self.interval += 1
+        self._boundary = self._interval_end()
         diverged = stats.nonfinite or not math.isfinite(val_loss)
         obs = self.features.observe(
             stats,
@@ -290,6 +294,7 @@ class Controller:
     def load_state_dict(self, state: dict) -> None:
         self.examples_seen = int(state["examples_seen"])
         self.interval = int(state["interval"])
+        self._boundary = self._interval_end()
         self._started = bool(state["started"])
         self._last_action = np.asarray(state["last_action"], dtype=np.float64)
         self._last_val = state["last_val"]

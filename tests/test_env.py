@@ -114,3 +114,14 @@ def test_reward_never_reads_the_test_split(monkeypatch):
     monkeypatch.setattr(TrainingSession, "evaluate", spy)
     run_episode(TinyEnv(EnvConfig(n_intervals=4)))
     assert seen and "test" not in seen
+
+
+@pytest.mark.parametrize("family", ["digits_mlp", "digits_cnn", "tabular", "synthetic_classification"])
+def test_validation_and_test_inputs_are_on_the_training_scale(family):
+    """Standardising by training statistics must not blow up held-out inputs (digits' border
+    pixels are constant on some training splits)."""
+    for seed in range(5):
+        task = FAMILIES[family]().sample(seed)
+        scale = float(task.train.x.abs().max())
+        for split in (task.val, task.test):
+            assert float(split.x.abs().max()) <= 3 * scale + 1e-6

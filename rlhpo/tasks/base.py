@@ -218,10 +218,18 @@ def split_arrays(
     )
 
 
-def standardize(train: Split, *others: Split) -> None:
-    """Scale inputs by training-split statistics, in place (no leakage from val/test)."""
-    mean = train.x.mean(dim=0, keepdim=True)
-    std = train.x.std(dim=0, keepdim=True).clamp_min(1e-6)
+def standardize(train: Split, *others: Split, per_feature: bool = True) -> None:
+    """Scale inputs by training-split statistics, in place (no leakage from val/test).
+
+    ``per_feature=False`` uses one mean and std for all inputs: right for images, whose rarely
+    lit border pixels would otherwise be divided by a near-zero std and blow up elsewhere.
+    """
+    if per_feature:
+        mean = train.x.mean(dim=0, keepdim=True)
+        std = train.x.std(dim=0, keepdim=True)
+        std = torch.where(std < 1e-3, torch.ones_like(std), std)  # constant features: centre only
+    else:
+        mean, std = train.x.mean(), train.x.std().clamp_min(1e-6)
     for s in (train, *others):
         s.x = (s.x - mean) / std
 

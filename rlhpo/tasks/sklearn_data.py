@@ -50,7 +50,7 @@ class DigitsMLP(TaskFamily):
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         x, y = _subsample(*_load("digits"), rng, 0.4)
         train, val, test = split_arrays(x / 16.0, y.astype(np.int64), rng)
-        standardize(train, val, test)
+        standardize(train, val, test, per_feature=False)
         arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
         return Task(
@@ -100,7 +100,7 @@ class DigitsCNN(TaskFamily):
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         x, y = _subsample(*_load("digits"), rng, 0.4)
         train, val, test = split_arrays(x / 16.0, y.astype(np.int64), rng)
-        standardize(train, val, test)
+        standardize(train, val, test, per_feature=False)
         channels = int(rng.choice([4, 8, 16]))
         hidden = int(rng.choice([32, 64]))
         act = str(rng.choice(ACTIVATIONS))

@@ -200,10 +200,10 @@ class TrainingSession:
             idx = self._next_batch()
             if self.device.type != "cpu":
                 idx = idx.to(self.device, non_blocking=True)
-            out = model(x_all[idx])
-            loss = loss_fn(out, y_all[idx])
-            if not self._checked_loss:
-                self._check_loss(loss)
+            if self._checked_loss:
+                loss = loss_fn(model(x_all[idx]), y_all[idx])
+            else:  # the first step: a malformed task fails here, with its name
+                loss = self._first_loss(x_all[idx], y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             probe = monitor.should_probe(self._target - self.examples_seen, self.sampler.batch_size)
@@ -217,6 +217,17 @@ class TrainingSession:
             if after_step is not None:
                 after_step(self)
         return monitor.summary()
+
+    def _first_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        try:
+            loss = self.task.loss_fn(self.model(x), y)
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            raise TaskError(
+                f"task {self.task.name!r}: the model and loss cannot run on a training batch of inputs "
+                f"{tuple(x.shape)} and targets {tuple(y.shape)}: {type(e).__name__}: {e}"
+            ) from e
+        self._check_loss(loss)
+        return loss
 
     def _check_loss(self, loss: object) -> None:
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.is_floating_point():

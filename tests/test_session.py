@@ -88,3 +88,23 @@ def test_session_on_gpu_matches_cpu_closely():
     cpu.train(320)
     gpu.train(320)
     assert gpu.evaluate("val")[0] == pytest.approx(cpu.evaluate("val")[0], rel=1e-3)
+
+
+def test_model_that_does_not_fit_the_data_is_named():
+    task = make_tiny_task()
+    task.model_fn = lambda: torch.nn.Linear(7, 2)  # the data has 4 features
+    with pytest.raises(TaskError, match=r"task 'tiny-0': the model and loss cannot run on a training batch of inputs \(16, 4\)"):
+        TrainingSession(task).train(32)
+
+
+def test_empty_and_mismatched_splits_are_named():
+    from rlhpo.tasks import Split
+
+    task = make_tiny_task()
+    task.val = Split(task.val.x[:0], task.val.y[:0])
+    with pytest.raises(TaskError, match="task 'tiny-0': the val split is empty"):
+        task.validate()
+    task = make_tiny_task()
+    task.train = Split(task.train.x, task.train.y[:5])
+    with pytest.raises(TaskError, match="task 'tiny-0': train.x has 32 rows but train.y has 5"):
+        task.validate()

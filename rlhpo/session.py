@@ -185,8 +185,8 @@ class TrainingSession:
         summarise the interval.
 
         Steps run while the examples seen are below the running target, so an overshoot of at
-        most one batch in one interval is paid back in the next one: the total never exceeds
-        the budget by more than one batch.
+        most one batch in one interval is paid back in the next one; the run's last batch is
+        cut short so the total is exactly the budget, whatever the batch sizes were.
 
         :param before_step: called after ``backward()`` and before ``optimizer.step()``
             (hypergradient descent reads gradients here)
@@ -196,8 +196,11 @@ class TrainingSession:
         model, opt, loss_fn, monitor = self.model, self.optimizer, self.task.loss_fn, self.monitor
         x_all, y_all = self.train_split.x, self.train_split.y
         model.train()
+        budget = self.task.budget_examples
         while self.examples_seen < self._target:
             idx = self._next_batch()
+            if self.examples_seen + idx.shape[0] > budget:  # the last batch of the run: never past the budget
+                idx = idx[: budget - self.examples_seen]
             if self.device.type != "cpu":
                 idx = idx.to(self.device, non_blocking=True)
             if self._checked_loss:

@@ -588,10 +588,22 @@ def summarize(df: pd.DataFrame, skipped: Optional[dict[str, str]] = None) -> str
         "",
         _verdict(medians),
     ]
+    text += _family_section(main)
     text += _replay_section(df)
     if skipped:
         text += ["", "Skipped methods:", ""] + [f"- {m}: {why}" for m, why in skipped.items()]
     return "\n".join(text) + "\n"
+
+
+def _family_section(main: pd.DataFrame) -> list[str]:
+    """Median normalised test loss per family and method: where the controller wins and loses."""
+    methods = [m for m in METHODS if m in set(main.method)]
+    families = sorted(set(main.family))
+    rows = [
+        [fam] + [_fmt(_median_iqr(main[(main.family == fam) & (main.method == m)].norm_test_loss)[0]) for m in methods]
+        for fam in families
+    ]
+    return ["", "## Per family (median normalised test loss)", "", _markdown(["family", *methods], rows)]
 
 
 def _verdict(medians: dict[str, float]) -> str:

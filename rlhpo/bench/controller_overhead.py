@@ -6,7 +6,7 @@ and reports the median wall times and their ratio. The controller's decisions ch
 hyperparameters, so (b) uses a controller whose decisions are computed but whose batch-size
 changes are off, keeping the number of optimizer steps equal.
 
-    python -m rlhpo.bench.controller_overhead [--family char_lm] [--policy default] [--repeats 7]
+    python -m rlhpo.bench.controller_overhead [--family char_lm] [--policy default] [--repeats 15]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--family", default="char_lm")
     p.add_argument("--task-seed", type=int, default=0)
     p.add_argument("--policy", default="default")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     task = make_family(args.family).sample(args.task_seed)
@@ -52,13 +52,22 @@ def main(argv: list[str] | None = None) -> dict:
             fn(r)
             times[name].append(time.perf_counter() - t0)
     fixed, ctl = (statistics.median(times[k]) for k in runs)
-    result = {"task": task.name, "fixed_s": fixed, "controller_s": ctl, "overhead": ctl / fixed - 1.0}
+    # noise on a shared machine only adds time: the fastest of each is the cleaner comparison
+    best_fixed, best_ctl = min(times["fixed"]), min(times["controller"])
+    result = {
+        "task": task.name,
+        "fixed_s": fixed,
+        "controller_s": ctl,
+        "overhead": ctl / fixed - 1.0,
+        "overhead_of_fastest": best_ctl / best_fixed - 1.0,
+    }
     print(
         f"task {task.name}: {task.budget_examples} examples, batch {task.default_hparams.batch_size}, "
         f"{artifact.spec.n_intervals} intervals, median of {args.repeats}\n"
         f"  loop with fixed hyperparameters : {fixed * 1e3:8.1f} ms\n"
         f"  same loop with the controller   : {ctl * 1e3:8.1f} ms\n"
-        f"  overhead                        : {100 * result['overhead']:+.1f}%  (target < 2%)"
+        f"  overhead (medians)              : {100 * result['overhead']:+.1f}%  (target < 2%)\n"
+        f"  overhead (fastest of each)      : {100 * result['overhead_of_fastest']:+.1f}%"
     )
     return result
 

@@ -179,6 +179,8 @@ def run_task(
     before, after = schedule._hook("before_step"), schedule._hook("after_step")
     result = RunResult(task.name, task.family, method or schedule.name, seed)
     for k in range(n_intervals):
+        if session.done:  # a large last batch of the previous interval already spent the budget
+            break
         record, stats, diverged = train_interval(session, k, n_intervals, before, after)
         val_loss = record["val_loss"]
         result.history.append(record)

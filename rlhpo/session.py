@@ -255,9 +255,6 @@ class TrainingSession:
         self.model.train()
         return loss, metric
 
-    def params_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {

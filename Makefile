@@ -5,13 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
+# the install environment: envs/cpu.txt (default) or envs/gpu.txt on a CUDA machine
+REQS ?= envs/cpu.txt
 
 .PHONY: install demo test train evaluate bench
 
-$(VENV)/.installed: envs/cpu.txt envs/common.txt pyproject.toml
+$(VENV)/.installed: $(REQS) envs/common.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r envs/cpu.txt
+	$(PIP) install -q -r $(REQS)
 	$(PIP) install -q --no-deps -e .
 	touch $@
 

@@ -59,7 +59,9 @@ class HyperparamControlEnv(gym.Env):
         self.task: Optional[Task] = None
 
     # -- episode ---------------------------------------------------------------------------
-    def _sample_task(self, options: dict) -> Task:
+    def _sample_task(self, options: dict, rng: Optional[np.random.Generator] = None) -> Task:
+        """The episode's task: given in ``options``, else sampled with ``rng`` (default: the env's)."""
+        rng = self.np_random if rng is None else rng
         if "task" in options:
             task = options["task"]
             if not isinstance(task, Task):
@@ -67,7 +69,7 @@ class HyperparamControlEnv(gym.Env):
             return task
         family = options.get("family")
         if family is None:
-            family = self._family_names[int(self.np_random.integers(len(self._family_names)))]
+            family = self._family_names[int(rng.integers(len(self._family_names)))]
         elif family not in FAMILIES:
             raise ValueError(f"options['family']: unknown family {family!r}; allowed: {sorted(FAMILIES)}")
         if family not in self._families:
@@ -75,44 +77,65 @@ class HyperparamControlEnv(gym.Env):
         if "task_seed" in options:
             seed = int(options["task_seed"])
         elif self.config.task_seeds:
-            seed = int(self.config.task_seeds[int(self.np_random.integers(len(self.config.task_seeds)))])
+            seed = int(self.config.task_seeds[int(rng.integers(len(self.config.task_seeds)))])
         else:
-            seed = int(self.np_random.integers(2**31 - 1))
+            seed = int(rng.integers(2**31 - 1))
         return self._families[family].sample(seed)
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        options = options or {}
+        self.begin_episode(options or {})
+        return self.end_reset(*self.train_interval())
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        finished = self.begin_step(action)
+        if finished is not None:
+            return finished
+        return self.end_step(*self.train_interval())
+
+    # -- the phases of reset() and step() ---------------------------------------------------
+    # reset() = begin_episode, train_interval, end_reset; step() = begin_step, train_interval,
+    # end_step. rlhpo.envs.batched.BatchedVecEnv runs the same phases for many environments and
+    # trains all their intervals as one batched computation in between.
+    def begin_episode(self, options: dict) -> None:
+        """Pick the task, build the session and set the starting hyperparameters."""
         task = self._sample_task(options)
         if self.config.budget_examples is not None:
             task = task.with_budget(self.config.budget_examples)
         self.task = task
         session_seed = int(self.np_random.integers(2**31 - 1))
-        self.session = TrainingSession(task, device=self.config.device, seed=int(options.get("session_seed", session_seed)))
+        self.session = self._new_session(task, int(options.get("session_seed", session_seed)))
         start = self._actions.reset(task.default_hparams)
         self._apply_hparams(start)
         hp = self.session.hparams
         self.features.reset(hp.lr, hp.batch_size, hp.weight_decay, task.optimizer != "sgd")
         self._interval = 0
         self._last_action = np.zeros(3)
-        obs, info, diverged = self._run_interval()
+        self._ref_val = None
+
+    def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
+        obs, info, diverged = self._observe(stats, val_loss, val_metric)
         self._ref_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
         self._prev_val = self._ref_val
         self._diverged_at_reset = diverged
         return obs, info
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def begin_step(self, action: np.ndarray) -> Optional[tuple[np.ndarray, float, bool, bool, dict]]:
+        """Apply the action; returns the step's result at once when there is nothing to train."""
         if self.session is None:
             raise RuntimeError("call reset() before step()")
         if self._diverged_at_reset or self.session.done:
             # nothing left to train: an episode whose first interval already diverged ends here
-            obs = self._last_obs
-            info = dict(self._last_info)
-            return obs, 0.0, self._diverged_at_reset, not self._diverged_at_reset, info
-        full = self._actions.full_action(action)
+            return self._last_obs, 0.0, self._diverged_at_reset, not self._diverged_at_reset, dict(self._last_info)
         self._apply_hparams(self._actions.apply(action, self.session.hparams))
-        self._last_action = full
-        obs, info, diverged = self._run_interval()
+        self._last_action = self._actions.full_action(action)
+        return None
+
+    def end_step(
+        self, stats: IntervalStats, val_loss: float, val_metric: float
+    ) -> tuple[np.ndarray, float, bool, bool, dict]:
+        assert self.session is not None
+        obs, info, diverged = self._observe(stats, val_loss, val_metric)
         val = info["val_loss"]
         if diverged:
             reward = -self.config.divergence_penalty
@@ -123,23 +146,30 @@ class HyperparamControlEnv(gym.Env):
         truncated = self.session.done and not diverged
         return obs, reward, diverged, truncated, info
 
-    # -- internals -------------------------------------------------------------------------
-    def _apply_hparams(self, hp) -> None:  # type: ignore[no-untyped-def]
+    def train_interval(self) -> tuple[IntervalStats, float, float]:
+        """Train the next interval; the interval's statistics, validation loss and metric."""
         assert self.session is not None
-        self.session.set_hparams(hp)
+        stats = self.session.train_until(self.interval_end())
+        return (stats, *self.session.evaluate("val"))
 
-    def _interval_end(self) -> int:
+    def interval_end(self) -> int:
         """Examples seen at the end of the next interval: the budget split evenly."""
         assert self.task is not None
         n = self.config.n_intervals
         return self.task.budget_examples * min(self._interval + 1, n) // n
 
-    def _run_interval(self) -> tuple[np.ndarray, dict, bool]:
+    # -- internals -------------------------------------------------------------------------
+    def _apply_hparams(self, hp) -> None:  # type: ignore[no-untyped-def]
+        assert self.session is not None
+        self.session.set_hparams(hp)
+
+    def _new_session(self, task: Task, seed: int) -> TrainingSession:
+        return TrainingSession(task, device=self.config.device, seed=seed)
+
+    def _observe(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict, bool]:
         assert self.session is not None and self.task is not None
-        stats: IntervalStats = self.session.train_until(self._interval_end())
         self._interval += 1
-        val_loss, val_metric = self.session.evaluate("val")
-        ref = getattr(self, "_ref_val", None)
+        ref = self._ref_val
         diverged = (
             stats.nonfinite
             or not math.isfinite(val_loss)

@@ -112,22 +112,33 @@ class PolicyConfig:
 class VecEnvConfig:
     """How environments run in parallel.
 
-    :param kind: ``dummy`` (in process) or ``subproc`` (one process per env)
+    :param kind: ``dummy`` (in process, one after another), ``subproc`` (one process per env) or
+        ``batched`` (in process; the target networks of a group train as one batched
+        computation, see :mod:`rlhpo.envs.batched`)
     :param n_envs: number of environments
     :param start_method: multiprocessing start method for ``subproc``
+    :param group_size: ``batched`` only: environments that share a task per episode (default:
+        all ``n_envs``); must divide ``n_envs``
     """
 
     kind: str = "subproc"
     n_envs: int = 4
     start_method: str = "forkserver"
+    group_size: Optional[int] = None
 
     def validate(self) -> "VecEnvConfig":
-        if self.kind not in ("dummy", "subproc"):
-            raise ConfigError(f"vec_env.kind must be 'dummy' or 'subproc', got {self.kind!r}")
+        if self.kind not in ("dummy", "subproc", "batched"):
+            raise ConfigError(f"vec_env.kind must be 'dummy', 'subproc' or 'batched', got {self.kind!r}")
         if not (isinstance(self.n_envs, int) and self.n_envs >= 1):
             raise ConfigError(f"vec_env.n_envs must be an integer >= 1, got {self.n_envs!r}")
         if self.start_method not in ("fork", "forkserver", "spawn"):
             raise ConfigError(f"vec_env.start_method must be fork, forkserver or spawn, got {self.start_method!r}")
+        if self.group_size is not None and not (
+            isinstance(self.group_size, int) and 1 <= self.group_size <= self.n_envs and self.n_envs % self.group_size == 0
+        ):
+            raise ConfigError(
+                f"vec_env.group_size must be null or an integer that divides vec_env.n_envs={self.n_envs}, got {self.group_size!r}"
+            )
         return self
 
 

@@ -127,24 +127,36 @@ class TrainingMonitor:
             return IntervalStats()
         losses = torch.stack(self._losses).tolist()  # one device sync per interval
         self._losses = []
-        n = len(losses)
-        half = max(1, n // 2)
-        finite = all(math.isfinite(v) for v in losses)
-        mean = math.fsum(losses) / n if finite else float("nan")
-        stats = IntervalStats(
-            steps=n,
-            loss_mean=mean,
-            loss_first_half=math.fsum(losses[:half]) / half if finite else float("nan"),
-            loss_second_half=math.fsum(losses[half:]) / (n - half) if finite and n > 1 else mean,
-            loss_std=math.sqrt(math.fsum((v - mean) ** 2 for v in losses) / n) if finite and n > 1 else 0.0,
-            grad_norm=self._grad_norm,
-            update_ratio=self._update_ratio,
-            update_cosine=self._cosine,
-            nonfinite=not finite or math.isinf(self._grad_norm) or not self._params_finite,
-        )
+        stats = summarize_interval(losses, self._grad_norm, self._update_ratio, self._cosine, self._params_finite)
         self._grad_norm, self._update_ratio, self._cosine = float("nan"), float("nan"), 0.0
         self._params_finite = True
         return stats
+
+
+def summarize_interval(
+    losses: Sequence[float], grad_norm: float, update_ratio: float, cosine: float, params_finite: bool
+) -> IntervalStats:
+    """An interval's statistics from its minibatch losses and its last probe's measurements.
+
+    Shared by :class:`TrainingMonitor` and the batched environment's stacked monitor.
+    """
+    n = len(losses)
+    if n == 0:
+        return IntervalStats()
+    half = max(1, n // 2)
+    finite = all(math.isfinite(v) for v in losses)
+    mean = math.fsum(losses) / n if finite else float("nan")
+    return IntervalStats(
+        steps=n,
+        loss_mean=mean,
+        loss_first_half=math.fsum(losses[:half]) / half if finite else float("nan"),
+        loss_second_half=math.fsum(losses[half:]) / (n - half) if finite and n > 1 else mean,
+        loss_std=math.sqrt(math.fsum((v - mean) ** 2 for v in losses) / n) if finite and n > 1 else 0.0,
+        grad_norm=grad_norm,
+        update_ratio=update_ratio,
+        update_cosine=cosine,
+        nonfinite=not finite or math.isinf(grad_norm) or not params_finite,
+    )
 
 
 def _log_ratio(a: float, b: float) -> float:

@@ -54,15 +54,23 @@ def build_vec_env(config: TrainConfig):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    vec_cls = SubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
-    kwargs = {"start_method": config.vec_env.start_method} if vec_cls is SubprocVecEnv else None
-    venv = make_vec_env(
-        _env_factory(config.env, config.torch_threads),
-        n_envs=config.vec_env.n_envs,
-        seed=config.seed,
-        vec_env_cls=vec_cls,
-        vec_env_kwargs=kwargs,
-    )
+    if config.vec_env.kind == "batched":
+        from stable_baselines3.common.vec_env import VecMonitor
+
+        from rlhpo.envs.batched import BatchedVecEnv
+
+        venv = VecMonitor(BatchedVecEnv(config.env, config.vec_env.n_envs, config.vec_env.group_size))
+        venv.seed(config.seed)
+    else:
+        vec_cls = SubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
+        kwargs = {"start_method": config.vec_env.start_method} if vec_cls is SubprocVecEnv else None
+        venv = make_vec_env(
+            _env_factory(config.env, config.torch_threads),
+            n_envs=config.vec_env.n_envs,
+            seed=config.seed,
+            vec_env_cls=vec_cls,
+            vec_env_kwargs=kwargs,
+        )
     return VecNormalize(
         venv,
         norm_obs=config.ppo.normalize_obs,

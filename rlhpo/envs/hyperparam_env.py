@@ -100,7 +100,7 @@ class HyperparamControlEnv(gym.Env):
     def begin_episode(self, options: dict) -> None:
         """Pick the task, build the session and set the starting hyperparameters."""
         task = self._sample_task(options)
-        if self.config.budget_examples is not None:
+        if self.config.budget_examples is not None and task.budget_examples != self.config.budget_examples:
             task = task.with_budget(self.config.budget_examples)
         self.task = task
         session_seed = int(self.np_random.integers(2**31 - 1))

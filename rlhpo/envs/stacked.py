@@ -1,0 +1,445 @@
+"""Many copies of one task's network trained as one batched computation.
+
+:class:`StackedTrainer` holds the parameters of up to ``capacity`` networks of the same task as
+stacked tensors (a leading row dimension) and trains them together with ``torch.func``
+(``functional_call`` under ``vmap``, ``grad_and_value``): one forward and backward pass and
+one optimizer update per step for all rows, each row with its own learning rate, batch size,
+weight decay, initialisation and batch order.
+
+Each row reproduces :class:`~rlhpo.session.TrainingSession` on the same task and seed: the
+same initial weights, the same batches (its own :class:`~rlhpo.session.MutableBatchSampler`),
+the same example budget arithmetic, the same probe statistics (summarised by
+:func:`rlhpo.features.summarize_interval`) and the same optimizer. The optimizer update is
+written out here because ``torch.optim`` takes one scalar learning rate per parameter group and
+cannot give each slice of a stacked tensor its own; the rules are those of ``torch.optim.SGD``
+(momentum 0.9), ``Adam`` and ``AdamW`` with default betas and eps, and a test checks the rows
+against ``TrainingSession`` step for step.
+
+Rows that differ in batch size take different numbers of steps per interval: a row whose
+interval is done is masked out of the update (its weights and optimizer state do not change)
+until the slowest row finishes. Batches of different sizes are padded to the largest and the
+padding is weighted zero, so a row's loss is exactly its own minibatch mean.
+
+A task is stackable when its model has no train-mode-dependent layers (dropout, batch norm),
+runs under ``vmap`` and its loss is a mean over examples. :class:`LoopTrainer` is the fallback
+for other tasks: one :class:`TrainingSession` per row, trained one after another, behind the
+same interface.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Optional, Protocol
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn.utils.rnn import pad_sequence
+
+from rlhpo.features import IntervalStats, TrainingMonitor, summarize_interval
+from rlhpo.session import MutableBatchSampler, TrainingSession
+from rlhpo.tasks.base import Hyperparams, Split, Task
+
+log = logging.getLogger(__name__)
+
+_MOMENTUM = 0.9  # rlhpo.session.make_optimizer's SGD momentum
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam/AdamW defaults
+_TRAIN_MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+
+
+class Trainer(Protocol):
+    """What :class:`~rlhpo.envs.batched.BatchedVecEnv` needs of a group of networks of one task."""
+
+    task: Task
+
+    def add_row(self, seed: int) -> int: ...
+    def remove_row(self, row: int) -> None: ...
+    def live_rows(self) -> int: ...
+    def hparams(self, row: int) -> Hyperparams: ...
+    def set_hparams(self, row: int, hp: Hyperparams) -> None: ...
+    def examples_seen(self, row: int) -> int: ...
+    def train_until(self, targets: dict[int, int]) -> dict[int, IntervalStats]: ...
+    def evaluate(self, rows: list[int], split: str = "val") -> dict[int, tuple[float, float]]: ...
+
+
+class RowSession:
+    """The part of the :class:`~rlhpo.session.TrainingSession` interface the environment uses,
+    for one row of a trainer."""
+
+    def __init__(self, trainer: Trainer, row: int) -> None:
+        self.trainer, self.row, self.task = trainer, row, trainer.task
+
+    @property
+    def hparams(self) -> Hyperparams:
+        return self.trainer.hparams(self.row)
+
+    def set_hparams(self, hparams: Hyperparams) -> None:
+        self.trainer.set_hparams(self.row, hparams.validate())
+
+    @property
+    def examples_seen(self) -> int:
+        return self.trainer.examples_seen(self.row)
+
+    @property
+    def budget(self) -> int:
+        return self.task.budget_examples
+
+    @property
+    def done(self) -> bool:
+        return self.examples_seen >= self.task.budget_examples
+
+    def release(self) -> None:
+        self.trainer.remove_row(self.row)
+
+
+def stack_check(task: Task, device: str = "cpu") -> Optional[str]:
+    """``None`` if ``task`` can be trained by :class:`StackedTrainer`, else the reason it cannot.
+
+    Raises :class:`~rlhpo.tasks.TaskError` for a malformed task, like ``TrainingSession``.
+    """
+    session = TrainingSession(task, device=device, seed=0)
+    session.train(min(4, task.budget_examples))  # the first step checks the model and the loss
+    if any(not p.requires_grad for p in session.model.parameters()):
+        return "its model has frozen parameters"
+    bad = [type(m).__name__ for m in session.model.modules() if isinstance(m, _TRAIN_MODE_LAYERS)]
+    if bad:
+        return f"its model has layers that behave differently in training ({', '.join(sorted(set(bad)))})"
+    x, y = session.train_split.x[:4], session.train_split.y[:4]
+    params = {k: v.detach().unsqueeze(0) for k, v in session.model.named_parameters()}
+    buffers = {k: v.unsqueeze(0) for k, v in session.model.named_buffers()}
+    try:
+        with torch.no_grad():
+            whole = float(task.loss_fn(session.model(x), y))
+            out = vmap(lambda p, b: functional_call(session.model, (p, b), (x,)))(params, buffers)[0]
+            per_example = vmap(lambda o, t: task.loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, y)
+    except Exception as e:  # torch.func raises many types for unsupported operations
+        return f"its model or loss does not run under torch.func.vmap ({type(e).__name__}: {e})"
+    if per_example.shape != (x.shape[0],):
+        return "its loss does not reduce one example to a scalar"
+    mean = float(per_example.mean())
+    if math.isfinite(whole) and not math.isclose(mean, whole, rel_tol=1e-4, abs_tol=1e-6):
+        return f"its loss is not a mean over examples (batch loss {whole:.6g}, mean of per-example losses {mean:.6g})"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_width(sizes: tuple[int, ...]) -> int:
+    """The chunk width that minimises padded examples plus about two examples' worth of work
+    per chunk (gathering its row's parameters), for minibatches of the given sizes."""
+
+    def cost(w: int) -> int:
+        return sum(-(-n // w) * (w + 2) for n in sizes)
+
+    candidates = set(sizes) | {2**e for e in range(max(sizes).bit_length() + 1)}
+    return min(sorted(candidates), key=cost)
+
+
+class _Row:
+    """Python-side state of one row: its sampler and example counters."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.sampler = MutableBatchSampler(n, batch_size, generator=torch.Generator().manual_seed(seed))
+        self.batches = iter(self.sampler)
+        self.examples_seen = 0
+        self.target = 0
+        self.steps = 0
+
+    def next_batch(self) -> torch.Tensor:
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.sampler)
+            return next(self.batches)
+
+
+class StackedTrainer:
+    """Up to ``capacity`` networks of one task, trained as one ``vmap``-ed computation (grows on
+    demand). See the module docstring.
+
+    Each row's parameters are one row of a flat ``(capacity, n_params)`` tensor (``functional_call``
+    sees reshaped views of it), so the optimizer update, the masking and the probe statistics
+    are a few whole-tensor operations whatever the number of layers.
+    """
+
+    def __init__(self, task: Task, capacity: int = 8, device: str = "cpu") -> None:
+        self.task = task.validate()
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.model = task.model_fn().to(self.device)
+        named = dict(self.model.named_parameters())
+        self.layout = [(k, p.shape, p.numel()) for k, p in named.items()]
+        n_params = sum(n for _, _, n in self.layout)
+        self.x, self.y = task.train.x.to(self.device), task.train.y.to(self.device)
+        self.splits = {"train": Split(self.x, self.y), "val": task.val.to(self.device), "test": task.test.to(self.device)}
+        self.kind = task.optimizer
+        slots = ("buf",) if self.kind == "sgd" else ("exp_avg", "exp_avg_sq")
+        dtype = next(iter(named.values())).dtype
+        # stacked state, one row per network
+        self.flat = torch.zeros((0, n_params), dtype=dtype, device=self.device)  # the parameters
+        self.state = {s: self.flat.clone() for s in slots}  # the optimizer state
+        self.prev_update = self.flat.clone()  # the last probe step's update
+        self.buffers = {k: b.new_zeros((0, *b.shape)) for k, b in self.model.named_buffers()}
+        # per-row scalars, and the value a new row starts with
+        self._scalars = {
+            "lr": 0.0, "wd": 0.0, "t": 0.0, "cosine": 0.0, "grad_norm": math.nan, "update_ratio": math.nan,
+            "prev_probe": -2.0, "params_finite": True,
+        }  # fmt: skip
+        for name, fill in self._scalars.items():
+            setattr(self, name, torch.zeros(0, dtype=torch.bool if fill is True else dtype, device=self.device))
+        self.capacity = 0
+        self.rows: list[Optional[_Row]] = []
+        self._free: list[int] = []
+        self._grow(max(1, capacity))
+        loss_fn, model = task.loss_fn, self.model
+        self._forward = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), in_dims=(0, 0, None))
+        self._forward_rows = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)))
+        self._per_example = vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)))
+        self._loss = vmap(loss_fn, in_dims=(0, None))
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        views, offset = {}, 0
+        for k, shape, n in self.layout:
+            views[k] = flat[:, offset : offset + n].view(flat.shape[0], *shape)
+            offset += n
+        return views
+
+    # -- rows ------------------------------------------------------------------------------
+    def _grow(self, new_capacity: int) -> None:
+        extra = new_capacity - self.capacity
+
+        def extend(t: torch.Tensor, fill: float | bool = 0.0) -> torch.Tensor:
+            return torch.cat([t, torch.full((extra, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)])
+
+        self.flat, self.prev_update = extend(self.flat), extend(self.prev_update)
+        for stacks in (self.state, self.buffers):
+            for k in stacks:
+                stacks[k] = extend(stacks[k])
+        for name, fill in self._scalars.items():
+            setattr(self, name, extend(getattr(self, name), fill))
+        self._free.extend(range(self.capacity, new_capacity))
+        self.rows.extend([None] * extra)
+        self.capacity = new_capacity
+
+    def add_row(self, seed: int) -> int:
+        """A new network, initialised as ``TrainingSession(task, seed=seed)`` would."""
+        if not self._free:
+            self._grow(2 * self.capacity)
+        self._free.sort()
+        row = self._free.pop(0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = self.task.model_fn().to(self.device)
+        with torch.no_grad():
+            self.flat[row] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            for s in self.state.values():
+                s[row] = 0
+            self.prev_update[row] = 0
+            for k, b in model.named_buffers():
+                self.buffers[k][row] = b
+        for name, fill in self._scalars.items():
+            getattr(self, name)[row] = fill
+        hp = self.task.default_hparams
+        self.lr[row], self.wd[row] = hp.lr, hp.weight_decay
+        self.rows[row] = _Row(len(self.x), hp.batch_size, int(seed))
+        return row
+
+    def remove_row(self, row: int) -> None:
+        if self.rows[row] is not None:
+            self.rows[row] = None
+            self._free.append(row)
+
+    def live_rows(self) -> int:
+        return sum(r is not None for r in self.rows)
+
+    def _row(self, row: int) -> _Row:
+        r = self.rows[row]
+        if r is None:
+            raise KeyError(f"row {row} of the trainer for task {self.task.name!r} is not in use")
+        return r
+
+    def hparams(self, row: int) -> Hyperparams:
+        return Hyperparams(lr=float(self.lr[row]), batch_size=self._row(row).sampler.batch_size, weight_decay=float(self.wd[row]))
+
+    def set_hparams(self, row: int, hp: Hyperparams) -> None:
+        self._row(row).sampler.batch_size = hp.batch_size
+        self.lr[row], self.wd[row] = float(hp.lr), float(hp.weight_decay)
+
+    def examples_seen(self, row: int) -> int:
+        return self._row(row).examples_seen
+
+    # -- training --------------------------------------------------------------------------
+    def train_until(self, targets: dict[int, int]) -> dict[int, IntervalStats]:
+        """Train each given row until it has seen its target number of examples (as
+        :meth:`TrainingSession.train_until`); one interval's statistics per row."""
+        budget = self.task.budget_examples
+        rows = {i: self._row(i) for i in targets}
+        for i, r in rows.items():
+            r.target = max(r.target, min(int(targets[i]), budget))
+        n_steps = dict.fromkeys(rows, 0)
+        losses: list[torch.Tensor] = []
+        while True:
+            batch: dict[int, torch.Tensor] = {}
+            probe: list[int] = []
+            for i, r in rows.items():
+                if r.examples_seen < r.target:
+                    idx = r.next_batch()
+                    if r.examples_seen + idx.shape[0] > budget:  # the run's last batch: never past the budget
+                        idx = idx[: budget - r.examples_seen]
+                    batch[i] = idx
+                    if TrainingMonitor.should_probe(r.target - r.examples_seen, r.sampler.batch_size):
+                        probe.append(i)
+            if not batch:
+                break
+            losses.append(self._step(batch, probe))
+            for i, idx in batch.items():
+                r = rows[i]
+                r.examples_seen += int(idx.shape[0])
+                r.steps += 1
+                n_steps[i] += 1
+        table = torch.stack(losses).T.tolist() if losses else [[] for _ in range(self.capacity)]  # one sync
+        grad_norm, ratio, cosine, finite = (t.tolist() for t in (self.grad_norm, self.update_ratio, self.cosine, self.params_finite))
+        stats = {i: summarize_interval(table[i][: n_steps[i]], grad_norm[i], ratio[i], cosine[i], finite[i]) for i in rows}
+        self.grad_norm.fill_(math.nan)
+        self.update_ratio.fill_(math.nan)
+        self.cosine.fill_(0.0)
+        self.params_finite.fill_(True)
+        return stats
+
+    def _step(self, batch: dict[int, torch.Tensor], probe_rows: list[int]) -> torch.Tensor:
+        """One optimizer step for the rows in ``batch``; every row's minibatch loss (0 elsewhere).
+
+        Minibatches are cut into chunks of one width (see :func:`_chunk_width`); ``vmap`` runs
+        over chunks, each with its row's parameters, so rows of very different batch sizes pad
+        at most one chunk each instead of all padding to the largest batch.
+        """
+        cap = self.capacity
+        width = _chunk_width(tuple(int(idx.shape[0]) for idx in batch.values()))
+        pieces, owner, weights = [], [], []
+        for i, idx in batch.items():
+            n = int(idx.shape[0])
+            for start in range(0, n, width):
+                pieces.append(idx[start : start + width])
+                owner.append(i)
+                weights.append((min(width, n - start), 1.0 / n))
+        k = len(pieces)
+        index = pad_sequence(pieces, batch_first=True, padding_value=0)
+        if index.shape[1] < width:
+            index = torch.nn.functional.pad(index, (0, width - index.shape[1]))
+        counts = torch.tensor([c for c, _ in weights])
+        weight = (torch.arange(width).unsqueeze(0) < counts.unsqueeze(1)) * torch.tensor([w for _, w in weights]).unsqueeze(1)
+        owner_t = torch.tensor(owner)
+        active = torch.zeros(cap, dtype=torch.bool)
+        active[list(batch)] = True
+        probe = torch.zeros(cap, dtype=torch.bool)
+        if probe_rows:
+            probe[probe_rows] = True
+        if self.device.type != "cpu":
+            index, weight, owner_t = index.to(self.device), weight.to(self.device), owner_t.to(self.device)
+            active, probe = active.to(self.device), probe.to(self.device)
+        flat = self.flat.detach().requires_grad_()
+        buffers = {name: b[owner_t] for name, b in self.buffers.items()}
+        out = self._forward_rows(self._views(flat[owner_t]), buffers, self.x[index])
+        per_example = self._per_example(out.flatten(0, 1), self.y[index].flatten(0, 1)).view(k, width)
+        chunk_loss = torch.where(weight > 0, per_example, 0.0).mul(weight).sum(1)
+        loss = torch.zeros(cap, dtype=chunk_loss.dtype, device=self.device).index_add(0, owner_t, chunk_loss)
+        loss.sum().backward()
+        grad = flat.grad
+        assert grad is not None
+        with torch.no_grad():
+            if probe_rows:
+                self.grad_norm = torch.where(probe, torch.linalg.vector_norm(grad, dim=1), self.grad_norm)
+            new = self._update(grad, active)
+            if probe_rows:
+                self._probe(new, probe)
+            self.flat = new
+            self.t = self.t + active
+        return loss.detach()
+
+    def _update(self, g: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """The optimizer step, per row: torch.optim's SGD(momentum=0.9) / Adam / AdamW rules."""
+        p, st, a = self.flat, self.state, active.unsqueeze(1)
+        lr, wd = self.lr.unsqueeze(1), self.wd.unsqueeze(1)
+        if self.kind == "sgd":
+            d = g + wd * p
+            buf = torch.where((self.t == 0).unsqueeze(1), d, _MOMENTUM * st["buf"] + d)
+            st["buf"] = torch.where(a, buf, st["buf"])
+            return torch.where(a, p - lr * buf, p)
+        if self.kind == "adamw":
+            base, d = p * (1 - lr * wd), g
+        else:
+            base, d = p, g + wd * p
+        t1 = (self.t + 1).unsqueeze(1)
+        m = st["exp_avg"].lerp(d, 1 - _BETA1)
+        v = st["exp_avg_sq"] * _BETA2 + (1 - _BETA2) * d * d
+        step = base - (lr / (1 - _BETA1**t1)) * m / (v.sqrt() / (1 - _BETA2**t1).sqrt() + _EPS)
+        st["exp_avg"], st["exp_avg_sq"] = torch.where(a, m, st["exp_avg"]), torch.where(a, v, st["exp_avg_sq"])
+        return torch.where(a, step, p)
+
+    def _probe(self, new: torch.Tensor, probe: torch.Tensor) -> None:
+        """Update-to-parameter ratio and cosine of successive updates, as TrainingMonitor."""
+        update = new - self.flat
+        unorm, pnorm = torch.linalg.vector_norm(update, dim=1), torch.linalg.vector_norm(new, dim=1)
+        self.params_finite = torch.where(probe, self.params_finite & torch.isfinite(pnorm), self.params_finite)
+        self.update_ratio = torch.where(probe, unorm / pnorm.clamp_min(1e-12), self.update_ratio)
+        step = self.t  # optimizer steps before this one: the monitor's step counter
+        consecutive = probe & (self.prev_probe == step - 1)
+        denom = unorm * torch.linalg.vector_norm(self.prev_update, dim=1)
+        dot = (update * self.prev_update).sum(1)
+        self.cosine = torch.where(consecutive & (denom > 0), dot / denom, torch.where(consecutive, 0.0, self.cosine))
+        self.prev_update = torch.where(probe.unsqueeze(1), update, self.prev_update)
+        self.prev_probe = torch.where(probe, step, self.prev_probe)
+
+    @torch.no_grad()
+    def evaluate(self, rows: list[int], split: str = "val") -> dict[int, tuple[float, float]]:
+        """Loss and metric of each row on a split, as :meth:`TrainingSession.evaluate`."""
+        data = self.splits.get(split)
+        if data is None:
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        m = self.task.eval_max_examples
+        x, y = data.x[:m], data.y[:m]
+        out = self._forward(self._views(self.flat), self.buffers, x)
+        losses = self._loss(out, y).tolist()
+        result = {}
+        for i in rows:
+            loss = losses[i]
+            metric = float(self.task.metric_fn(out[i], y)) if math.isfinite(loss) else float("nan")
+            result[i] = (loss, metric)
+        return result
+
+
+class LoopTrainer:
+    """The fallback for tasks that cannot be stacked: one :class:`TrainingSession` per row."""
+
+    def __init__(self, task: Task, capacity: int = 8, device: str = "cpu") -> None:
+        self.task, self.device = task, device
+        self.sessions: dict[int, TrainingSession] = {}
+        self._next = 0
+
+    def add_row(self, seed: int) -> int:
+        row, self._next = self._next, self._next + 1
+        self.sessions[row] = TrainingSession(self.task, device=self.device, seed=seed)
+        return row
+
+    def remove_row(self, row: int) -> None:
+        self.sessions.pop(row, None)
+
+    def live_rows(self) -> int:
+        return len(self.sessions)
+
+    def hparams(self, row: int) -> Hyperparams:
+        return self.sessions[row].hparams
+
+    def set_hparams(self, row: int, hp: Hyperparams) -> None:
+        self.sessions[row].set_hparams(hp)
+
+    def examples_seen(self, row: int) -> int:
+        return self.sessions[row].examples_seen
+
+    def train_until(self, targets: dict[int, int]) -> dict[int, IntervalStats]:
+        return {row: self.sessions[row].train_until(t) for row, t in targets.items()}
+
+    def evaluate(self, rows: list[int], split: str = "val") -> dict[int, tuple[float, float]]:
+        return {row: self.sessions[row].evaluate(split) for row in rows}

@@ -8,6 +8,7 @@ training starts. The library API takes these dataclasses as plain Python objects
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -154,6 +155,8 @@ class TrainConfig:
     :param resume: a run directory to continue from its last good checkpoint
     :param torch_threads: threads per process for the target networks
     :param progress_bar: show a progress bar on the terminal
+    :param device: where the target networks train (``cpu``, ``cuda``, ``cuda:N``): sets
+        ``env.device`` unless that is set itself. The PPO policy, a small MLP, stays on the CPU.
     """
 
     seed: int = 0
@@ -164,6 +167,7 @@ class TrainConfig:
     resume: Optional[str] = None
     torch_threads: int = 1
     progress_bar: bool = True
+    device: str = "cpu"
     tasks: TasksConfig = field(default_factory=TasksConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -171,6 +175,10 @@ class TrainConfig:
     vec_env: VecEnvConfig = field(default_factory=VecEnvConfig)
 
     def validate(self) -> "TrainConfig":
+        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.device != "cpu" and self.env.device == "cpu":
+            self.env.device = self.device
         for name in ("total_timesteps", "checkpoint_every", "keep_checkpoints", "torch_threads"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):

@@ -172,3 +172,20 @@ def test_stacked_trainer_on_cuda_matches_cpu():
         trainer.train_until({r: 200 for r in rows})
         results.append([trainer.evaluate(rows)[r][0] for r in rows])
     assert results[0] == pytest.approx(results[1], rel=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_config_error(tmp_path):
+    from rlhpo.train import run
+
+    with pytest.raises(ConfigError, match="env.device='cuda' but torch sees no CUDA device"):
+        run(tiny_train_config(device="cuda"), tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_meta_training_with_target_networks_on_cuda(tmp_path):
+    from rlhpo.train import run
+
+    cfg = tiny_train_config(device="cuda")
+    cfg.vec_env.kind, cfg.vec_env.n_envs = "batched", 2
+    assert run(cfg, tmp_path).exists()

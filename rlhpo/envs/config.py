@@ -56,5 +56,10 @@ class EnvConfig:
             raise ConfigError(f"env.divergence_factor must be a number > 1, got {self.divergence_factor!r}")
         if not (self.device == "cpu" or str(self.device).startswith("cuda")):
             raise ConfigError(f"env.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"env.device={self.device!r} but torch sees no CUDA device; use device=cpu")
         self.actions.validate("env.actions")
         return self

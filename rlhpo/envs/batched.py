@@ -38,7 +38,7 @@ from rlhpo.envs.config import EnvConfig
 from rlhpo.envs.hyperparam_env import HyperparamControlEnv
 from rlhpo.envs.stacked import LoopTrainer, RowSession, StackedTrainer, Trainer, stack_check
 from rlhpo.session import TrainingSession
-from rlhpo.tasks import Task
+from rlhpo.tasks import FAMILIES, Task
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class BatchedVecEnv(VecEnv):
         super().__init__(n_envs, env.observation_space, env.action_space)
         self._trainers: dict[int, tuple[Task, Trainer]] = {}  # id(task) -> its trainer
         self._unstackable: dict[str, str] = {}  # family -> why its tasks are trained one by one
+        self._stackable: set[str] = set()
         n_groups = n_envs // group_size
         self._group_seeds: list[Optional[int]] = [None] * n_groups
         self._group_task_of: list[Optional[Task]] = [None] * n_groups
@@ -131,7 +132,14 @@ class BatchedVecEnv(VecEnv):
     def _join(self, task: Task, seed: int) -> RowSession:
         entry = self._trainers.get(id(task))
         if entry is None:
-            why = self._unstackable.get(task.family) or stack_check(task, self.config.device)
+            if task.family in self._unstackable:
+                why: Optional[str] = self._unstackable[task.family]
+            elif task.family in self._stackable:  # a registered family's tasks are all alike
+                why = None
+            else:
+                why = stack_check(task, self.config.device)
+                if why is None and task.family in FAMILIES:
+                    self._stackable.add(task.family)
             if why is None:
                 trainer: Trainer = StackedTrainer(task, capacity=self.group_size, device=self.config.device)
             else:

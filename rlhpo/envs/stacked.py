@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _MOMENTUM = 0.9  # rlhpo.session.make_optimizer's SGD momentum
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam/AdamW defaults
+_LOOP_ROWS = 2  # steps with at most this many rows skip vmap (cheaper for one or two networks)
 _TRAIN_MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
 
@@ -311,86 +312,111 @@ class StackedTrainer:
     def _step(self, batch: dict[int, torch.Tensor], probe_rows: list[int]) -> torch.Tensor:
         """One optimizer step for the rows in ``batch``; every row's minibatch loss (0 elsewhere).
 
-        Minibatches are cut into chunks of one width (see :func:`_chunk_width`); ``vmap`` runs
-        over chunks, each with its row's parameters, so rows of very different batch sizes pad
-        at most one chunk each instead of all padding to the largest batch.
+        Only the rows in ``batch`` are gathered, trained and written back, so rows that finished
+        their interval (larger batches take fewer steps) cost nothing. Minibatches are cut into
+        chunks of one width (see :func:`_chunk_width`) and ``vmap`` runs over chunks, each with
+        its row's parameters: rows of very different batch sizes pad at most one chunk each.
         """
-        cap = self.capacity
-        width = _chunk_width(tuple(int(idx.shape[0]) for idx in batch.values()))
-        pieces, owner, weights = [], [], []
-        for i, idx in batch.items():
+        rows = sorted(batch)
+        if len(rows) <= _LOOP_ROWS:
+            return self._step_rows(rows, batch, probe_rows)
+        width = _chunk_width(tuple(int(batch[i].shape[0]) for i in rows))
+        pieces, owner, counts, scale = [], [], [], []
+        for j, i in enumerate(rows):
+            idx = batch[i]
             n = int(idx.shape[0])
             for start in range(0, n, width):
                 pieces.append(idx[start : start + width])
-                owner.append(i)
-                weights.append((min(width, n - start), 1.0 / n))
-        k = len(pieces)
+                owner.append(j)
+                counts.append(min(width, n - start))
+                scale.append(1.0 / n)
         index = pad_sequence(pieces, batch_first=True, padding_value=0)
         if index.shape[1] < width:
             index = torch.nn.functional.pad(index, (0, width - index.shape[1]))
-        counts = torch.tensor([c for c, _ in weights])
-        weight = (torch.arange(width).unsqueeze(0) < counts.unsqueeze(1)) * torch.tensor([w for _, w in weights]).unsqueeze(1)
-        owner_t = torch.tensor(owner)
-        active = torch.zeros(cap, dtype=torch.bool)
-        active[list(batch)] = True
-        probe = torch.zeros(cap, dtype=torch.bool)
-        if probe_rows:
-            probe[probe_rows] = True
+        weight = (torch.arange(width).unsqueeze(0) < torch.tensor(counts).unsqueeze(1)) * torch.tensor(scale).unsqueeze(1)
+        act, owner_t, probe = torch.tensor(rows), torch.tensor(owner), torch.tensor([i in probe_rows for i in rows])
         if self.device.type != "cpu":
-            index, weight, owner_t = index.to(self.device), weight.to(self.device), owner_t.to(self.device)
-            active, probe = active.to(self.device), probe.to(self.device)
-        flat = self.flat.detach().requires_grad_()
-        buffers = {name: b[owner_t] for name, b in self.buffers.items()}
-        out = self._forward_rows(self._views(flat[owner_t]), buffers, self.x[index])
-        per_example = self._per_example(out.flatten(0, 1), self.y[index].flatten(0, 1)).view(k, width)
+            index, weight, act, owner_t, probe = (t.to(self.device) for t in (index, weight, act, owner_t, probe))
+        leaf = self.flat[act].requires_grad_()  # a copy: the active rows' parameters
+        buffers = {name: b[act[owner_t]] for name, b in self.buffers.items()}
+        out = self._forward_rows(self._views(leaf[owner_t]), buffers, self.x[index])
+        per_example = self._per_example(out.flatten(0, 1), self.y[index].flatten(0, 1)).view(len(owner), width)
         chunk_loss = torch.where(weight > 0, per_example, 0.0).mul(weight).sum(1)
-        loss = torch.zeros(cap, dtype=chunk_loss.dtype, device=self.device).index_add(0, owner_t, chunk_loss)
+        loss = torch.zeros(len(rows), dtype=chunk_loss.dtype, device=self.device).index_add(0, owner_t, chunk_loss)
         loss.sum().backward()
-        grad = flat.grad
+        return self._apply(rows, act, leaf, loss, probe, bool(probe_rows))
+
+    def _step_rows(self, rows: list[int], batch: dict[int, torch.Tensor], probe_rows: list[int]) -> torch.Tensor:
+        """:meth:`_step` for a few rows (the tail of an interval, where the rows with the smallest
+        batches are left): a plain forward per row, without ``vmap``'s fixed cost."""
+        act = torch.tensor(rows, device=self.device)
+        probe = torch.tensor([i in probe_rows for i in rows], device=self.device)
+        leaf = self.flat[act].requires_grad_()
+        views = self._views(leaf)
+        losses = []
+        for j, i in enumerate(rows):
+            idx = batch[i].to(self.device)
+            params = {k: v[j] for k, v in views.items()}
+            buffers = {k: b[i] for k, b in self.buffers.items()}
+            losses.append(self.task.loss_fn(functional_call(self.model, (params, buffers), (self.x[idx],)), self.y[idx]))
+        loss = torch.stack(losses)
+        loss.sum().backward()
+        return self._apply(rows, act, leaf, loss, probe, bool(probe_rows))
+
+    def _apply(
+        self, rows: list[int], act: torch.Tensor, leaf: torch.Tensor, loss: torch.Tensor, probe: torch.Tensor, any_probe: bool
+    ) -> torch.Tensor:
+        """The optimizer step and probes of rows ``act`` from their gradients in ``leaf.grad``."""
+        grad = leaf.grad
         assert grad is not None
         with torch.no_grad():
-            if probe_rows:
-                self.grad_norm = torch.where(probe, torch.linalg.vector_norm(grad, dim=1), self.grad_norm)
-            new = self._update(grad, active)
-            if probe_rows:
-                self._probe(new, probe)
-            self.flat = new
-            self.t = self.t + active
-        return loss.detach()
+            p = leaf.detach()
+            t = self.t[act]
+            if any_probe:
+                self.grad_norm[act] = torch.where(probe, torch.linalg.vector_norm(grad, dim=1), self.grad_norm[act])
+            new = self._update(act, p, grad, t)
+            if any_probe:
+                self._probe(act, p, new, probe, t)
+            self.flat[act] = new
+            self.t[act] = t + 1
+            full = torch.zeros(self.capacity, dtype=loss.dtype, device=self.device)
+            full[act] = loss.detach()
+        return full
 
-    def _update(self, g: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        """The optimizer step, per row: torch.optim's SGD(momentum=0.9) / Adam / AdamW rules."""
-        p, st, a = self.flat, self.state, active.unsqueeze(1)
-        lr, wd = self.lr.unsqueeze(1), self.wd.unsqueeze(1)
+    def _update(self, act: torch.Tensor, p: torch.Tensor, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The optimizer step of rows ``act`` (parameters ``p``, gradients ``g``, steps taken
+        ``t``): torch.optim's SGD(momentum=0.9) / Adam / AdamW rules, per-row lr and wd."""
+        st = self.state
+        lr, wd = self.lr[act].unsqueeze(1), self.wd[act].unsqueeze(1)
         if self.kind == "sgd":
             d = g + wd * p
-            buf = torch.where((self.t == 0).unsqueeze(1), d, _MOMENTUM * st["buf"] + d)
-            st["buf"] = torch.where(a, buf, st["buf"])
-            return torch.where(a, p - lr * buf, p)
+            buf = torch.where((t == 0).unsqueeze(1), d, _MOMENTUM * st["buf"][act] + d)
+            st["buf"][act] = buf
+            return p - lr * buf
         if self.kind == "adamw":
             base, d = p * (1 - lr * wd), g
         else:
             base, d = p, g + wd * p
-        t1 = (self.t + 1).unsqueeze(1)
-        m = st["exp_avg"].lerp(d, 1 - _BETA1)
-        v = st["exp_avg_sq"] * _BETA2 + (1 - _BETA2) * d * d
-        step = base - (lr / (1 - _BETA1**t1)) * m / (v.sqrt() / (1 - _BETA2**t1).sqrt() + _EPS)
-        st["exp_avg"], st["exp_avg_sq"] = torch.where(a, m, st["exp_avg"]), torch.where(a, v, st["exp_avg_sq"])
-        return torch.where(a, step, p)
+        t1 = (t + 1).unsqueeze(1)
+        m = st["exp_avg"][act].lerp_(d, 1 - _BETA1)
+        v = st["exp_avg_sq"][act].mul_(_BETA2).addcmul_(d, d, value=1 - _BETA2)
+        st["exp_avg"][act], st["exp_avg_sq"][act] = m, v
+        return base - (lr / (1 - _BETA1**t1)) * m / (v.sqrt() / (1 - _BETA2**t1).sqrt() + _EPS)
 
-    def _probe(self, new: torch.Tensor, probe: torch.Tensor) -> None:
-        """Update-to-parameter ratio and cosine of successive updates, as TrainingMonitor."""
-        update = new - self.flat
+    def _probe(self, act: torch.Tensor, old: torch.Tensor, new: torch.Tensor, probe: torch.Tensor, step: torch.Tensor) -> None:
+        """Update-to-parameter ratio and cosine of successive updates, as TrainingMonitor;
+        ``step`` is the rows' optimizer steps before this one (the monitor's step counter)."""
+        update = new - old
         unorm, pnorm = torch.linalg.vector_norm(update, dim=1), torch.linalg.vector_norm(new, dim=1)
-        self.params_finite = torch.where(probe, self.params_finite & torch.isfinite(pnorm), self.params_finite)
-        self.update_ratio = torch.where(probe, unorm / pnorm.clamp_min(1e-12), self.update_ratio)
-        step = self.t  # optimizer steps before this one: the monitor's step counter
-        consecutive = probe & (self.prev_probe == step - 1)
-        denom = unorm * torch.linalg.vector_norm(self.prev_update, dim=1)
-        dot = (update * self.prev_update).sum(1)
-        self.cosine = torch.where(consecutive & (denom > 0), dot / denom, torch.where(consecutive, 0.0, self.cosine))
-        self.prev_update = torch.where(probe.unsqueeze(1), update, self.prev_update)
-        self.prev_probe = torch.where(probe, step, self.prev_probe)
+        self.params_finite[act] = torch.where(probe, self.params_finite[act] & torch.isfinite(pnorm), self.params_finite[act])
+        self.update_ratio[act] = torch.where(probe, unorm / pnorm.clamp_min(1e-12), self.update_ratio[act])
+        prev = self.prev_update[act]
+        consecutive = probe & (self.prev_probe[act] == step - 1)
+        denom = unorm * torch.linalg.vector_norm(prev, dim=1)
+        cos = torch.where(denom > 0, (update * prev).sum(1) / denom, torch.zeros_like(denom))
+        self.cosine[act] = torch.where(consecutive, cos, self.cosine[act])
+        self.prev_update[act] = torch.where(probe.unsqueeze(1), update, prev)
+        self.prev_probe[act] = torch.where(probe, step, self.prev_probe[act])
 
     @torch.no_grad()
     def evaluate(self, rows: list[int], split: str = "val") -> dict[int, tuple[float, float]]:

@@ -109,7 +109,7 @@ class BatchedVecEnv(VecEnv):
         networks stay in one stacked computation.
         """
         g = slot._group
-        if options:  # an explicit family / task seed: every slot asking for it shares one task
+        if options.get("family") is not None or "task_seed" in options:  # every slot asking shares one task
             key = (options.get("family"), options.get("task_seed"))
             if key not in self._explicit:
                 self._explicit[key] = self._finish_task(slot._sample_task(options, np.random.default_rng(0)))

@@ -131,7 +131,8 @@ def start_ray(address: Optional[str], num_cpus: Optional[float] = None) -> bool:
             raise ConnectionError(
                 f"vec_env.address={address!r}: cannot connect to a Ray cluster ({e}). Start one with "
                 "`ray start --head` (then use its address, or 'auto' on the head node), or leave "
-                "vec_env.address unset to start a local Ray instance"
+                "vec_env.address unset to start a local Ray instance. A cluster with token "
+                "authentication needs RAY_AUTH_MODE=token (and its token) in this process"
             ) from None
     return True
 

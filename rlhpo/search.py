@@ -132,7 +132,8 @@ def ensure_ray(num_cpus: Optional[int] = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False, logging_level="ERROR")
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        # "local": a new instance even if `ray start` left a cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     return True
 
 

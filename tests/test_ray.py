@@ -152,11 +152,19 @@ def test_an_env_that_cannot_be_built_fails_at_once_without_restarts(ray_instance
         RayVecEnv([factory], num_cpus=0.5, max_restarts=5)
 
 
-def test_more_cpus_than_the_local_ray_has_is_an_error_not_a_hang(ray_instance):
+@pytest.mark.parametrize(
+    "n_envs, cpus, gpus, pattern",
+    [
+        (4, 1.0, 0.0, r"4 environment actors need 4 CPUs in total .* the Ray cluster has 2"),
+        (2, 0.5, 0.5, r"2 environment actors need 1 GPUs in total .* the Ray cluster has 0"),
+    ],
+)
+def test_more_than_the_local_ray_has_is_an_error_not_a_hang(ray_instance, n_envs, cpus, gpus, pattern):
     cfg = ray_config()
-    cfg.vec_env.n_envs, cfg.ppo.batch_size = 4, 32
-    with pytest.raises(RuntimeError, match=r"4 environment actors need 4 CPUs in total .* the Ray cluster has 2"):
+    cfg.vec_env.n_envs, cfg.vec_env.num_cpus_per_env, cfg.vec_env.num_gpus_per_env = n_envs, cpus, gpus
+    with pytest.raises(RuntimeError, match=pattern):
         build_vec_env(cfg.validate())
+    assert ray.is_initialized()
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,9 @@ def start_ray(address: Optional[str], num_cpus: Optional[float] = None) -> bool:
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
     if address in (None, "local"):
         cpus = None if num_cpus is None else max(1, math.ceil(num_cpus))
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, **quiet)
+        # "local", not None: ray.init(address=None) would join a cluster that `ray start` left
+        # on this machine (and then refuse num_cpus)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
     else:
         _check_reachable(address)
         try:

@@ -109,38 +109,101 @@ class PolicyConfig:
         return self
 
 
+#: vector-environment kinds of ``vec_env.kind``
+VEC_ENV_KINDS: tuple[str, ...] = ("dummy", "subproc", "batched", "ray")
+_RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:\d{1,5}")
+
+
 @dataclass
 class VecEnvConfig:
     """How environments run in parallel.
 
-    :param kind: ``dummy`` (in process, one after another), ``subproc`` (one process per env) or
+    :param kind: ``dummy`` (in process, one after another), ``subproc`` (one process per env),
         ``batched`` (in process; the target networks of a group train as one batched
-        computation, see :mod:`rlhpo.envs.batched`)
+        computation, see :mod:`rlhpo.envs.batched`) or ``ray`` (one Ray actor per env:
+        :class:`rlhpo.envs.ray_vec_env.RayVecEnv`)
     :param n_envs: number of environments
     :param start_method: multiprocessing start method for ``subproc``
     :param group_size: ``batched`` only: environments that share a task per episode (default:
         all ``n_envs``); must divide ``n_envs``
+    :param address: ``ray``: the Ray cluster to join (``auto``, ``host:port``,
+        ``ray://host:port``); null starts a local Ray instance
+    :param num_cpus_per_env: ``ray``: logical CPUs each environment actor reserves (fractions allowed)
+    :param num_gpus_per_env: ``ray``: GPUs each actor reserves (a fraction below 1 shares a GPU)
+    :param max_restarts: ``ray``: dead environment actors replaced in total before meta-training
+        stops with an error
+    :param start_timeout_s: ``ray``: seconds to wait for the actors to be placed and started
     """
 
     kind: str = "subproc"
     n_envs: int = 4
     start_method: str = "forkserver"
     group_size: Optional[int] = None
+    address: Optional[str] = None
+    num_cpus_per_env: float = 1.0
+    num_gpus_per_env: float = 0.0
+    max_restarts: int = 20
+    start_timeout_s: float = 300.0
 
     def validate(self) -> "VecEnvConfig":
-        if self.kind not in ("dummy", "subproc", "batched"):
-            raise ConfigError(f"vec_env.kind must be 'dummy', 'subproc' or 'batched', got {self.kind!r}")
+        if self.kind not in VEC_ENV_KINDS:
+            raise ConfigError(f"vec_env.kind must be one of {list(VEC_ENV_KINDS)}, got {self.kind!r}")
         if not (isinstance(self.n_envs, int) and self.n_envs >= 1):
             raise ConfigError(f"vec_env.n_envs must be an integer >= 1, got {self.n_envs!r}")
         if self.start_method not in ("fork", "forkserver", "spawn"):
             raise ConfigError(f"vec_env.start_method must be fork, forkserver or spawn, got {self.start_method!r}")
-        if self.group_size is not None and not (
-            isinstance(self.group_size, int) and 1 <= self.group_size <= self.n_envs and self.n_envs % self.group_size == 0
-        ):
-            raise ConfigError(
-                f"vec_env.group_size must be null or an integer that divides vec_env.n_envs={self.n_envs}, got {self.group_size!r}"
-            )
+        if self.group_size is not None:
+            if self.kind != "batched":
+                raise ConfigError(f"vec_env.group_size is only used with vec_env.kind=batched, not {self.kind!r}")
+            g = self.group_size
+            if not (isinstance(g, int) and not isinstance(g, bool) and 1 <= g <= self.n_envs and self.n_envs % g == 0):
+                raise ConfigError(
+                    f"vec_env.group_size must be null or an integer that divides vec_env.n_envs={self.n_envs}, got {g!r}"
+                )
+        self._validate_ray()
         return self
+
+    def _validate_ray(self) -> None:
+        defaults = VecEnvConfig()
+        if self.kind != "ray":
+            for name in ("address", "num_cpus_per_env", "num_gpus_per_env", "max_restarts", "start_timeout_s"):
+                if getattr(self, name) != getattr(defaults, name):
+                    raise ConfigError(f"vec_env.{name} is only used with vec_env.kind=ray (vec_env=ray), not {self.kind!r}")
+            return
+        a = self.address
+        if a is not None and not (isinstance(a, str) and (a in ("auto", "local") or _RAY_ADDRESS.fullmatch(a))):
+            raise ConfigError(
+                f"vec_env.address must be null (start a local Ray), 'auto', 'host:port' or 'ray://host:port', got {a!r}"
+            )
+        for name in ("num_cpus_per_env", "num_gpus_per_env"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"vec_env.{name} must be a finite number >= 0, got {v!r}")
+            if v != 0 and round(v, 4) == 0:
+                raise ConfigError(f"vec_env.{name}: Ray resolves fractions to 0.0001, got {v!r}")
+        g = self.num_gpus_per_env
+        if g > 1 and g != int(g):
+            raise ConfigError(f"vec_env.num_gpus_per_env above 1 must be a whole number (Ray's rule for GPUs), got {g!r}")
+        if self.num_cpus_per_env == 0 and g == 0:
+            raise ConfigError(
+                "vec_env.num_cpus_per_env and vec_env.num_gpus_per_env are both 0: the actors would reserve "
+                "nothing and Ray would pack any number of them onto one node; give each env a share of a CPU"
+            )
+        if not (isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool) and self.max_restarts >= 0):
+            raise ConfigError(f"vec_env.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
+        t = self.start_timeout_s
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+            raise ConfigError(f"vec_env.start_timeout_s must be a finite number > 0, got {t!r}")
+
+    def ray_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`rlhpo.envs.ray_vec_env.RayVecEnv` (besides the factories)."""
+        return dict(
+            num_cpus=float(self.num_cpus_per_env),
+            num_gpus=float(self.num_gpus_per_env),
+            address=self.address,
+            max_restarts=self.max_restarts,
+            start_timeout_s=float(self.start_timeout_s),
+        )
 
 
 @dataclass

@@ -122,13 +122,18 @@ def optuna_search(
 
 
 def ensure_ray(num_cpus: Optional[int] = None) -> bool:
-    """Start a local Ray instance unless one is running; returns whether this call started it."""
+    """Start a local Ray instance unless one is running, or join the cluster at ``RAY_ADDRESS``
+    (whose size is its own: ``num_cpus`` is then ignored); returns whether this call connected."""
     import ray
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False, logging_level="ERROR")
+    else:
+        # "local": a new instance even if `ray start` left a cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     return True
 
 

@@ -64,6 +64,12 @@ def build_vec_env(config: TrainConfig):
     else:
         vec_cls = SubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
         kwargs = {"start_method": config.vec_env.start_method} if vec_cls is SubprocVecEnv else None
+        if config.vec_env.kind == "ray":  # one Ray actor per environment, built inside the actor
+            from rlhpo.envs.ray_vec_env import RayVecEnv
+
+            vec_cls, kwargs = RayVecEnv, config.vec_env.ray_options()
+            if config.env.device.startswith("cuda") and config.vec_env.num_gpus_per_env == 0:
+                log.warning("env.device=%s but vec_env.num_gpus_per_env=0: Ray reserves no GPU for the env actors", config.env.device)
         venv = make_vec_env(
             _env_factory(config.env, config.torch_threads),
             n_envs=config.vec_env.n_envs,

@@ -153,7 +153,7 @@ def test_recurrent_policy(tmp_path):
     [
         (lambda c: setattr(c.ppo, "batch_size", 7), r"ppo.n_steps \* vec_env.n_envs .* divisible by ppo.batch_size"),
         (lambda c: setattr(c.ppo, "gamma", 1.5), r"ppo.gamma must be in \(0, 1\]"),
-        (lambda c: setattr(c.vec_env, "kind", "gpu"), "vec_env.kind must be 'dummy', 'subproc' or 'batched'"),
+        (lambda c: setattr(c.vec_env, "kind", "gpu"), r"vec_env.kind must be one of \['dummy', 'subproc', 'batched', 'ray'\]"),
         (lambda c: setattr(c.policy, "name", "transformer"), "policy.name must be 'mlp' or 'recurrent'"),
         (lambda c: setattr(c.tasks, "train_families", ["mnist"]), "tasks.train_families: unknown task family 'mnist'"),
         (lambda c: setattr(c, "total_timesteps", -1), "total_timesteps must be an integer >= 1"),
@@ -221,6 +221,7 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     assert pip.returncode == 0, pip.stderr[-3000:]
     assert (target / "rlhpo" / "conf" / "train.yaml").exists()
     assert (target / "rlhpo" / "conf" / "experiment" / "smoke.yaml").exists()
+    assert (target / "rlhpo" / "conf" / "vec_env" / "ray.yaml").exists()
     assert (target / "rlhpo" / "pretrained" / "default" / "model.zip").exists()
     assert (target / "rlhpo" / "conf" / "evaluate" / "experiment" / "smoke.yaml").exists()
     proc = _train_cli("+experiment=smoke", "--cfg", "job", cwd=tmp_path, env={"PYTHONPATH": str(target)}, timeout=60)

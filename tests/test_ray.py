@@ -170,7 +170,7 @@ def test_more_than_the_local_ray_has_is_an_error_not_a_hang(ray_instance, n_envs
 @pytest.mark.parametrize(
     "field, value, pattern",
     [
-        ("kind", "gpu", r"vec_env.kind must be one of \['dummy', 'subproc', 'ray'\]"),
+        ("kind", "gpu", r"vec_env.kind must be one of \['dummy', 'subproc', 'batched', 'ray'\]"),
         ("address", "my cluster", r"vec_env.address must be null .* 'auto', 'host:port' or 'ray://host:port'"),
         ("address", "10.0.0.1", r"vec_env.address must be null"),
         ("num_cpus_per_env", -1.0, r"vec_env.num_cpus_per_env must be a finite number >= 0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
@@ -125,3 +126,15 @@ def test_validation_and_test_inputs_are_on_the_training_scale(family):
         scale = float(task.train.x.abs().max())
         for split in (task.val, task.test):
             assert float(split.x.abs().max()) <= 3 * scale + 1e-6
+
+
+def test_sampling_a_task_leaves_the_global_torch_rng_alone():
+    """Task sampling in the driver must not shift PPO's random stream (in-process vector envs)."""
+    from rlhpo.tasks import FAMILIES
+
+    for name, family in FAMILIES.items():
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        family(budget_scale=0.01).sample(5)
+        assert torch.equal(torch.rand(3), expected), name

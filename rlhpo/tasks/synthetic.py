@@ -80,7 +80,8 @@ class TeacherStudent(TaskFamily):
         n = int(rng.integers(1000, 4000))
         d = int(rng.integers(4, 33))
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        teacher = make_mlp(d, 1, int(rng.choice([16, 32, 64])), int(rng.integers(1, 3)), "tanh")
+        with torch.random.fork_rng(devices=[]):  # its default init is overwritten: leave the global RNG alone
+            teacher = make_mlp(d, 1, int(rng.choice([16, 32, 64])), int(rng.integers(1, 3)), "tanh")
         with torch.no_grad():
             for p in teacher.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) / max(1.0, p.shape[-1] ** 0.5) * 2.0)

@@ -2,20 +2,23 @@
 
 For each number of environments (1, 2, 4, 8, 16, 32 by default) and each kind — SB3's
 ``DummyVecEnv`` and ``SubprocVecEnv`` over :class:`~rlhpo.envs.HyperparamControlEnv`, and
-:class:`~rlhpo.envs.batched.BatchedVecEnv` — steps the vector env with seeded random actions
-for a fixed wall time on the meta-training task distribution (the ``train.yaml`` defaults) and
-reports control-interval steps per second, with random actions (batch sizes drift apart) and
-with zero actions (hyperparameters held: the best case for stacking). No policy is involved:
-this is the environment's throughput, the part of meta-training that the vector env decides.
+:class:`~rlhpo.envs.batched.BatchedVecEnv` — runs the same fixed workload: for each of a list
+of tasks (one per meta-training family by default, at the meta-training budget scale), every
+environment trains one episode of that task, with its own initialisation and batch order,
+under the same seeded actions. Two action regimes: uniform random actions (batch sizes drift
+apart) and zero actions (hyperparameters held at their start: the best case for stacking). An
+environment whose run diverges starts a new episode, as in training; that part of the workload
+may differ between kinds. No policy is involved: this is the environment's throughput, the part
+of meta-training that the vector env decides.
 
-    python -m rlhpo.bench.vec_throughput [--seconds 20] [--n-envs 1 2 4 8 16 32]
-        [--kinds dummy subproc batched] [--out docs/results/vec_throughput]
+    python -m rlhpo.bench.vec_throughput [--n-envs 1 2 4 8 16 32] [--tasks-per-family 1]
+        [--kinds dummy subproc batched] [--actions random zero] [--out docs/results/vec_throughput]
 
 Writes ``<out>.csv``, ``<out>.md`` and ``<out>.png``. ``subproc`` runs one process per
 environment (one torch thread each, as in meta-training), so it uses every core; ``dummy`` and
 ``batched`` run in one process with one torch thread (``--batched-threads`` gives the batched
 env more; on a shared machine extra threads spin against other jobs and slow it down).
-"""
+Environment construction (and ``subproc``'s process start) is not timed."""
 
 from __future__ import annotations
 
@@ -45,34 +48,45 @@ def make_venv(kind: str, n_envs: int, config: EnvConfig):
     return make_vec_env(_env_factory(config, 1), n_envs=n_envs, vec_env_cls=cls, vec_env_kwargs=kwargs)
 
 
+def benchmark_tasks(families: list[str], per_family: int) -> list[tuple[str, int]]:
+    """The fixed workload: ``per_family`` task seeds of each family."""
+    from rlhpo.tasks import resolve_families
+
+    return [(f, seed) for f in resolve_families(families) for seed in range(per_family)]
+
+
 def measure(
-    kind: str, n_envs: int, seconds: float, config: EnvConfig, seed: int = 0, threads: int = 1, actions: str = "random"
+    kind: str, n_envs: int, tasks: list[tuple[str, int]], config: EnvConfig, seed: int = 0, threads: int = 1, actions: str = "random"
 ) -> dict:
-    """Steps per second of one vector env over ``seconds`` of stepping (after a reset), with
-    seeded uniform random actions or all-zero ones (hyperparameters held at their start)."""
+    """Steps per second of one vector env on a fixed workload: for each (family, task seed), all
+    ``n_envs`` environments run one episode of that task (each with its own initialisation and
+    batch order) under seeded uniform random actions, or all-zero ones (hyperparameters held at
+    their start). Every kind gets the same tasks, seeds and actions."""
     torch.set_num_threads(threads)
     venv = make_venv(kind, n_envs, config)
     try:
-        venv.seed(seed)
-        venv.reset()
         rng = np.random.default_rng(seed)
         shape = (n_envs, *venv.action_space.shape)
-        steps, episodes, start = 0, 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            a = rng.uniform(-1.0, 1.0, shape) if actions == "random" else np.zeros(shape)
-            _, _, dones, _ = venv.step(a.astype(np.float32))
-            steps += n_envs
-            episodes += int(dones.sum())
-        elapsed = time.perf_counter() - start
+        steps, elapsed = 0, 0.0
+        for k, (family, task_seed) in enumerate(tasks):
+            venv.seed(seed + 1000 * k)
+            venv.set_options({"family": family, "task_seed": task_seed})
+            start = time.perf_counter()
+            venv.reset()
+            for _ in range(config.n_intervals - 1):  # reset trained the first interval
+                a = rng.uniform(-1.0, 1.0, shape) if actions == "random" else np.zeros(shape)
+                venv.step(a.astype(np.float32))
+            elapsed += time.perf_counter() - start
+            steps += n_envs * config.n_intervals
     finally:
         venv.close()
         torch.set_num_threads(1)
-    return dict(kind=kind, actions=actions, n_envs=n_envs, steps=steps, episodes=episodes, seconds=round(elapsed, 2), steps_per_s=steps / elapsed)
+    return dict(kind=kind, actions=actions, n_envs=n_envs, steps=steps, seconds=round(elapsed, 2), steps_per_s=steps / elapsed)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=20.0, help="wall time per (kind, n_envs)")
+    ap.add_argument("--tasks-per-family", type=int, default=1, help="task seeds per family in the workload")
     ap.add_argument("--n-envs", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--kinds", nargs="+", default=["dummy", "subproc", "batched"], choices=["dummy", "subproc", "batched"])
     ap.add_argument("--actions", nargs="+", default=["random", "zero"], choices=["random", "zero"])
@@ -84,16 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="docs/results/vec_throughput")
     args = ap.parse_args(argv)
     config = EnvConfig(families=args.families, budget_scale=args.budget_scale).validate()
+    tasks = benchmark_tasks(args.families, args.tasks_per_family)
     rows = []
     for actions in args.actions:
         for n in args.n_envs:
             for kind in args.kinds:
                 threads = args.batched_threads if kind == "batched" else 1
-                r = measure(kind, n, args.seconds, config, threads=threads, actions=actions)
+                r = measure(kind, n, tasks, config, threads=threads, actions=actions)
                 rows.append(r)
                 print(
                     f"{actions:>6} actions {kind:>8} n_envs={n:>3}: {r['steps_per_s']:8.1f} steps/s "
-                    f"({r['steps']} steps, {r['episodes']} episodes)",
+                    f"({r['steps']} steps in {r['seconds']} s)",
                     flush=True,
                 )
     out = Path(args.out)
@@ -105,8 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     table = {(r["actions"], r["kind"], r["n_envs"]): r["steps_per_s"] for r in rows}
     ratio = "batched" in args.kinds and len(args.kinds) > 1
     lines = [
-        f"Environment steps per second (`python -m rlhpo.bench.vec_throughput --seconds {args.seconds:g}`; "
-        f"{os.cpu_count()} cores; families {' '.join(args.families)} at budget scale {args.budget_scale:g}; "
+        f"Environment steps per second (`python -m rlhpo.bench.vec_throughput`; {os.cpu_count()} cores; "
+        f"workload: one episode per environment of each of {len(tasks)} tasks ({', '.join(f'{f}-{t}' for f, t in tasks)}) "
+        f"at budget scale {args.budget_scale:g}; "
         f"batched with {args.batched_threads} torch threads)",
     ]
     for actions in args.actions:

@@ -115,11 +115,14 @@ class VecEnvConfig:
     :param kind: ``dummy`` (in process) or ``subproc`` (one process per env)
     :param n_envs: number of environments
     :param start_method: multiprocessing start method for ``subproc``
+    :param max_restarts: ``subproc`` restarts a worker process that dies; this many times in
+        all, then meta-training stops with an error
     """
 
     kind: str = "subproc"
     n_envs: int = 4
     start_method: str = "forkserver"
+    max_restarts: int = 10
 
     def validate(self) -> "VecEnvConfig":
         if self.kind not in ("dummy", "subproc"):
@@ -128,6 +131,8 @@ class VecEnvConfig:
             raise ConfigError(f"vec_env.n_envs must be an integer >= 1, got {self.n_envs!r}")
         if self.start_method not in ("fork", "forkserver", "spawn"):
             raise ConfigError(f"vec_env.start_method must be fork, forkserver or spawn, got {self.start_method!r}")
+        if not (isinstance(self.max_restarts, int) and self.max_restarts >= 0):
+            raise ConfigError(f"vec_env.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
         return self
 
 

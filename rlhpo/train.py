@@ -52,10 +52,16 @@ def _env_factory(env_config: EnvConfig, torch_threads: int):
 def build_vec_env(config: TrainConfig):
     """The vectorised, normalised meta-training environment."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    vec_cls = SubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
-    kwargs = {"start_method": config.vec_env.start_method} if vec_cls is SubprocVecEnv else None
+    from rlhpo.envs.subproc import RestartingSubprocVecEnv  # restarts a worker process that dies
+
+    vec_cls = RestartingSubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
+    kwargs = (
+        {"start_method": config.vec_env.start_method, "max_restarts": config.vec_env.max_restarts}
+        if vec_cls is RestartingSubprocVecEnv
+        else None
+    )
     venv = make_vec_env(
         _env_factory(config.env, config.torch_threads),
         n_envs=config.vec_env.n_envs,

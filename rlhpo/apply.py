@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhpo.actions import ConfigError
 from rlhpo.artifact import load_artifact
+from rlhpo.output import check_writable, cli_errors, write_failed
 from rlhpo.schedules import Constant, ControllerSchedule, Cosine, RunResult, run_task
 from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
 
@@ -104,6 +105,8 @@ def apply(
     :return: results by method name: ``controller`` (and ``constant``, ``cosine``)
     """
     artifact = load_artifact(policy)
+    if tb_dir is not None:
+        check_writable(tb_dir, "TensorBoard directory")  # before any training
     n = n_intervals or artifact.spec.n_intervals
     methods: dict[str, Any] = {"controller": lambda w: ControllerSchedule(artifact, deterministic, writer=w)}
     if compare:
@@ -139,9 +142,14 @@ ConfigStore.instance().store(name="apply_schema", node=ApplyConfig)
 
 @hydra.main(version_base="1.3", config_path="pkg://rlhpo.conf.apply", config_name="apply")
 def main(cfg: DictConfig) -> None:
+    with cli_errors():  # rlhpo's own errors: the message, exit code 1, no library traceback
+        _main(cfg)
+
+
+def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = check_writable(HydraConfig.get().runtime.output_dir)
     torch.set_num_threads(cfg.torch_threads)
     task = build_task(cfg.task, cfg.task_seed, cfg.budget_scale)
     results = apply(
@@ -155,10 +163,6 @@ def main(cfg: DictConfig) -> None:
         tb_dir=run_dir / "tb",
     )
     decisions = results["controller"].history
-    (run_dir / "decisions.json").write_text(json.dumps(decisions, indent=1, default=float))
-    (run_dir / "results.json").write_text(
-        json.dumps({k: {**asdict(v), "history": None} for k, v in results.items()}, indent=1, default=str)
-    )
     print(f"task {task.name} ({task.optimizer}, start lr {task.default_hparams.lr:.2e}, "
           f"batch {task.default_hparams.batch_size}, budget {task.budget_examples} examples), seed {cfg.seed}")
     print("controller decisions (per interval):")
@@ -166,6 +170,13 @@ def main(cfg: DictConfig) -> None:
         val = f"{h['val_loss']:.4f}" if math.isfinite(h["val_loss"]) else "nan"
         print(f"  {h['examples']:>8d} ex  lr {h['lr']:.2e}  batch {h['batch_size']:>4d}  wd {h['weight_decay']:.1e}  val {val}")
     print(summary_table(results, task.metric_name))
+    try:
+        (run_dir / "decisions.json").write_text(json.dumps(decisions, indent=1, default=float))
+        (run_dir / "results.json").write_text(
+            json.dumps({k: {**asdict(v), "history": None} for k, v in results.items()}, indent=1, default=str)
+        )
+    except OSError as e:
+        raise write_failed("decisions.json and results.json", run_dir, e) from e
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
 
 

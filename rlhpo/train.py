@@ -18,11 +18,8 @@ Examples::
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -34,9 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 from rlhpo.actions import ConfigError
 from rlhpo.artifact import PolicySpec, save_artifact
 from rlhpo.callbacks import CheckpointCallback, HeldOutEvalCallback, ThroughputCallback
-from rlhpo.checkpoints import list_checkpoints, load_latest
+from rlhpo.checkpoints import list_checkpoints, load_latest, write_error
 from rlhpo.config import TrainConfig, register_configs, to_dataclass
 from rlhpo.envs import EnvConfig, make_env
+from rlhpo.output import WRITE_ERRNOS, check_writable, cli_errors
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +121,10 @@ def _algo(config: TrainConfig):
 
 
 def _check_writable(run_dir: Path) -> None:
-    """Fail before any work when the output directory cannot be written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write_test_") as f:
-            f.write(b"x" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        what = "the disk is full" if e.errno == errno.ENOSPC else f"it is not writable ({e.strerror})"
-        raise ConfigError(f"output directory {str(run_dir)!r} cannot be used: {what}") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < 50 * 2**20:
-        raise ConfigError(f"output directory {str(run_dir)!r} has only {free // 2**20} MiB free; need at least 50 MiB")
+    """Fail before any work when an output directory (the run's, tb/, checkpoints/) cannot be written."""
+    check_writable(run_dir)
+    for sub in ("tb", "checkpoints"):  # SB3 opens the TensorBoard writer only inside learn()
+        check_writable(run_dir / sub, f"{sub}/ of the output directory")
 
 
 def _spec(config: TrainConfig, model: Any) -> PolicySpec:
@@ -204,15 +193,20 @@ def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
                 )
             )
         remaining = config.total_timesteps - model.num_timesteps
-        if remaining > 0:
-            model.learn(
-                total_timesteps=remaining,
-                callback=callbacks,
-                reset_num_timesteps=not resumed,  # resumed: same TensorBoard run, curves continue
-                tb_log_name="ppo",
-                progress_bar=config.progress_bar,
-            )
-        path = save_policy(run_dir / "policy", model, config)
+        try:
+            if remaining > 0:
+                model.learn(
+                    total_timesteps=remaining,
+                    callback=callbacks,
+                    reset_num_timesteps=not resumed,  # resumed: same TensorBoard run, curves continue
+                    tb_log_name="ppo",
+                    progress_bar=config.progress_bar,
+                )
+            path = save_policy(run_dir / "policy", model, config)
+        except OSError as e:  # TensorBoard's writer, the best/ or policy/ artifact: full disk, permissions
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            raise write_error("meta-training output", run_dir, e, ckpt_dir) from e
         print(f"[rlhpo] policy artifact: {path}")
         return path
     finally:
@@ -237,12 +231,13 @@ def _resume_config(cfg: DictConfig) -> tuple[TrainConfig, Path]:
 def main(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
 
-    if cfg.resume:
-        config, run_dir = _resume_config(cfg)
-    else:
-        config = to_dataclass(cfg, TrainConfig)
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-    run(config, run_dir)
+    with cli_errors():  # rlhpo's own errors: the message, exit code 1, no library traceback
+        if cfg.resume:
+            config, run_dir = _resume_config(cfg)
+        else:
+            config = to_dataclass(cfg, TrainConfig)
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+        run(config, run_dir)
     return None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -24,8 +25,9 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from rlhpo.actions import ConfigError
+from rlhpo.actions import ConfigError, is_int, is_number
 from rlhpo.artifact import load_artifact
+from rlhpo.config import to_dataclass
 from rlhpo.output import check_writable, cli_errors, write_failed
 from rlhpo.schedules import Constant, ControllerSchedule, Cosine, RunResult, run_task
 from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
@@ -61,6 +63,30 @@ class ApplyConfig:
     deterministic: bool = True
     torch_threads: int = 1
 
+    def validate(self) -> "ApplyConfig":
+        """Check every field; raise :class:`ConfigError` naming the field and what is allowed."""
+        if not (isinstance(self.task, (str, Task)) or (isinstance(self.task, (dict, DictConfig)) and "_target_" in self.task)):
+            raise ConfigError(
+                f"task must be a family name ({sorted(FAMILIES)}), a factory's dotted path or a node with _target_, "
+                f"got {self.task!r}"
+            )
+        for name, low in (("task_seed", 0), ("seed", 0), ("torch_threads", 1)):
+            v = getattr(self, name)
+            if not (is_int(v) and v >= low):
+                raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+        if not (isinstance(self.policy, (str, os.PathLike)) and str(self.policy)):
+            raise ConfigError(f"policy must be a pretrained name ('default') or an artifact folder, got {self.policy!r}")
+        if self.n_intervals is not None and not (is_int(self.n_intervals) and self.n_intervals >= 1):
+            raise ConfigError(f"n_intervals must be null (the policy's own) or an integer >= 1, got {self.n_intervals!r}")
+        if not (is_number(self.budget_scale) and self.budget_scale > 0):
+            raise ConfigError(f"budget_scale must be a finite number > 0, got {self.budget_scale!r}")
+        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for name in ("compare", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        return self
+
 
 def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task:
     """A task from a family name, a ``{_target_: ...}`` node, or a Task itself."""
@@ -79,7 +105,8 @@ def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task
         try:
             task = hydra.utils.instantiate(spec)
         except Exception as e:
-            raise ConfigError(f"task._target_={target!r} could not be called: {type(e).__name__}: {e}") from None
+            cause = e.__cause__ if e.__cause__ is not None else e  # Hydra wraps the factory's own error
+            raise ConfigError(f"task._target_={target!r} could not be called: {type(cause).__name__}: {cause}") from None
         if not isinstance(task, Task):
             raise TaskError(f"task factory {target!r} returned {type(task).__name__}; it must return an rlhpo.tasks.Task")
     else:
@@ -104,6 +131,10 @@ def apply(
 
     :return: results by method name: ``controller`` (and ``constant``, ``cosine``)
     """
+    ApplyConfig(
+        task=task, seed=seed, policy=policy, compare=compare, n_intervals=n_intervals, device=device,  # type: ignore[arg-type]
+        deterministic=deterministic,
+    ).validate()
     artifact = load_artifact(policy)
     if tb_dir is not None:
         check_writable(tb_dir, "TensorBoard directory")  # before any training
@@ -146,9 +177,10 @@ def main(cfg: DictConfig) -> None:
         _main(cfg)
 
 
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    cfg = to_dataclass(cfg, ApplyConfig).validate()  # before any work: every field checked
     run_dir = check_writable(HydraConfig.get().runtime.output_dir)
     torch.set_num_threads(cfg.torch_threads)
     task = build_task(cfg.task, cfg.task_seed, cfg.budget_scale)

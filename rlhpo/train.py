@@ -39,8 +39,22 @@ from rlhpo.output import WRITE_ERRNOS, check_writable, cli_errors
 log = logging.getLogger(__name__)
 
 
+#: oneDNN (PyTorch's CPU kernels) keeps a compiled primitive per tensor shape, 1024 by default.
+#: Meta-training meets thousands of shapes (architectures x batch sizes), so every process grew
+#: by ~100 MiB an hour while that cache filled (docs/results/soak_before_fix.log). 64 still holds
+#: the running task's shapes: no measurable slowdown on the MLP families, ~4% on conv/GRU ones.
+#: Set ONEDNN_PRIMITIVE_CACHE_CAPACITY yourself to override.
+ONEDNN_CACHE_CAPACITY = "64"
+
+
+def limit_onednn_cache() -> None:
+    """Cap oneDNN's primitive cache in this process (effective before its first CPU kernel)."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+
+
 def _env_factory(env_config: EnvConfig, torch_threads: int):
     def make():  # runs inside the worker process for SubprocVecEnv
+        limit_onednn_cache()
         torch.set_num_threads(torch_threads)
         return make_env(EnvConfig(**vars(env_config)))
 
@@ -156,6 +170,7 @@ def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
 
     The library entry point: takes a plain :class:`~rlhpo.config.TrainConfig`, no Hydra.
     """
+    limit_onednn_cache()
     config.validate()
     run_dir = Path(run_dir)
     _check_writable(run_dir)

@@ -141,6 +141,12 @@ TRAIN_ROWS = [
     ("vec_env.n_envs", 0, r"vec_env.n_envs must be an integer >= 1, got 0"),
     ("vec_env.start_method", "thread", r"vec_env.start_method must be one of \[.*'spawn'\] on this platform, got 'thread'"),
     ("vec_env.max_restarts", -1, r"vec_env.max_restarts must be an integer >= 0, got -1"),
+    ("vec_env.group_size", 2, r"vec_env.group_size is only used with vec_env.kind=batched, not 'dummy'"),
+    ("vec_env.address", "10.0.0.1:6379", r"vec_env.address is only used with vec_env.kind=ray"),
+    ("vec_env.num_cpus_per_env", 2.0, r"vec_env.num_cpus_per_env is only used with vec_env.kind=ray"),
+    ("vec_env.num_gpus_per_env", 0.5, r"vec_env.num_gpus_per_env is only used with vec_env.kind=ray"),
+    ("vec_env.start_timeout_s", 10.0, r"vec_env.start_timeout_s is only used with vec_env.kind=ray"),
+    ("device", "gpu", r"device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
 ]
 
 APPLY_ROWS = [

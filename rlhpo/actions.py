@@ -32,6 +32,18 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the field and what is allowed."""
 
 
+def is_int(v: object) -> bool:
+    """An integer, not a bool (``True`` is an int to Python, never a count to a user)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def is_number(v: object) -> bool:
+    """A finite int or float, not a bool."""
+    if is_int(v):
+        return True
+    return isinstance(v, (float, np.floating)) and math.isfinite(v)
+
+
 @dataclass
 class ControlConfig:
     """One controlled hyperparameter.
@@ -71,11 +83,13 @@ class ActionConfig:
     def validate(self, where: str = "actions") -> "ActionConfig":
         for name in CONTROLS:
             c = getattr(self, name)
+            if not isinstance(c, ControlConfig):
+                raise ConfigError(f"{where}.{name} must be a control (enabled, min, max, max_step_factor), got {c!r}")
             if not isinstance(c.enabled, bool):
                 raise ConfigError(f"{where}.{name}.enabled must be true or false, got {c.enabled!r}")
             for key in ("min", "max", "max_step_factor"):
                 v = getattr(c, key)
-                if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                if not is_number(v) or v <= 0:
                     raise ConfigError(f"{where}.{name}.{key} must be a finite number > 0, got {v!r}")
             if c.min >= c.max:
                 raise ConfigError(f"{where}.{name}: min ({c.min}) must be below max ({c.max})")
@@ -83,6 +97,8 @@ class ActionConfig:
                 raise ConfigError(f"{where}.{name}.max_step_factor must be > 1, got {c.max_step_factor}")
         if self.batch_size.min < 1:
             raise ConfigError(f"{where}.batch_size.min must be >= 1, got {self.batch_size.min}")
+        if not self.enabled:
+            raise ConfigError(f"{where}: at least one of lr, batch_size, weight_decay must be enabled")
         return self
 
     @property

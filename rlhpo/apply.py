@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -24,8 +25,10 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from rlhpo.actions import ConfigError
+from rlhpo.actions import ConfigError, is_int, is_number
 from rlhpo.artifact import load_artifact
+from rlhpo.config import to_dataclass
+from rlhpo.output import check_writable, cli_errors, write_failed
 from rlhpo.schedules import Constant, ControllerSchedule, Cosine, RunResult, run_task
 from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
 
@@ -60,6 +63,30 @@ class ApplyConfig:
     deterministic: bool = True
     torch_threads: int = 1
 
+    def validate(self) -> "ApplyConfig":
+        """Check every field; raise :class:`ConfigError` naming the field and what is allowed."""
+        if not (isinstance(self.task, (str, Task)) or (isinstance(self.task, (dict, DictConfig)) and "_target_" in self.task)):
+            raise ConfigError(
+                f"task must be a family name ({sorted(FAMILIES)}), a factory's dotted path or a node with _target_, "
+                f"got {self.task!r}"
+            )
+        for name, low in (("task_seed", 0), ("seed", 0), ("torch_threads", 1)):
+            v = getattr(self, name)
+            if not (is_int(v) and v >= low):
+                raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+        if not (isinstance(self.policy, (str, os.PathLike)) and str(self.policy)):
+            raise ConfigError(f"policy must be a pretrained name ('default') or an artifact folder, got {self.policy!r}")
+        if self.n_intervals is not None and not (is_int(self.n_intervals) and self.n_intervals >= 1):
+            raise ConfigError(f"n_intervals must be null (the policy's own) or an integer >= 1, got {self.n_intervals!r}")
+        if not (is_number(self.budget_scale) and self.budget_scale > 0):
+            raise ConfigError(f"budget_scale must be a finite number > 0, got {self.budget_scale!r}")
+        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
+            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for name in ("compare", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        return self
+
 
 def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task:
     """A task from a family name, a ``{_target_: ...}`` node, or a Task itself."""
@@ -78,7 +105,8 @@ def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task
         try:
             task = hydra.utils.instantiate(spec)
         except Exception as e:
-            raise ConfigError(f"task._target_={target!r} could not be called: {type(e).__name__}: {e}") from None
+            cause = e.__cause__ if e.__cause__ is not None else e  # Hydra wraps the factory's own error
+            raise ConfigError(f"task._target_={target!r} could not be called: {type(cause).__name__}: {cause}") from None
         if not isinstance(task, Task):
             raise TaskError(f"task factory {target!r} returned {type(task).__name__}; it must return an rlhpo.tasks.Task")
     else:
@@ -103,7 +131,13 @@ def apply(
 
     :return: results by method name: ``controller`` (and ``constant``, ``cosine``)
     """
+    ApplyConfig(
+        task=task, seed=seed, policy=policy, compare=compare, n_intervals=n_intervals, device=device,  # type: ignore[arg-type]
+        deterministic=deterministic,
+    ).validate()
     artifact = load_artifact(policy)
+    if tb_dir is not None:
+        check_writable(tb_dir, "TensorBoard directory")  # before any training
     n = n_intervals or artifact.spec.n_intervals
     methods: dict[str, Any] = {"controller": lambda w: ControllerSchedule(artifact, deterministic, writer=w)}
     if compare:
@@ -139,9 +173,15 @@ ConfigStore.instance().store(name="apply_schema", node=ApplyConfig)
 
 @hydra.main(version_base="1.3", config_path="pkg://rlhpo.conf.apply", config_name="apply")
 def main(cfg: DictConfig) -> None:
+    with cli_errors():  # rlhpo's own errors: the message, exit code 1, no library traceback
+        _main(cfg)
+
+
+def _main(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg = to_dataclass(cfg, ApplyConfig).validate()  # before any work: every field checked
+    run_dir = check_writable(HydraConfig.get().runtime.output_dir)
     torch.set_num_threads(cfg.torch_threads)
     task = build_task(cfg.task, cfg.task_seed, cfg.budget_scale)
     results = apply(
@@ -155,10 +195,6 @@ def main(cfg: DictConfig) -> None:
         tb_dir=run_dir / "tb",
     )
     decisions = results["controller"].history
-    (run_dir / "decisions.json").write_text(json.dumps(decisions, indent=1, default=float))
-    (run_dir / "results.json").write_text(
-        json.dumps({k: {**asdict(v), "history": None} for k, v in results.items()}, indent=1, default=str)
-    )
     print(f"task {task.name} ({task.optimizer}, start lr {task.default_hparams.lr:.2e}, "
           f"batch {task.default_hparams.batch_size}, budget {task.budget_examples} examples), seed {cfg.seed}")
     print("controller decisions (per interval):")
@@ -166,6 +202,13 @@ def main(cfg: DictConfig) -> None:
         val = f"{h['val_loss']:.4f}" if math.isfinite(h["val_loss"]) else "nan"
         print(f"  {h['examples']:>8d} ex  lr {h['lr']:.2e}  batch {h['batch_size']:>4d}  wd {h['weight_decay']:.1e}  val {val}")
     print(summary_table(results, task.metric_name))
+    try:
+        (run_dir / "decisions.json").write_text(json.dumps(decisions, indent=1, default=float))
+        (run_dir / "results.json").write_text(
+            json.dumps({k: {**asdict(v), "history": None} for k, v in results.items()}, indent=1, default=str)
+        )
+    except OSError as e:
+        raise write_failed("decisions.json and results.json", run_dir, e) from e
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
 
 

@@ -7,11 +7,17 @@
                            control intervals, algorithm
       config.yaml          the configuration that produced it
 
-.. warning:: Trust. ``model.zip`` is read by stable-baselines3's loader, which reads PyTorch
-   tensors with ``weights_only`` loading and the algorithm's parameters with cloudpickle-free
-   JSON where it can; SB3 may still unpickle some parameters (e.g. schedules) saved as
-   cloudpickle. Load artifacts only from sources you would run code from. rlhpo itself adds
-   no pickle: ``normalization.json`` and ``spec.json`` are plain JSON.
+Trust: loading an artifact runs no code from it. stable-baselines3 saves some of the algorithm's
+attributes (the spaces, the policy class, the schedules, the last observations) as cloudpickle
+blobs inside ``model.zip``'s ``data`` JSON and ``PPO.load`` would unpickle them, which can run
+arbitrary code. :func:`load_artifact` passes every such attribute to SB3 through
+``custom_objects`` instead, built from ``spec.json`` (SB3 then skips their unpickling), refuses
+an archive with a pickled attribute it does not know, and leaves SB3 to read the weights with
+``torch.load(weights_only=True)`` (tensors only). ``normalization.json`` and ``spec.json`` are
+plain JSON. What remains is the attack surface of ``zipfile``, ``json`` and torch's
+weights-only unpickler. Meta-training *checkpoints* are different: they are read with full
+unpickling (SB3's ``load``, ``VecNormalize.load``, ``torch.load`` of RNG states), so resume
+only from run directories you wrote.
 """
 
 from __future__ import annotations
@@ -155,6 +161,74 @@ def _check_zip(path: Path, where: str) -> None:
         raise ArtifactError(f"{where}: model.zip is not a zip archive of an SB3 save (truncated?): no data/policy.pth")
 
 
+#: attributes SB3 saves as cloudpickle that rlhpo supplies itself (None: not needed to predict)
+_SUPPLIED = (
+    "observation_space", "action_space", "policy_class", "lr_schedule", "clip_range", "clip_range_vf",
+    "learning_rate", "rollout_buffer_class", "_last_obs", "_last_episode_starts", "_last_original_obs",
+    "ep_info_buffer", "ep_success_buffer", "_last_lstm_states",
+)
+_BOX = "<class 'gymnasium.spaces.box.Box'>"
+
+
+def _pickle_free_objects(zip_path: Path, spec: PolicySpec, policy_class: type, where: str) -> dict[str, Any]:
+    """``custom_objects`` for SB3's ``load`` that replace every cloudpickled attribute of the
+    archive, so that nothing in it is unpickled; the saved spaces' shapes (readable as JSON) are
+    checked against the spec."""
+    import gymnasium as gym
+
+    from rlhpo.features import CLIP
+
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            data = json.loads(z.read("data"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (KeyError, ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{where}: model.zip's data is not SB3's JSON ({type(e).__name__}: {e})") from None
+    pickled = sorted(k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v)
+    unknown = [k for k in pickled if k not in _SUPPLIED]
+    if unknown:
+        raise ArtifactError(
+            f"{where}: model.zip holds pickled attributes {unknown} that rlhpo does not know; it loads no "
+            "pickled code (see the trust note in rlhpo.artifact). Re-save the policy with rlhpo.train"
+        )
+    n_obs, n_act = len(spec.feature_names), len(spec.action_config().enabled)
+    for key, expected in (("observation_space", n_obs), ("action_space", n_act)):
+        item = data.get(key)
+        if not (isinstance(item, dict) and item.get(":type:") == _BOX):
+            raise ArtifactError(f"{where}: model.zip's {key} is not a gymnasium Box")
+        shape = item.get("_shape")
+        if not (isinstance(shape, list) and all(isinstance(d, int) for d in shape)):
+            raise ArtifactError(f"{where}: model.zip's {key} has no readable shape")
+        if tuple(shape) != (expected,):
+            if key == "action_space":
+                raise ArtifactError(f"{where}: the policy acts on {tuple(shape)} but the spec enables {n_act} controls")
+            raise ArtifactError(f"{where}: the policy observes {tuple(shape)}, the spec says ({n_obs},)")
+
+    def constant(key: str, default: float) -> float:
+        """A schedule's constant, from the repr SB3 writes beside the pickle (for inference only)."""
+        item = data.get(key)
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            return float(item)
+        text = str(item.get("value_schedule", "")) if isinstance(item, dict) else ""
+        import re
+
+        m = re.search(r"val=([-+0-9.eE]+)", text)
+        return float(m.group(1)) if m else default
+
+    supplied: dict[str, Any] = {
+        "observation_space": gym.spaces.Box(-CLIP, CLIP, shape=(n_obs,), dtype=np.float32),
+        "action_space": gym.spaces.Box(-1.0, 1.0, shape=(n_act,), dtype=np.float32),
+        "policy_class": policy_class,
+        "lr_schedule": None,  # SB3 rebuilds it from learning_rate
+        "learning_rate": constant("learning_rate", 3e-4),
+        "clip_range": constant("clip_range", 0.2),
+        "clip_range_vf": None,
+        "rollout_buffer_class": None,  # SB3 picks its default buffer
+    }
+    return {k: supplied.get(k) for k in pickled} | {k: supplied[k] for k in ("observation_space", "action_space", "policy_class")}
+
+
 @dataclass
 class PolicyArtifact:
     """A loaded policy: the SB3 model, its observation normalisation and its spec."""
@@ -197,12 +271,17 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
             raise ArtifactError(f"{where}: normalization.json must hold {n} finite means and variances")
         normalization = ObsNormalization(mean, var, float(norm_raw.get("clip", 10.0)), float(norm_raw.get("epsilon", 1e-8)))
     _check_zip(path / "model.zip", where)
+    if spec.algorithm == "RecurrentPPO":
+        from sb3_contrib import RecurrentPPO as Algo
+
+        policy_class = Algo.policy_aliases["MlpLstmPolicy"]
+    else:
+        from stable_baselines3 import PPO as Algo
+
+        policy_class = Algo.policy_aliases["MlpPolicy"]
+    custom_objects = _pickle_free_objects(path / "model.zip", spec, policy_class, where)
     try:
-        if spec.algorithm == "RecurrentPPO":
-            from sb3_contrib import RecurrentPPO as Algo
-        else:
-            from stable_baselines3 import PPO as Algo
-        model = Algo.load(path / "model.zip", device=device)
+        model = Algo.load(path / "model.zip", device=device, custom_objects=custom_objects)
     except Exception as e:  # SB3 raises many kinds on a bad archive
         raise ArtifactError(f"{where}: model.zip could not be loaded by stable-baselines3 ({type(e).__name__}: {e})") from None
     if model.observation_space.shape != (n,):

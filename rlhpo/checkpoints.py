@@ -22,11 +22,34 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from rlhpo.output import OutputWriteError, describe_os_error
+
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class CheckpointWriteError(CheckpointError, OutputWriteError):
+    """A checkpoint (or another output of meta-training) could not be written; the message names
+    the directory, the cause and the last good checkpoint."""
+
+
+def write_error(what: str, path: Path, e: OSError, checkpoint_dir: Path) -> CheckpointWriteError:
+    """The error for a failed write of ``what`` to ``path``: the cause and the last good checkpoint."""
+    good = list_checkpoints(checkpoint_dir)
+    last = (
+        f"the last good checkpoint is {good[-1]} (step {_step(good[-1])}); nothing before it is lost"
+        if good
+        else f"there is no complete checkpoint in {checkpoint_dir} yet"
+    )
+    where = f" ({e.filename})" if e.filename else ""
+    return CheckpointWriteError(f"could not write {what} to {str(path)!r}: {describe_os_error(e)}{where}; {last}")
+
+
+def _step(path: Path) -> int:
+    return int(path.name.split("_")[1])
 
 
 def _rng_state() -> dict:
@@ -39,11 +62,47 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], keep: int = 3) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step_{model.num_timesteps:010d}"
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp_"))
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder so that a kill midway never leaves a half-deleted one that
+    still looks complete: rename it out of the ``step_*`` namespace first (atomic), then delete."""
+    trash = path.with_name(f".del_{path.name}_{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_stale(directory: Path, keep: Path) -> None:
+    """Temporary and half-deleted folders left by a process killed while it wrote or pruned."""
+    for p in directory.iterdir():
+        if p != keep and p.is_dir() and (p.name.startswith(".tmp_") or p.name.startswith(".del_")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], keep: int = 3) -> Path:
+    """Write ``step_<n>/`` atomically and keep the ``keep`` newest checkpoints.
+
+    A kill at any moment leaves the previous checkpoints intact and either the whole new one or
+    none of it. One writer per directory.
+
+    :raises CheckpointWriteError: a write failed (disk full, permissions); names the directory
+        and the last good checkpoint, which is untouched
+    """
+    final = directory / f"step_{model.num_timesteps:010d}"
+    tmp: Optional[Path] = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp_"))
+        _clean_stale(directory, tmp)
         model.save(tmp / "model.zip")
         if vec_normalize is not None:
             vec_normalize.save(str(tmp / "vecnormalize.pkl"))
@@ -55,19 +114,24 @@ def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], k
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
+        _fsync_dir(tmp)
+        if final.exists():  # the same step saved again (a resumed run): out of the way first
+            _remove(final)
         os.replace(tmp, final)
+        _fsync_dir(directory)
+    except OSError as e:
+        raise write_error("a checkpoint", directory, e, directory) from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(directory)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return final
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
-    if not directory.exists():
+    if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob("step_*") if p.is_dir() and (p / "COMPLETE").exists())
 

@@ -14,9 +14,20 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from rlhpo.actions import ConfigError
+from rlhpo.actions import ConfigError, is_int, is_number
 from rlhpo.envs.config import EnvConfig
 from rlhpo.tasks import TaskError, resolve_families
+
+
+def check_seeds(where: str, seeds: Any, allow_empty: bool) -> None:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(f"{where} must be a list of integers >= 0, got {seeds!r}")
+    seeds = list(seeds)
+    if not allow_empty and not seeds:
+        raise ConfigError(f"{where} must list at least one seed (integers >= 0)")
+    bad = [x for x in seeds if not (is_int(x) and x >= 0)]
+    if bad:
+        raise ConfigError(f"{where} must be a list of integers >= 0, got {bad[0]!r} in {seeds!r}")
 
 
 @dataclass
@@ -37,14 +48,22 @@ class TasksConfig:
     def validate(self) -> "TasksConfig":
         for name in ("train_families", "eval_families"):
             try:
-                setattr(self, name, resolve_families(list(getattr(self, name))))
+                setattr(self, name, resolve_families(_names(getattr(self, name), f"tasks.{name}")))
             except TaskError as e:
                 raise ConfigError(f"tasks.{name}: {e}") from None
-        if not (math.isfinite(self.budget_scale) and self.budget_scale > 0):
+        if not (is_number(self.budget_scale) and self.budget_scale > 0):
             raise ConfigError(f"tasks.budget_scale must be a finite number > 0, got {self.budget_scale!r}")
-        if not self.eval_task_seeds:
-            raise ConfigError("tasks.eval_task_seeds must list at least one seed")
+        check_seeds("tasks.eval_task_seeds", self.eval_task_seeds, allow_empty=False)
         return self
+
+
+def _names(value: Any, where: str) -> list[str]:
+    """A list of family names (a single name is a list of one)."""
+    if isinstance(value, str):
+        return [value]
+    if not hasattr(value, "__iter__") or any(not isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of task family names, got {value!r}")
+    return list(value)
 
 
 @dataclass
@@ -68,18 +87,27 @@ class PPOConfig:
     def validate(self, n_envs: int) -> "PPOConfig":
         for name in ("learning_rate", "clip_range", "max_grad_norm"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not (is_number(v) and v > 0):
                 raise ConfigError(f"ppo.{name} must be a finite number > 0, got {v!r}")
         for name in ("gamma", "gae_lambda"):
             v = getattr(self, name)
-            if not (0 < v <= 1):
-                raise ConfigError(f"ppo.{name} must be in (0, 1], got {v!r}")
-        for name in ("n_steps", "batch_size", "n_epochs"):
+            if not (is_number(v) and 0 < v <= 1):
+                raise ConfigError(f"ppo.{name} must be a number in (0, 1], got {v!r}")
+        for name in ("n_steps", "n_epochs"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
+            if not (is_int(v) and v >= 1):
                 raise ConfigError(f"ppo.{name} must be an integer >= 1, got {v!r}")
-        if self.ent_coef < 0 or self.vf_coef < 0:
-            raise ConfigError("ppo.ent_coef and ppo.vf_coef must be >= 0")
+        if not (is_int(self.batch_size) and self.batch_size >= 2):  # SB3 normalises advantages per minibatch
+            raise ConfigError(f"ppo.batch_size must be an integer >= 2, got {self.batch_size!r}")
+        for name in ("ent_coef", "vf_coef"):
+            v = getattr(self, name)
+            if not (is_number(v) and v >= 0):
+                raise ConfigError(f"ppo.{name} must be a finite number >= 0, got {v!r}")
+        if self.target_kl is not None and not (is_number(self.target_kl) and self.target_kl > 0):
+            raise ConfigError(f"ppo.target_kl must be null or a finite number > 0, got {self.target_kl!r}")
+        for name in ("normalize_obs", "normalize_reward"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ppo.{name} must be true or false, got {getattr(self, name)!r}")
         if (self.n_steps * n_envs) % self.batch_size != 0:
             raise ConfigError(
                 f"ppo.n_steps * vec_env.n_envs ({self.n_steps} * {n_envs} = {self.n_steps * n_envs}) must be "
@@ -104,8 +132,13 @@ class PolicyConfig:
     def validate(self) -> "PolicyConfig":
         if self.name not in ("mlp", "recurrent"):
             raise ConfigError(f"policy.name must be 'mlp' or 'recurrent', got {self.name!r}")
-        if not self.net_arch or any((not isinstance(w, int)) or w < 1 for w in self.net_arch):
-            raise ConfigError(f"policy.net_arch must be a list of positive integers, got {list(self.net_arch)!r}")
+        arch = self.net_arch
+        if isinstance(arch, (str, bytes)) or not hasattr(arch, "__iter__") or not list(arch) or any(
+            not (is_int(w) and w >= 1) for w in arch
+        ):
+            raise ConfigError(f"policy.net_arch must be a non-empty list of positive integers, got {arch!r}")
+        if not (is_int(self.lstm_hidden_size) and self.lstm_hidden_size >= 1):
+            raise ConfigError(f"policy.lstm_hidden_size must be an integer >= 1, got {self.lstm_hidden_size!r}")
         return self
 
 
@@ -126,12 +159,12 @@ class VecEnvConfig:
     :param start_method: multiprocessing start method for ``subproc``
     :param group_size: ``batched`` only: environments that share a task per episode (default:
         all ``n_envs``); must divide ``n_envs``
+    :param max_restarts: ``subproc`` and ``ray``: dead worker processes / environment actors
+        replaced (their episodes discarded) in all before meta-training stops with an error
     :param address: ``ray``: the Ray cluster to join (``auto``, ``host:port``,
         ``ray://host:port``); null starts a local Ray instance
     :param num_cpus_per_env: ``ray``: logical CPUs each environment actor reserves (fractions allowed)
     :param num_gpus_per_env: ``ray``: GPUs each actor reserves (a fraction below 1 shares a GPU)
-    :param max_restarts: ``ray``: dead environment actors replaced in total before meta-training
-        stops with an error
     :param start_timeout_s: ``ray``: seconds to wait for the actors to be placed and started
     """
 
@@ -139,24 +172,29 @@ class VecEnvConfig:
     n_envs: int = 4
     start_method: str = "forkserver"
     group_size: Optional[int] = None
+    max_restarts: int = 10
     address: Optional[str] = None
     num_cpus_per_env: float = 1.0
     num_gpus_per_env: float = 0.0
-    max_restarts: int = 20
     start_timeout_s: float = 300.0
 
     def validate(self) -> "VecEnvConfig":
+        import multiprocessing as mp
+
         if self.kind not in VEC_ENV_KINDS:
             raise ConfigError(f"vec_env.kind must be one of {list(VEC_ENV_KINDS)}, got {self.kind!r}")
-        if not (isinstance(self.n_envs, int) and self.n_envs >= 1):
+        if not (is_int(self.n_envs) and self.n_envs >= 1):
             raise ConfigError(f"vec_env.n_envs must be an integer >= 1, got {self.n_envs!r}")
-        if self.start_method not in ("fork", "forkserver", "spawn"):
-            raise ConfigError(f"vec_env.start_method must be fork, forkserver or spawn, got {self.start_method!r}")
+        allowed = [m for m in ("fork", "forkserver", "spawn") if m in mp.get_all_start_methods()]
+        if self.start_method not in allowed:
+            raise ConfigError(f"vec_env.start_method must be one of {allowed} on this platform, got {self.start_method!r}")
+        if not (is_int(self.max_restarts) and self.max_restarts >= 0):
+            raise ConfigError(f"vec_env.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
         if self.group_size is not None:
             if self.kind != "batched":
                 raise ConfigError(f"vec_env.group_size is only used with vec_env.kind=batched, not {self.kind!r}")
             g = self.group_size
-            if not (isinstance(g, int) and not isinstance(g, bool) and 1 <= g <= self.n_envs and self.n_envs % g == 0):
+            if not (is_int(g) and 1 <= g <= self.n_envs and self.n_envs % g == 0):
                 raise ConfigError(
                     f"vec_env.group_size must be null or an integer that divides vec_env.n_envs={self.n_envs}, got {g!r}"
                 )
@@ -166,7 +204,7 @@ class VecEnvConfig:
     def _validate_ray(self) -> None:
         defaults = VecEnvConfig()
         if self.kind != "ray":
-            for name in ("address", "num_cpus_per_env", "num_gpus_per_env", "max_restarts", "start_timeout_s"):
+            for name in ("address", "num_cpus_per_env", "num_gpus_per_env", "start_timeout_s"):
                 if getattr(self, name) != getattr(defaults, name):
                     raise ConfigError(f"vec_env.{name} is only used with vec_env.kind=ray (vec_env=ray), not {self.kind!r}")
             return
@@ -189,8 +227,6 @@ class VecEnvConfig:
                 "vec_env.num_cpus_per_env and vec_env.num_gpus_per_env are both 0: the actors would reserve "
                 "nothing and Ray would pack any number of them onto one node; give each env a share of a CPU"
             )
-        if not (isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool) and self.max_restarts >= 0):
-            raise ConfigError(f"vec_env.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
         t = self.start_timeout_s
         if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
             raise ConfigError(f"vec_env.start_timeout_s must be a finite number > 0, got {t!r}")
@@ -242,16 +278,38 @@ class TrainConfig:
             raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device != "cpu" and self.env.device == "cpu":
             self.env.device = self.device
+        if not (is_int(self.seed) and 0 <= self.seed < 2**32):
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         for name in ("total_timesteps", "checkpoint_every", "keep_checkpoints", "torch_threads"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
+            if not (is_int(v) and v >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
-        if not (isinstance(self.eval_every, int) and self.eval_every >= 0):
+        if not (is_int(self.eval_every) and self.eval_every >= 0):
             raise ConfigError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        if self.resume is not None and not (isinstance(self.resume, str) and self.resume):
+            raise ConfigError(f"resume must be null or the path of a run directory, got {self.resume!r}")
+        if not isinstance(self.progress_bar, bool):
+            raise ConfigError(f"progress_bar must be true or false, got {self.progress_bar!r}")
+        for name in ("tasks", "env", "ppo", "policy", "vec_env"):
+            if not hasattr(getattr(self, name), "validate"):
+                raise ConfigError(f"{name} must be a config group, got {getattr(self, name)!r}")
         self.tasks.validate()
+        # meta-training sets the env's families and budget scale from tasks.*: a different value
+        # set on env.* would be silently replaced, so it is an error (the defaults are fine)
+        defaults = EnvConfig()
+        self.env.validate()
+        if self.env.families not in (resolve_families(defaults.families), self.tasks.train_families):
+            raise ConfigError(
+                f"env.families={self.env.families} is set from tasks.train_families in meta-training; "
+                "set tasks.train_families instead"
+            )
+        if self.env.budget_scale not in (defaults.budget_scale, self.tasks.budget_scale):
+            raise ConfigError(
+                f"env.budget_scale={self.env.budget_scale} is set from tasks.budget_scale in meta-training; "
+                "set tasks.budget_scale instead"
+            )
         self.env.families = list(self.tasks.train_families)
         self.env.budget_scale = self.tasks.budget_scale
-        self.env.validate()
         self.vec_env.validate()
         self.ppo.validate(self.vec_env.n_envs)
         self.policy.validate()

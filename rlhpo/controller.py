@@ -188,6 +188,10 @@ class Controller:
                 f"step(loss): loss must be a scalar tensor, got {type(loss).__name__}"
                 + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "")
             )
+        if batch_size is not None and not (
+            isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1
+        ):
+            raise ControllerError(f"step(loss, batch_size): batch_size must be an integer >= 1, got {batch_size!r}")
         if not self._started:
             self.begin()
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
@@ -200,7 +204,13 @@ class Controller:
         return False
 
     def report_validation(self, val_loss: float) -> None:
-        """Give the controller a validation loss; the next decision uses it."""
+        """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
+        divergence); the next decision uses it."""
+        if isinstance(val_loss, torch.Tensor) and val_loss.numel() == 1:
+            val_loss = val_loss.item()
+        if isinstance(val_loss, bool) or not isinstance(val_loss, (int, float, np.integer, np.floating)):
+            what = f"Tensor of shape {tuple(val_loss.shape)}" if isinstance(val_loss, torch.Tensor) else type(val_loss).__name__
+            raise ControllerError(f"report_validation(val_loss): val_loss must be a number or a scalar tensor, got {what}")
         self._last_val = float(val_loss)
 
     def _validation_loss(self, stats: IntervalStats) -> float:

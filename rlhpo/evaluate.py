@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlhpo.actions import ConfigError
 from rlhpo.artifact import ArtifactError, load_artifact
 from rlhpo.config import to_dataclass
+from rlhpo.output import check_writable, cli_errors, write_failed
 from rlhpo.schedules import (
     Constant,
     ControllerSchedule,
@@ -360,10 +361,9 @@ def run(config: EvaluateConfig, out_dir: str | os.PathLike) -> pd.DataFrame:
     :returns: one row per run (as in runs.csv)
     """
     config.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out_dir)  # before any run: a full disk or a read-only folder fails here
+    tb_root = str(check_writable(out / "tb", "tb/ of the output directory"))
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    tb_root = str(out / "tb")
 
     if config.launcher == "ray":
         try:
@@ -440,11 +440,15 @@ def run(config: EvaluateConfig, out_dir: str | os.PathLike) -> pd.DataFrame:
     if "controller" not in methods:  # it ran only as the replay ablation's dependency
         results = [r for r in results if not (r.job.method == "controller" and r.job.group == "main")]
     df = runs_frame(results)
-    df.to_csv(out / "runs.csv", index=False)
-    histories_frame(results).to_csv(out / "histories.csv", index=False)
     summary = summarize(df, skipped)
-    (out / "summary.md").write_text(summary)
-    plot(results, out / "plots")
+    try:
+        df.to_csv(out / "runs.csv", index=False)
+        histories_frame(results).to_csv(out / "histories.csv", index=False)
+        (out / "summary.md").write_text(summary)
+        plot(results, out / "plots")
+    except OSError as e:
+        print(summary)  # the results are not lost with the files
+        raise write_failed("the evaluation's results", out, e) from e
     print(summary)
     print(f"[rlhpo] results in {out}")
     return df
@@ -710,7 +714,8 @@ def main(cfg: DictConfig) -> None:
     """``python -m rlhpo.evaluate``: Hydra composes the config, :func:`run` does the work."""
     from hydra.core.hydra_config import HydraConfig
 
-    run(to_dataclass(cfg, EvaluateConfig), HydraConfig.get().runtime.output_dir)
+    with cli_errors():  # rlhpo's own errors: the message, exit code 1, no library traceback
+        run(to_dataclass(cfg, EvaluateConfig), HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,12 @@ class TrainingSession:
                 f"{tuple(x.shape)} and targets {tuple(y.shape)}: {type(e).__name__}: {e}"
             ) from e
         self._check_loss(loss)
+        if self.examples_seen == 0 and not bool(torch.isfinite(loss.detach())):
+            # before any update the hyperparameters cannot be the cause: the model, data or loss is
+            raise TaskError(
+                f"task {self.task.name!r}: the loss is {float(loss.detach())} on the first training batch, before any "
+                "update; the model's initial outputs or loss_fn produce it (check the model and loss_fn)"
+            )
         return loss
 
     def _check_loss(self, loss: object) -> None:
@@ -249,10 +255,28 @@ class TrainingSession:
         m = self.task.eval_max_examples
         x, y = data.x[:m], data.y[:m]
         self.model.eval()
-        out = self.model(x)
-        loss = float(self.task.loss_fn(out, y))
-        metric = float(self.task.metric_fn(out, y)) if math.isfinite(loss) else float("nan")
-        self.model.train()
+        try:
+            out = self.model(x)
+            loss_t = self.task.loss_fn(out, y)
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            raise TaskError(
+                f"task {self.task.name!r}: the model and loss cannot run on the {split} split "
+                f"(inputs {tuple(x.shape)}, targets {tuple(y.shape)}): {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            self.model.train()
+        if not isinstance(loss_t, torch.Tensor) or loss_t.numel() != 1:
+            shape = tuple(loss_t.shape) if isinstance(loss_t, torch.Tensor) else type(loss_t).__name__
+            raise TaskError(f"task {self.task.name!r}: loss_fn must return a scalar on the {split} split, got {shape}")
+        loss = float(loss_t)
+        metric = float("nan")
+        if math.isfinite(loss):
+            try:
+                metric = float(self.task.metric_fn(out, y))
+            except (RuntimeError, ValueError, IndexError, TypeError) as e:
+                raise TaskError(
+                    f"task {self.task.name!r}: metric_fn must return a number for the {split} split: {type(e).__name__}: {e}"
+                ) from e
         return loss, metric
 
     # -- checkpointing ---------------------------------------------------------------------

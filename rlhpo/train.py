@@ -18,11 +18,8 @@ Examples::
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -34,15 +31,30 @@ from omegaconf import DictConfig, OmegaConf
 from rlhpo.actions import ConfigError
 from rlhpo.artifact import PolicySpec, save_artifact
 from rlhpo.callbacks import CheckpointCallback, HeldOutEvalCallback, ThroughputCallback
-from rlhpo.checkpoints import list_checkpoints, load_latest
+from rlhpo.checkpoints import list_checkpoints, load_latest, write_error
 from rlhpo.config import TrainConfig, register_configs, to_dataclass
 from rlhpo.envs import EnvConfig, make_env
+from rlhpo.output import WRITE_ERRNOS, check_writable, cli_errors
 
 log = logging.getLogger(__name__)
 
 
+#: oneDNN (PyTorch's CPU kernels) keeps a compiled primitive per tensor shape, 1024 by default.
+#: Meta-training meets thousands of shapes (architectures x batch sizes), so every process grew
+#: by ~100 MiB an hour while that cache filled (docs/results/soak_before_fix.log). 64 still holds
+#: the running task's shapes: no measurable slowdown on the MLP families, ~4% on conv/GRU ones.
+#: Set ONEDNN_PRIMITIVE_CACHE_CAPACITY yourself to override.
+ONEDNN_CACHE_CAPACITY = "64"
+
+
+def limit_onednn_cache() -> None:
+    """Cap oneDNN's primitive cache in this process (effective before its first CPU kernel)."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
+
+
 def _env_factory(env_config: EnvConfig, torch_threads: int):
     def make():  # runs inside the worker process for SubprocVecEnv
+        limit_onednn_cache()
         torch.set_num_threads(torch_threads)
         return make_env(EnvConfig(**vars(env_config)))
 
@@ -52,7 +64,7 @@ def _env_factory(env_config: EnvConfig, torch_threads: int):
 def build_vec_env(config: TrainConfig):
     """The vectorised, normalised meta-training environment."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     if config.vec_env.kind == "batched":
         from stable_baselines3.common.vec_env import VecMonitor
@@ -62,8 +74,14 @@ def build_vec_env(config: TrainConfig):
         venv = VecMonitor(BatchedVecEnv(config.env, config.vec_env.n_envs, config.vec_env.group_size))
         venv.seed(config.seed)
     else:
-        vec_cls = SubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
-        kwargs = {"start_method": config.vec_env.start_method} if vec_cls is SubprocVecEnv else None
+        from rlhpo.envs.subproc import RestartingSubprocVecEnv  # restarts a worker process that dies
+
+        vec_cls: Any = RestartingSubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
+        kwargs: Optional[dict] = (
+            {"start_method": config.vec_env.start_method, "max_restarts": config.vec_env.max_restarts}
+            if vec_cls is RestartingSubprocVecEnv
+            else None
+        )
         if config.vec_env.kind == "ray":  # one Ray actor per environment, built inside the actor
             from rlhpo.envs.ray_vec_env import RayVecEnv
 
@@ -131,19 +149,10 @@ def _algo(config: TrainConfig):
 
 
 def _check_writable(run_dir: Path) -> None:
-    """Fail before any work when the output directory cannot be written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write_test_") as f:
-            f.write(b"x" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        what = "the disk is full" if e.errno == errno.ENOSPC else f"it is not writable ({e.strerror})"
-        raise ConfigError(f"output directory {str(run_dir)!r} cannot be used: {what}") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < 50 * 2**20:
-        raise ConfigError(f"output directory {str(run_dir)!r} has only {free // 2**20} MiB free; need at least 50 MiB")
+    """Fail before any work when an output directory (the run's, tb/, checkpoints/) cannot be written."""
+    check_writable(run_dir)
+    for sub in ("tb", "checkpoints"):  # SB3 opens the TensorBoard writer only inside learn()
+        check_writable(run_dir / sub, f"{sub}/ of the output directory")
 
 
 def _spec(config: TrainConfig, model: Any) -> PolicySpec:
@@ -175,6 +184,7 @@ def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
 
     The library entry point: takes a plain :class:`~rlhpo.config.TrainConfig`, no Hydra.
     """
+    limit_onednn_cache()
     config.validate()
     run_dir = Path(run_dir)
     _check_writable(run_dir)
@@ -212,15 +222,20 @@ def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
                 )
             )
         remaining = config.total_timesteps - model.num_timesteps
-        if remaining > 0:
-            model.learn(
-                total_timesteps=remaining,
-                callback=callbacks,
-                reset_num_timesteps=not resumed,  # resumed: same TensorBoard run, curves continue
-                tb_log_name="ppo",
-                progress_bar=config.progress_bar,
-            )
-        path = save_policy(run_dir / "policy", model, config)
+        try:
+            if remaining > 0:
+                model.learn(
+                    total_timesteps=remaining,
+                    callback=callbacks,
+                    reset_num_timesteps=not resumed,  # resumed: same TensorBoard run, curves continue
+                    tb_log_name="ppo",
+                    progress_bar=config.progress_bar,
+                )
+            path = save_policy(run_dir / "policy", model, config)
+        except OSError as e:  # TensorBoard's writer, the best/ or policy/ artifact: full disk, permissions
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            raise write_error("meta-training output", run_dir, e, ckpt_dir) from e
         print(f"[rlhpo] policy artifact: {path}")
         return path
     finally:
@@ -245,12 +260,13 @@ def _resume_config(cfg: DictConfig) -> tuple[TrainConfig, Path]:
 def main(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
 
-    if cfg.resume:
-        config, run_dir = _resume_config(cfg)
-    else:
-        config = to_dataclass(cfg, TrainConfig)
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-    run(config, run_dir)
+    with cli_errors():  # rlhpo's own errors: the message, exit code 1, no library traceback
+        if cfg.resume:
+            config, run_dir = _resume_config(cfg)
+        else:
+            config = to_dataclass(cfg, TrainConfig)
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+        run(config, run_dir)
     return None
 
 

@@ -73,3 +73,71 @@ def test_bad_normalization(artifact_copy):
     (artifact_copy / "normalization.json").write_text('{"mean": [1, 2], "var": [1, 1]}')
     with pytest.raises(ArtifactError, match="normalization.json must hold 19 finite means"):
         load_artifact(artifact_copy)
+
+
+# -- trust: loading an artifact runs no code from it -----------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates a folder: a stand-in for arbitrary code in a pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.marker,))
+
+
+def _tamper(artifact_dir, marker, key):
+    """Put a code-running pickle into model.zip's data JSON under ``key``, as SB3 stores pickles."""
+    import base64
+    import zipfile
+
+    import cloudpickle
+
+    zpath = artifact_dir / "model.zip"
+    with zipfile.ZipFile(zpath) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    data = json.loads(members["data"])
+    blob = base64.b64encode(cloudpickle.dumps(_Payload(marker))).decode()
+    data[key] = {":type:": "<class 'stable_baselines3.common.utils.FloatSchedule'>", ":serialized:": blob}
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(zpath, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+
+
+def test_a_pickle_in_model_zip_is_never_unpickled(artifact_copy, tmp_path):
+    from stable_baselines3 import PPO
+
+    marker = tmp_path / "code_ran"
+    _tamper(artifact_copy, marker, "lr_schedule")
+    PPO.load(artifact_copy / "model.zip", device="cpu")  # SB3's own loader runs it: the payload is real
+    assert marker.exists()
+    marker.rmdir()
+    art = load_artifact(artifact_copy)  # rlhpo's loader supplies lr_schedule itself
+    assert not marker.exists()
+    assert art.model.predict(art.normalization(art.model.observation_space.sample())[None], deterministic=True)[0].shape == (1, 3)
+
+
+def test_an_unknown_pickled_attribute_is_refused(artifact_copy, tmp_path):
+    marker = tmp_path / "code_ran"
+    _tamper(artifact_copy, marker, "evil")
+    with pytest.raises(ArtifactError, match=r"model.zip holds pickled attributes \['evil'\] that rlhpo does not know"):
+        load_artifact(artifact_copy)
+    assert not marker.exists()
+
+
+def test_pickle_free_loading_gives_the_same_policy():
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO
+
+    art = load_artifact("default")
+    ref = PPO.load(art.path / "model.zip", device="cpu")  # the shipped file: trusted
+    for p, q in zip(art.model.policy.parameters(), ref.policy.parameters()):
+        assert torch.equal(p, q)
+    x = np.random.default_rng(0).normal(size=(64, len(art.spec.feature_names))).astype(np.float32)
+    np.testing.assert_array_equal(art.model.predict(x, deterministic=True)[0], ref.predict(x, deterministic=True)[0])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rlhpo.actions import ActionConfig, ConfigError
+from rlhpo.actions import ActionConfig, ConfigError, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 
@@ -38,28 +38,40 @@ class EnvConfig:
     device: str = "cpu"
 
     def validate(self) -> "EnvConfig":
+        fams = self.families
+        if isinstance(fams, str):
+            fams = [fams]
+        if not hasattr(fams, "__iter__") or any(not isinstance(f, str) for f in fams):
+            raise ConfigError(f"env.families must be a list of task family names, got {self.families!r}")
         try:
-            self.families = resolve_families(list(self.families))
+            self.families = resolve_families(list(fams))
         except TaskError as e:
             raise ConfigError(f"env.families: {e}") from None
-        if not isinstance(self.n_intervals, int) or self.n_intervals < 1:
+        if not is_int(self.n_intervals) or self.n_intervals < 1:
             raise ConfigError(f"env.n_intervals must be an integer >= 1, got {self.n_intervals!r}")
-        if not (isinstance(self.budget_scale, (int, float)) and math.isfinite(self.budget_scale) and self.budget_scale > 0):
+        if not (is_number(self.budget_scale) and self.budget_scale > 0):
             raise ConfigError(f"env.budget_scale must be a finite number > 0, got {self.budget_scale!r}")
-        if self.budget_examples is not None and (not isinstance(self.budget_examples, int) or self.budget_examples <= 0):
+        if self.budget_examples is not None and (not is_int(self.budget_examples) or self.budget_examples <= 0):
             raise ConfigError(f"env.budget_examples must be null or an integer > 0, got {self.budget_examples!r}")
         for name in ("divergence_penalty", "reward_clip"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not (is_number(v) and v >= 0):
                 raise ConfigError(f"env.{name} must be a finite number >= 0, got {v!r}")
-        if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
-            raise ConfigError(f"env.divergence_factor must be a number > 1, got {self.divergence_factor!r}")
-        if not (self.device == "cpu" or str(self.device).startswith("cuda")):
+        if not (is_number(self.divergence_factor) and self.divergence_factor > 1):
+            raise ConfigError(f"env.divergence_factor must be a finite number > 1, got {self.divergence_factor!r}")
+        seeds = self.task_seeds
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or any(
+            not (is_int(x) and x >= 0) for x in seeds
+        ):
+            raise ConfigError(f"env.task_seeds must be a list of integers >= 0 (empty: any seed), got {seeds!r}")
+        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
             raise ConfigError(f"env.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if str(self.device).startswith("cuda"):
             import torch
 
             if not torch.cuda.is_available():
                 raise ConfigError(f"env.device={self.device!r} but torch sees no CUDA device; use device=cpu")
+        if not isinstance(self.actions, ActionConfig):
+            raise ConfigError(f"env.actions must be an ActionConfig (lr, batch_size, weight_decay), got {self.actions!r}")
         self.actions.validate("env.actions")
         return self

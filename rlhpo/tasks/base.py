@@ -24,6 +24,10 @@ class TaskError(ValueError):
     """A task (built-in or a user's) is malformed; the message names the task and the problem."""
 
 
+def _is_real(v: object) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class Hyperparams:
     """The three hyperparameters a controller sets."""
@@ -33,11 +37,11 @@ class Hyperparams:
     weight_decay: float
 
     def validate(self, where: str = "hyperparams") -> "Hyperparams":
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise TaskError(f"{where}.lr must be a finite number > 0, got {self.lr!r}")
-        if not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
+        if not (isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool) and self.batch_size >= 1):
             raise TaskError(f"{where}.batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+        if not (_is_real(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise TaskError(
                 f"{where}.weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
             )
@@ -132,18 +136,47 @@ class Task:
             split = getattr(self, split_name)
             if not isinstance(split, Split):
                 raise TaskError(f"{where}: {split_name} must be an rlhpo.tasks.Split, got {type(split).__name__}")
+            for part in ("x", "y"):
+                t = getattr(split, part)
+                if not isinstance(t, torch.Tensor):
+                    raise TaskError(
+                        f"{where}: {split_name}.{part} must be a torch.Tensor, got {type(t).__name__} "
+                        "(convert with torch.as_tensor)"
+                    )
+                if t.dim() == 0:
+                    raise TaskError(f"{where}: {split_name}.{part} must have a first dimension of examples, got a scalar")
             if len(split) == 0:
                 raise TaskError(f"{where}: the {split_name} split is empty")
             if split.x.shape[0] != split.y.shape[0]:
                 raise TaskError(
                     f"{where}: {split_name}.x has {split.x.shape[0]} rows but {split_name}.y has {split.y.shape[0]}"
                 )
-        if not isinstance(self.budget_examples, (int, np.integer)) or self.budget_examples <= 0:
+            for part in ("x", "y"):
+                t = getattr(split, part)
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    n_bad = int((~torch.isfinite(t)).sum())
+                    raise TaskError(f"{where}: {split_name}.{part} has {n_bad} non-finite values (NaN or inf)")
+            if split_name != "train":
+                for part in ("x", "y"):
+                    a, b = getattr(self.train, part), getattr(split, part)
+                    if a.shape[1:] != b.shape[1:]:
+                        raise TaskError(
+                            f"{where}: {split_name}.{part} has examples of shape {tuple(b.shape[1:])} but "
+                            f"train.{part} has {tuple(a.shape[1:])}"
+                        )
+        if not isinstance(self.budget_examples, (int, np.integer)) or isinstance(self.budget_examples, bool) or self.budget_examples <= 0:
             raise TaskError(f"{where}: budget_examples must be an integer > 0, got {self.budget_examples!r}")
+        if not isinstance(self.eval_max_examples, (int, np.integer)) or self.eval_max_examples < 1:
+            raise TaskError(f"{where}: eval_max_examples must be an integer >= 1, got {self.eval_max_examples!r}")
         if self.optimizer not in OPTIMIZERS:
             raise TaskError(f"{where}: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not callable(self.model_fn):
-            raise TaskError(f"{where}: model_fn must be callable")
+        for fn in ("model_fn", "loss_fn", "metric_fn"):
+            if not callable(getattr(self, fn)):
+                raise TaskError(f"{where}: {fn} must be callable, got {type(getattr(self, fn)).__name__}")
+        if not isinstance(self.default_hparams, Hyperparams):
+            raise TaskError(
+                f"{where}: default_hparams must be an rlhpo.tasks.Hyperparams, got {type(self.default_hparams).__name__}"
+            )
         self.default_hparams.validate(f"{where}: default_hparams")
         return self
 

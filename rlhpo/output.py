@@ -1,0 +1,104 @@
+"""Output directories: check them before any work, and turn a failed write into a clear error.
+
+Every entry point that writes (``rlhpo.train``, ``rlhpo.evaluate``, ``rlhpo.apply``) checks its
+output folders with :func:`check_writable` before it trains anything, and reports a write that
+fails later (a full disk, a revoked permission) with :func:`describe_os_error`, naming the
+path and the cause rather than a traceback from inside TensorBoard or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from rlhpo.actions import ConfigError
+
+#: errors of a write that the user can fix (space, quota, permissions, a read-only mount)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+MIN_FREE_BYTES = 50 * 2**20
+
+
+class OutputWriteError(RuntimeError):
+    """An output could not be written; the message names the path and the cause."""
+
+
+def write_failed(what: str, path: str | os.PathLike, e: OSError) -> OutputWriteError:
+    """The error for a failed write of ``what`` to ``path`` (raise it ``from e``)."""
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+    return OutputWriteError(f"could not write {what} to {str(path)!r}: {describe_os_error(e)}{where}")
+
+
+def describe_os_error(e: OSError) -> str:
+    """What went wrong, in words: 'the disk is full', 'permission denied', ..."""
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    if e.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "it is not writable (permission denied)"
+    if e.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"a file is in the way ({e.filename} is not a directory)"
+    return f"it is not writable ({e.strerror or type(e).__name__})"
+
+
+def check_writable(directory: str | os.PathLike, what: str = "output directory", min_free: int = MIN_FREE_BYTES) -> Path:
+    """Create ``directory`` if needed, write and sync a test file in it, and check free space.
+
+    :raises ConfigError: naming the directory and the cause
+    """
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".write_test_") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise ConfigError(f"{what} {str(d)!r} cannot be used: {describe_os_error(e)}") from None
+    free = shutil.disk_usage(d).free
+    if free < min_free:
+        raise ConfigError(f"{what} {str(d)!r} has only {free // 2**20} MiB free; need at least {min_free // 2**20} MiB")
+    return d
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """For ``python -m`` entry points: rlhpo's own errors (bad configuration, an unusable output
+    directory, a failed checkpoint write, a bad artifact or task) end the program with their
+    message and exit code 1, without a traceback from deep inside the libraries.
+    ``HYDRA_FULL_ERROR=1`` shows the traceback."""
+    from rlhpo.artifact import ArtifactError
+    from rlhpo.checkpoints import CheckpointError  # a checkpoint that cannot be loaded
+    from rlhpo.controller import ControllerError
+    from rlhpo.envs.subproc import WorkerCrashError
+    from rlhpo.tasks import TaskError
+
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    previous_hook = threading.excepthook
+
+    def quiet_write_errors(args: Any) -> None:
+        # TensorBoard writes on a background thread, which prints its full traceback when the
+        # disk fills; the main thread raises the same error again, which is reported below
+        if not full and isinstance(args.exc_value, OSError) and args.exc_value.errno in WRITE_ERRNOS:
+            return
+        previous_hook(args)
+
+    threading.excepthook = quiet_write_errors
+    try:
+        yield
+    except (ConfigError, OutputWriteError, CheckpointError, ArtifactError, TaskError, ControllerError, WorkerCrashError) as e:
+        if full:
+            raise
+        print(f"[rlhpo] error: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        threading.excepthook = previous_hook

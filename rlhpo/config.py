@@ -7,7 +7,6 @@ training starts. The library API takes these dataclasses as plain Python objects
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 

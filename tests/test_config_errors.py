@@ -62,7 +62,6 @@ def test_bad_task_is_named():
 # -- every field of every entry point's configuration ------------------------------------------
 
 import dataclasses  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

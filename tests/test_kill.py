@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -152,24 +153,32 @@ def test_sigkill_in_the_middle_of_a_checkpoint_write(model_and_env, tmp_path):
 
 def test_meta_training_killed_at_several_points_resumes(tmp_path):
     """Real meta-training (rlhpo.train.run) killed at random moments, resumed each time."""
-    cfg = tiny_train_config(total_timesteps=10**6, checkpoint_every=32)
     run_dir = tmp_path / "run"
     rng = random.Random(1)
     resumed_from = []
     for k in range(4):
         before = list_checkpoints(run_dir / "checkpoints")
-        pid, fd = _fork(lambda fd: run(tiny_train_config(total_timesteps=10**6, checkpoint_every=32), run_dir))
-        os.close(fd)
+        newest_before = _step(before[-1]) if before else -1
+        def child(fd):
+            sys.stdout = os.fdopen(fd, "w", buffering=1)  # its messages, line by line, to the test
+            run(tiny_train_config(total_timesteps=10**6, checkpoint_every=32), run_dir)
+
+        pid, fd = _fork(child)
         # kill at a random moment after it has written at least one new checkpoint
-        deadline = time.time() + 60
-        while time.time() < deadline and len(list_checkpoints(run_dir / "checkpoints")) <= len(before) and not (
-            before and list_checkpoints(run_dir / "checkpoints")[-1] != before[-1]
-        ):
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            now = list_checkpoints(run_dir / "checkpoints")
+            if now and _step(now[-1]) > newest_before:
+                break
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 1.0))
         _kill(pid)
+        with os.fdopen(fd) as f:
+            said = f.read()
+        if before:  # it resumed from the newest checkpoint the previous kill left, not from scratch
+            assert f"resuming from {before[-1]} at step {newest_before}" in said, said
         after = list_checkpoints(run_dir / "checkpoints")
-        assert after and (not before or _step(after[-1]) > _step(before[-1])), "no progress between kills"
+        assert after and _step(after[-1]) > newest_before, "no progress between kills"
         resumed_from.append(_step(after[-1]))
     # finish: resume from the last good checkpoint and run 64 more steps
     last = resumed_from[-1]

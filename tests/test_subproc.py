@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +97,7 @@ def test_meta_training_survives_a_killed_worker(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    assert f"vec env worker" in out and f"(pid {workers[0].pid}) killed by SIGKILL" in out and "restarting it" in out
+    assert "vec env worker" in out and f"(pid {workers[0].pid}) killed by SIGKILL" in out and "restarting it" in out
     from rlhpo.artifact import load_artifact
 
     assert load_artifact(run_dir / "policy").spec.timesteps >= 640

@@ -152,7 +152,7 @@ def test_recurrent_policy(tmp_path):
     "mutate, pattern",
     [
         (lambda c: setattr(c.ppo, "batch_size", 7), r"ppo.n_steps \* vec_env.n_envs .* divisible by ppo.batch_size"),
-        (lambda c: setattr(c.ppo, "gamma", 1.5), r"ppo.gamma must be in \(0, 1\]"),
+        (lambda c: setattr(c.ppo, "gamma", 1.5), r"ppo.gamma must be a number in \(0, 1\]"),
         (lambda c: setattr(c.vec_env, "kind", "gpu"), "vec_env.kind must be 'dummy' or 'subproc'"),
         (lambda c: setattr(c.policy, "name", "transformer"), "policy.name must be 'mlp' or 'recurrent'"),
         (lambda c: setattr(c.tasks, "train_families", ["mnist"]), "tasks.train_families: unknown task family 'mnist'"),

@@ -23,6 +23,9 @@ from conftest import make_tiny_task, tiny_train_config
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_non_root = pytest.mark.skipif(AS_ROOT, reason="root writes into read-only (chmod) folders anyway")
+# the injected TensorBoard failure kills TensorBoard's writer thread; pytest reports that thread's
+# exception at whichever test of this file runs next
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 def _fail_checkpoint_state_from(monkeypatch, n: int, err: int) -> None:
@@ -62,7 +65,6 @@ def test_checkpoint_write_failing_mid_run(err, cause, tmp_path, monkeypatch, cap
     assert f"resuming from {ckpt / 'step_0000000064'} at step 64" in capsys.readouterr().out
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # TensorBoard's own thread
 def test_tensorboard_write_failing_mid_run(tmp_path, monkeypatch):
     """TensorBoard writes on a background thread; its failure surfaces in SB3's logger. Still the
     same clear error, with the last good checkpoint."""

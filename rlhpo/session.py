@@ -40,6 +40,7 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
         self.batch_size = batch_size
         self._perm: Optional[torch.Tensor] = None
         self._pos = 0
+        self._stream: Optional[Iterator[torch.Tensor]] = None
 
     @property
     def batch_size(self) -> int:
@@ -67,6 +68,17 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
             yield batch
         self._perm = None
 
+    def next_batch(self) -> torch.Tensor:
+        """The next batch, starting a new epoch when one ends: for loops that count examples,
+        not epochs (the training session, the batched env's rows)."""
+        if self._stream is None:
+            self._stream = iter(self)
+        try:
+            return next(self._stream)
+        except StopIteration:
+            self._stream = iter(self)
+            return next(self._stream)
+
     def __len__(self) -> int:
         return self.n // self._batch_size if self.drop_last else math.ceil(self.n / self._batch_size)
 
@@ -83,6 +95,7 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
         if self.generator is not None and state.get("generator") is not None:
             self.generator.set_state(state["generator"])
         self._perm, self._pos = state.get("perm"), state.get("pos", 0)
+        self._stream = None  # resume at the restored position
 
 
 def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optimizer:
@@ -128,7 +141,6 @@ class TrainingSession:
         self.sampler = MutableBatchSampler(
             len(self.train_split), hp.batch_size, generator=torch.Generator().manual_seed(self.seed)
         )
-        self._batches = iter(self.sampler)
         self.monitor = TrainingMonitor(list(self.model.parameters()))
         self.examples_seen = 0
         self.steps = 0
@@ -157,13 +169,6 @@ class TrainingSession:
         return self.examples_seen >= self.task.budget_examples
 
     # -- training --------------------------------------------------------------------------
-    def _next_batch(self) -> torch.Tensor:
-        try:
-            return next(self._batches)
-        except StopIteration:
-            self._batches = iter(self.sampler)
-            return next(self._batches)
-
     def train(
         self,
         n_examples: int,
@@ -198,7 +203,7 @@ class TrainingSession:
         model.train()
         budget = self.task.budget_examples
         while self.examples_seen < self._target:
-            idx = self._next_batch()
+            idx = self.sampler.next_batch()
             if self.examples_seen + idx.shape[0] > budget:  # the last batch of the run: never past the budget
                 idx = idx[: budget - self.examples_seen]
             if self.device.type != "cpu":
@@ -294,7 +299,6 @@ class TrainingSession:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
-        self._batches = iter(self.sampler)
         self.examples_seen = state["examples_seen"]
         self.steps = state["steps"]
         self._target = state["target"]

@@ -142,17 +142,9 @@ class _Row:
 
     def __init__(self, n: int, batch_size: int, seed: int) -> None:
         self.sampler = MutableBatchSampler(n, batch_size, generator=torch.Generator().manual_seed(seed))
-        self.batches = iter(self.sampler)
         self.examples_seen = 0
         self.target = 0
         self.steps = 0
-
-    def next_batch(self) -> torch.Tensor:
-        try:
-            return next(self.batches)
-        except StopIteration:
-            self.batches = iter(self.sampler)
-            return next(self.batches)
 
 
 class StackedTrainer:
@@ -286,7 +278,7 @@ class StackedTrainer:
             probe: list[int] = []
             for i, r in rows.items():
                 if r.examples_seen < r.target:
-                    idx = r.next_batch()
+                    idx = r.sampler.next_batch()
                     if r.examples_seen + idx.shape[0] > budget:  # the run's last batch: never past the budget
                         idx = idx[: budget - r.examples_seen]
                     batch[i] = idx

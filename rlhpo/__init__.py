@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from rlhpo.actions import ActionConfig, ConfigError, ControlConfig
-from rlhpo.controller import Controller, ControllerError
+from rlhpo.control.actions import ActionConfig, ControlConfig
+from rlhpo.controller import Controller
 from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv, make_env
-from rlhpo.session import MutableBatchSampler, TrainingSession
+from rlhpo.errors import ConfigError, ControllerError
 from rlhpo.tasks import Hyperparams, Split, Task, TaskError, TaskFamily, register_family
+from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.session import TrainingSession
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@
     python -m rlhpo.apply task=mypkg.tasks.make_task policy=outputs/.../policy
     python -m rlhpo.apply 'task={_target_: mypkg.tasks.make_task, n: 500}'
 
-Trains the task under the controller (through :func:`rlhpo.schedules.run_task`, the one loop),
+Trains the task under the controller (through :func:`rlhpo.evaluation.runner.run_task`, the one loop),
 logs losses and the chosen hyperparameters to TensorBoard, writes ``decisions.json`` and prints
 a summary. With ``compare=true`` it also runs the task's default constant hyperparameters and a
 cosine schedule with the same budget and seed, and prints the three side by side.
@@ -23,13 +23,14 @@ from typing import Any, Optional
 import hydra
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from rlhpo.actions import ConfigError, is_int, is_number
-from rlhpo.artifact import load_artifact
-from rlhpo.config import to_dataclass
-from rlhpo.output import check_writable, cli_errors, write_failed
-from rlhpo.schedules import Constant, ControllerSchedule, Cosine, RunResult, run_task
+from rlhpo.cli import cli_errors, to_dataclass
+from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.evaluation.baselines import Constant, Cosine
+from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
+from rlhpo.output import check_writable, write_failed
+from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
 
 

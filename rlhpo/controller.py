@@ -7,8 +7,8 @@
         opt.zero_grad(); loss.backward(); opt.step()
         controller.step(loss)                                # sets lr / weight decay / batch size
 
-The controller computes its observations with :mod:`rlhpo.features` (the code the environment
-uses) and maps actions with :mod:`rlhpo.actions`; it does not import the environment.
+The controller computes its observations with :mod:`rlhpo.control.features` (the code the environment
+uses) and maps actions with :mod:`rlhpo.control.actions`; it does not import the environment.
 """
 
 from __future__ import annotations
@@ -23,18 +23,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rlhpo.actions import ActionSpec
-from rlhpo.artifact import PolicyArtifact, load_artifact
-from rlhpo.features import FeatureExtractor, IntervalStats, TrainingMonitor
-from rlhpo.policy import PolicyDriver
-from rlhpo.session import MutableBatchSampler
+from rlhpo.control.decision import DecisionPath, write_hparams
+from rlhpo.errors import ControllerError  # noqa: F401  (re-exported)
+from rlhpo.policy.artifact import PolicyArtifact, load_artifact
+from rlhpo.policy.driver import PolicyDriver
 from rlhpo.tasks import Hyperparams
+from rlhpo.training.monitor import IntervalStats, TrainingMonitor
+from rlhpo.training.sampler import MutableBatchSampler
 
 log = logging.getLogger(__name__)
-
-
-class ControllerError(ValueError):
-    """Bad input to the controller; the message says what is wrong and what is allowed."""
 
 
 class Controller:
@@ -51,7 +48,7 @@ class Controller:
     :param writer: a ``torch.utils.tensorboard.SummaryWriter`` to log decisions to
     :param deterministic: use the policy's mean action (default) rather than sampling
     :param is_adaptive: whether the optimizer is adaptive (Adam-like); guessed from its class
-    :param sampler: a :class:`~rlhpo.session.MutableBatchSampler` whose batch size to control
+    :param sampler: a :class:`~rlhpo.training.sampler.MutableBatchSampler` whose batch size to control
         (:meth:`make_loader` makes one)
     :param track_steps: watch the optimizer's steps (a step pre-hook) for :meth:`step`; loops that
         call :meth:`decide` with their own statistics turn it off
@@ -93,9 +90,8 @@ class Controller:
                 f"{type(optimizer).__name__} has no weight_decay: weight-decay control is off for this run",
                 stacklevel=2,
             )
-        self.actions = ActionSpec(action_config)
+        self.decision = DecisionPath(action_config, self.total_examples, self.spec.n_intervals, self.spec.divergence_factor)
         self.driver = PolicyDriver.from_artifact(artifact)
-        self.features = FeatureExtractor()
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.sampler = sampler
         self._batch_size = int(batch_size) if batch_size else None
@@ -105,11 +101,9 @@ class Controller:
         self._adaptive = bool(is_adaptive)
         self._started = False
         self.examples_seen = 0
-        self.interval = 0
-        self._boundary = self._interval_end()
+        self._boundary = self.decision.boundary
         self._probe = False
         self._last_val: Optional[float] = None
-        self._last_action = np.zeros(3)
         self.history: list[dict] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
 
@@ -159,15 +153,15 @@ class Controller:
 
         Called by the first :meth:`step` or :meth:`decide`; call it yourself to apply the clipping
         before the first optimizer step."""
-        self._set(self.actions.reset(self.hparams))  # starting values clipped into the policy's bounds
-        hp = self.hparams
-        self.features.reset(hp.lr, hp.batch_size, hp.weight_decay, self._adaptive)
+        self.decision.start(self.hparams, self._adaptive, self._set)  # clipped into the policy's bounds
+        self._boundary = self.decision.boundary
         self.driver.reset()
         self._started = True
 
-    def _interval_end(self) -> int:
-        n = self.spec.n_intervals
-        return self.total_examples * min(self.interval + 1, n) // n
+    @property
+    def interval(self) -> int:
+        """Decisions taken so far."""
+        return self.decision.interval
 
     # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -197,11 +191,14 @@ class Controller:
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
         self.examples_seen += int(batch_size) if batch_size is not None else self._current_batch_size()
-        if self.examples_seen >= self._boundary and not self.done:
+        decided = False
+        # a batch larger than an interval crosses several boundaries: one decision per boundary,
+        # the later ones on an empty interval, exactly as the environment the policy met
+        while self.examples_seen >= self._boundary and not self.done:
             stats = self.monitor.summary()
             self.decide(stats, self._validation_loss(stats))
-            return True
-        return False
+            decided = True
+        return decided
 
     def report_validation(self, val_loss: float) -> None:
         """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
@@ -220,43 +217,27 @@ class Controller:
             return self._last_val
         return stats.loss_mean
 
-    def decide(self, stats: IntervalStats, val_loss: float) -> Hyperparams:
+    def decide(self, stats: IntervalStats, val_loss: float, examples_seen: Optional[int] = None) -> Hyperparams:
         """One control decision from an interval's statistics; applies and returns the new values.
 
-        Training loops that run in whole intervals (``rlhpo.apply``, the evaluation) call this
-        directly; :meth:`step` calls it at interval boundaries.
+        Training loops that run in whole intervals (``rlhpo.apply``, the evaluation runner) call
+        this directly and pass the ``examples_seen`` they trained; :meth:`step` calls it at
+        interval boundaries.
         """
         if not self._started:
             self.begin()
+        if examples_seen is not None:
+            self.examples_seen = int(examples_seen)
         hp = self.hparams
-        self.interval += 1
-        self._boundary = self._interval_end()
-        diverged = stats.nonfinite or not math.isfinite(val_loss)
-        obs = self.features.observe(
-            stats,
-            val_loss,
-            hp.lr,
-            hp.batch_size,
-            hp.weight_decay,
-            progress=min(self.examples_seen / self.total_examples, 1.0),
-            last_action=self._last_action,
-        )
-        action = self.driver.act(obs, deterministic=self.deterministic)
+        observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
+        self._boundary = self.decision.boundary
+        diverged = observation.diverged
+        action = self.driver.act(observation.obs, deterministic=self.deterministic)
         if diverged:
-            # back off instead of following the policy: a diverged run needs a smaller step
-            action = np.full_like(action, -1.0)
-            log.warning("rlhpo controller: non-finite loss at %d examples; lowering the learning rate", self.examples_seen)
+            log.warning("rlhpo controller: training diverged at %d examples; stepping every control down", self.examples_seen)
             if self.writer is not None:
                 self.writer.add_scalar("controller/diverged", 1.0, self.examples_seen)
-        self._last_action = self.actions.full_action(action)
-        new = self.actions.apply(action, hp)
-        if not self.controls_weight_decay or not self.control_batch_size:
-            new = Hyperparams(
-                new.lr,
-                new.batch_size if self.control_batch_size else hp.batch_size,
-                new.weight_decay if self.controls_weight_decay else hp.weight_decay,
-            )
-        self._set(new)
+        new = self._set(self.decision.act(action, hp, diverged))
         record = dict(
             examples=self.examples_seen,
             train_loss=stats.loss_mean,
@@ -264,7 +245,7 @@ class Controller:
             lr=new.lr,
             batch_size=new.batch_size,
             weight_decay=new.weight_decay,
-            action=self._last_action.tolist(),
+            action=self.decision.last_action.tolist(),
             diverged=diverged,
         )
         self.history.append(record)
@@ -273,28 +254,22 @@ class Controller:
                 self.writer.add_scalar(f"controller/{key}", record[key], self.examples_seen)
         return new
 
-    def _set(self, hp: Hyperparams) -> None:
-        for g in self.optimizer.param_groups:
-            g["lr"] = hp.lr
-            if self.controls_weight_decay:
-                g["weight_decay"] = hp.weight_decay
-        if not self.control_batch_size:
-            return
-        if self.sampler is not None:
-            self.sampler.batch_size = hp.batch_size
-        else:
+    def _set(self, hp: Hyperparams) -> Hyperparams:
+        """Write ``hp`` (the controls this run has) and return the values in effect."""
+        write_hparams(
+            self.optimizer, hp, self.sampler, weight_decay=self.controls_weight_decay, batch_size=self.control_batch_size
+        )
+        if self.control_batch_size and self.sampler is None:
             self._batch_size = hp.batch_size
+        return self.hparams
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "examples_seen": self.examples_seen,
-            "interval": self.interval,
             "started": self._started,
-            "last_action": self._last_action.tolist(),
             "last_val": self._last_val,
-            "actions": self.actions.state_dict(),
-            "features": dict(vars(self.features)),
+            "decision": self.decision.state_dict(),
             "driver": self.driver.state_dict(),
             "sampler": None if self.sampler is None else self.sampler.state_dict(),
             "batch_size": self._batch_size,
@@ -303,13 +278,10 @@ class Controller:
 
     def load_state_dict(self, state: dict) -> None:
         self.examples_seen = int(state["examples_seen"])
-        self.interval = int(state["interval"])
-        self._boundary = self._interval_end()
+        self.decision.load_state_dict(state["decision"])
+        self._boundary = self.decision.boundary
         self._started = bool(state["started"])
-        self._last_action = np.asarray(state["last_action"], dtype=np.float64)
         self._last_val = state["last_val"]
-        self.actions.load_state_dict(state["actions"])
-        vars(self.features).update(state["features"])
         self.driver.load_state_dict(state["driver"])
         if self.sampler is not None and state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])

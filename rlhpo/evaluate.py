@@ -1,7 +1,7 @@
 """Evaluate the controller against baselines: ``python -m rlhpo.evaluate [overrides]``.
 
-Every method trains through :func:`rlhpo.schedules.run_task` (PBT through the same
-:class:`~rlhpo.session.TrainingSession`) with the same budget in training examples per run, on
+Every method trains through :func:`rlhpo.evaluation.runner.run_task` (PBT through the same
+:class:`~rlhpo.training.session.TrainingSession`) with the same budget in training examples per run, on
 the held-out task families by default. The Hydra run directory receives:
 
     runs.csv        one row per run: test loss and metric, best / final validation loss,
@@ -39,22 +39,19 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from rlhpo.actions import ConfigError
-from rlhpo.artifact import ArtifactError, load_artifact
-from rlhpo.config import to_dataclass
-from rlhpo.output import check_writable, cli_errors, write_failed
-from rlhpo.schedules import (
+from rlhpo.cli import cli_errors, to_dataclass
+from rlhpo.errors import ArtifactError, ConfigError
+from rlhpo.evaluation.baselines import (
     Constant,
-    ControllerSchedule,
     Cosine,
     Hypergradient,
     Plateau,
     Replay,
-    RunResult,
-    Schedule,
     StepDecay,
-    run_task,
 )
+from rlhpo.evaluation.runner import ControllerSchedule, RunResult, Schedule, run_task
+from rlhpo.output import check_writable, write_failed
+from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import Hyperparams, Task, TaskError, make_family, resolve_families
 
 #: every method, in the order the summary lists them
@@ -257,7 +254,7 @@ def run_job(job: Job) -> JobResult:
     writer = _writer(job, task)
     try:
         if job.method == "optuna":
-            from rlhpo.search import optuna_search
+            from rlhpo.evaluation.search import optuna_search
 
             result = optuna_search(
                 task, job.seed, job.optuna_trials, job.n_intervals, job.device, writer=writer
@@ -274,7 +271,7 @@ def run_job(job: Job) -> JobResult:
 
 
 def _pbt_job(job: Job, population: int, interval: int, num_cpus: int) -> JobResult:
-    from rlhpo.search import pbt_search
+    from rlhpo.evaluation.search import pbt_search
 
     start = time.perf_counter()
     task = job.task.make()
@@ -411,7 +408,7 @@ def run(config: EvaluateConfig, out_dir: str | os.PathLike) -> pd.DataFrame:
     started_ray = False
     results: list[JobResult] = []
     try:
-        from rlhpo.search import ensure_ray
+        from rlhpo.evaluation.search import ensure_ray
 
         if config.launcher == "ray":
             started_ray = ensure_ray(config.workers)

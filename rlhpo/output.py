@@ -8,25 +8,17 @@ path and the cause rather than a traceback from inside TensorBoard or torch.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
-import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any, Iterator
 
-from rlhpo.actions import ConfigError
+from rlhpo.errors import ConfigError, OutputWriteError
 
 #: errors of a write that the user can fix (space, quota, permissions, a read-only mount)
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 MIN_FREE_BYTES = 50 * 2**20
-
-
-class OutputWriteError(RuntimeError):
-    """An output could not be written; the message names the path and the cause."""
 
 
 def write_failed(what: str, path: str | os.PathLike, e: OSError) -> OutputWriteError:
@@ -68,37 +60,3 @@ def check_writable(directory: str | os.PathLike, what: str = "output directory",
     if free < min_free:
         raise ConfigError(f"{what} {str(d)!r} has only {free // 2**20} MiB free; need at least {min_free // 2**20} MiB")
     return d
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """For ``python -m`` entry points: rlhpo's own errors (bad configuration, an unusable output
-    directory, a failed checkpoint write, a bad artifact or task) end the program with their
-    message and exit code 1, without a traceback from deep inside the libraries.
-    ``HYDRA_FULL_ERROR=1`` shows the traceback."""
-    from rlhpo.artifact import ArtifactError
-    from rlhpo.checkpoints import CheckpointError  # a checkpoint that cannot be loaded
-    from rlhpo.controller import ControllerError
-    from rlhpo.envs.subproc import WorkerCrashError
-    from rlhpo.tasks import TaskError
-
-    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    previous_hook = threading.excepthook
-
-    def quiet_write_errors(args: Any) -> None:
-        # TensorBoard writes on a background thread, which prints its full traceback when the
-        # disk fills; the main thread raises the same error again, which is reported below
-        if not full and isinstance(args.exc_value, OSError) and args.exc_value.errno in WRITE_ERRNOS:
-            return
-        previous_hook(args)
-
-    threading.excepthook = quiet_write_errors
-    try:
-        yield
-    except (ConfigError, OutputWriteError, CheckpointError, ArtifactError, TaskError, ControllerError, WorkerCrashError) as e:
-        if full:
-            raise
-        print(f"[rlhpo] error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    finally:
-        threading.excepthook = previous_hook

@@ -3,7 +3,7 @@
 PPO (stable-baselines3) over a vector of :class:`~rlhpo.envs.HyperparamControlEnv`, each
 sampling tasks from the meta-training families. The Hydra run directory receives:
 
-    policy/          the final policy artifact (see rlhpo.artifact)
+    policy/          the final policy artifact (see rlhpo.policy.artifact)
     best/            the artifact that scored best on the held-out evaluation
     checkpoints/     atomic checkpoints, for ``resume=<run dir>``
     tb/              TensorBoard logs (``tensorboard --logdir outputs``)
@@ -28,13 +28,18 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlhpo.actions import ConfigError
-from rlhpo.artifact import PolicySpec, save_artifact
-from rlhpo.callbacks import CheckpointCallback, HeldOutEvalCallback, ThroughputCallback
-from rlhpo.checkpoints import list_checkpoints, load_latest, write_error
-from rlhpo.config import TrainConfig, register_configs, to_dataclass
+from rlhpo.cli import cli_errors, to_dataclass
 from rlhpo.envs import EnvConfig, make_env
-from rlhpo.output import WRITE_ERRNOS, check_writable, cli_errors
+from rlhpo.errors import ConfigError
+from rlhpo.metatrain.callbacks import (
+    CheckpointCallback,
+    HeldOutEvalCallback,
+    ThroughputCallback,
+)
+from rlhpo.metatrain.checkpoints import list_checkpoints, load_latest, write_error
+from rlhpo.metatrain.config import TrainConfig, register_configs
+from rlhpo.output import WRITE_ERRNOS, check_writable
+from rlhpo.policy.artifact import PolicySpec, save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +74,14 @@ def build_vec_env(config: TrainConfig):
     if config.vec_env.kind == "batched":
         from stable_baselines3.common.vec_env import VecMonitor
 
-        from rlhpo.envs.batched import BatchedVecEnv
+        from rlhpo.envs.vec.batched import BatchedVecEnv
 
         venv = VecMonitor(BatchedVecEnv(config.env, config.vec_env.n_envs, config.vec_env.group_size))
         venv.seed(config.seed)
     else:
-        from rlhpo.envs.subproc import RestartingSubprocVecEnv  # restarts a worker process that dies
+        from rlhpo.envs.vec.subproc import (
+            RestartingSubprocVecEnv,  # restarts a worker process that dies
+        )
 
         vec_cls: Any = RestartingSubprocVecEnv if config.vec_env.kind == "subproc" else DummyVecEnv
         kwargs: Optional[dict] = (
@@ -83,7 +90,7 @@ def build_vec_env(config: TrainConfig):
             else None
         )
         if config.vec_env.kind == "ray":  # one Ray actor per environment, built inside the actor
-            from rlhpo.envs.ray_vec_env import RayVecEnv
+            from rlhpo.envs.vec.ray import RayVecEnv
 
             vec_cls, kwargs = RayVecEnv, config.vec_env.ray_options()
             if config.env.device.startswith("cuda") and config.vec_env.num_gpus_per_env == 0:
@@ -160,6 +167,7 @@ def _spec(config: TrainConfig, model: Any) -> PolicySpec:
         controls=list(config.env.actions.enabled),
         actions=asdict(config.env.actions),
         n_intervals=config.env.n_intervals,
+        divergence_factor=config.env.divergence_factor,
         algorithm=type(model).__name__,
         trained_on=list(config.tasks.train_families),
         timesteps=int(model.num_timesteps),
@@ -182,7 +190,7 @@ def save_policy(path: Path, model: Any, config: TrainConfig) -> Path:
 def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
     """Meta-train (or resume) into ``run_dir``; returns the final artifact's path.
 
-    The library entry point: takes a plain :class:`~rlhpo.config.TrainConfig`, no Hydra.
+    The library entry point: takes a plain :class:`~rlhpo.metatrain.config.TrainConfig`, no Hydra.
     """
     limit_onednn_cache()
     config.validate()

@@ -75,7 +75,7 @@ def run_episode(env, actions=None, seed=0, options=None):
 
 def tiny_train_config(**overrides):
     """A meta-training run of a few seconds (dummy vec env, tiny budgets)."""
-    from rlhpo.config import TrainConfig
+    from rlhpo.metatrain.config import TrainConfig
 
     cfg = TrainConfig(total_timesteps=128, checkpoint_every=64, eval_every=0, progress_bar=False)
     cfg.vec_env.kind, cfg.vec_env.n_envs = "dummy", 2

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from rlhpo.actions import ConfigError
-from rlhpo.apply import apply, build_task
-from rlhpo.artifact import ArtifactError, load_artifact
-from rlhpo.tasks import TaskError
-
 from conftest import make_tiny_task
+
+from rlhpo.apply import apply, build_task
+from rlhpo.errors import ArtifactError, ConfigError
+from rlhpo.policy.artifact import load_artifact
+from rlhpo.tasks import TaskError
 
 POLICY = "default"  # the shipped policy: rlhpo/pretrained/default
 

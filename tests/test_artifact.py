@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from rlhpo.artifact import ArtifactError, load_artifact
+from rlhpo.errors import ArtifactError
+from rlhpo.policy.artifact import load_artifact
 
 
 @pytest.fixture

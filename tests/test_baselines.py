@@ -6,12 +6,19 @@ import math
 from typing import Callable
 
 import pytest
-
-from rlhpo.schedules import Constant, Cosine, Hypergradient, Plateau, Replay, Schedule, StepDecay, run_task
-from rlhpo.session import TrainingSession
-from rlhpo.tasks import Hyperparams, Task
-
 from conftest import make_tiny_task
+
+from rlhpo.evaluation.baselines import (
+    Constant,
+    Cosine,
+    Hypergradient,
+    Plateau,
+    Replay,
+    StepDecay,
+)
+from rlhpo.evaluation.runner import Schedule, run_task
+from rlhpo.tasks import Hyperparams, Task
+from rlhpo.training.session import TrainingSession
 
 SCHEDULES: dict[str, Callable[[], Schedule]] = {
     "constant": Constant,
@@ -103,7 +110,7 @@ def test_replay_reproduces_a_recorded_schedule() -> None:
 
 def test_optuna_search_counts_all_trials_and_is_seeded() -> None:
     pytest.importorskip("optuna")
-    from rlhpo.search import SearchSpace, optuna_search
+    from rlhpo.evaluation.search import SearchSpace, optuna_search
 
     task = make_tiny_task(budget=320)
     a = optuna_search(task, seed=3, n_trials=3, n_intervals=2)
@@ -116,7 +123,7 @@ def test_optuna_search_counts_all_trials_and_is_seeded() -> None:
 
 
 def test_search_space_clip() -> None:
-    from rlhpo.search import SearchSpace
+    from rlhpo.evaluation.search import SearchSpace
 
     assert SearchSpace().clip(Hyperparams(50.0, 2000, 1e-9)) == Hyperparams(1.0, 512, 1e-6)
     assert SearchSpace().clip(Hyperparams(1e-9, 1, 0.5)) == Hyperparams(1e-5, 8, 0.1)

@@ -7,15 +7,15 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_task, tiny_train_config
 from torch import nn
 
-from conftest import make_tiny_task, tiny_train_config
-from rlhpo.actions import ConfigError
 from rlhpo.envs import EnvConfig, make_env
-from rlhpo.envs.batched import BatchedVecEnv
-from rlhpo.envs.stacked import StackedTrainer, stack_check
-from rlhpo.session import TrainingSession
+from rlhpo.envs.vec.batched import BatchedVecEnv
+from rlhpo.errors import ConfigError
 from rlhpo.tasks import Hyperparams, Task
+from rlhpo.training.session import TrainingSession
+from rlhpo.training.stacked import StackedTrainer, stack_check
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
@@ -143,7 +143,7 @@ def test_unstackable_family_falls_back_with_a_warning(caplog):
 
 
 def test_meta_training_with_the_batched_env(tmp_path):
-    from rlhpo.artifact import load_artifact
+    from rlhpo.policy.artifact import load_artifact
     from rlhpo.train import run
 
     cfg = tiny_train_config()

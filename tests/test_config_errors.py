@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_task
 
 import rlhpo
-from rlhpo.actions import ConfigError
 from rlhpo.envs import EnvConfig
+from rlhpo.errors import ConfigError
 from rlhpo.tasks import TaskError
-
-from conftest import make_tiny_task
 
 
 @pytest.mark.parametrize(
@@ -66,12 +65,12 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from rlhpo.apply import ApplyConfig  # noqa: E402
-from rlhpo.config import TrainConfig  # noqa: E402
-from rlhpo.evaluate import EvaluateConfig  # noqa: E402
-from rlhpo.train import run as train  # noqa: E402
-
 from conftest import tiny_train_config  # noqa: E402
+
+from rlhpo.apply import ApplyConfig  # noqa: E402
+from rlhpo.evaluate import EvaluateConfig  # noqa: E402
+from rlhpo.metatrain.config import TrainConfig  # noqa: E402
+from rlhpo.train import run as train  # noqa: E402
 
 NAN, INF = float("nan"), float("inf")
 
@@ -313,7 +312,7 @@ def test_malformed_task_is_named(make, pattern):
 
 
 def test_loss_that_is_not_finite_before_any_update_is_named():
-    from rlhpo.session import TrainingSession
+    from rlhpo.training.session import TrainingSession
 
     task = make_tiny_task()
     task.loss_fn = lambda out, y: torch.nn.functional.cross_entropy(out, y) * float("inf")
@@ -338,7 +337,7 @@ def test_loss_that_turns_non_finite_later_is_divergence_not_an_error():
 
 
 def test_val_split_the_model_cannot_take_is_named():
-    from rlhpo.session import TrainingSession
+    from rlhpo.training.session import TrainingSession
 
     task = make_tiny_task()
     task.eval_max_examples = 1024
@@ -349,7 +348,7 @@ def test_val_split_the_model_cannot_take_is_named():
 
 
 def test_metric_that_is_not_a_number_is_named():
-    from rlhpo.session import TrainingSession
+    from rlhpo.training.session import TrainingSession
 
     task = make_tiny_task()
     task.metric_fn = lambda out, y: out.argmax(-1)  # a tensor of predictions, not a number

@@ -7,17 +7,16 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_task
 from torch.utils.data import TensorDataset
 
 import rlhpo
-from rlhpo.artifact import load_artifact
-from rlhpo.controller import Controller, ControllerError
-from rlhpo.envs.rollout import rollout
-from rlhpo.policy import PolicyDriver
-from rlhpo.schedules import ControllerSchedule, run_task
+from rlhpo.controller import Controller
+from rlhpo.errors import ControllerError
+from rlhpo.evaluation.runner import ControllerSchedule, run_task
+from rlhpo.policy.artifact import load_artifact
+from rlhpo.policy.driver import PolicyDriver
 from rlhpo.tasks import make_family
-
-from conftest import make_tiny_task
 
 
 def _user_loop(artifact, total=600, steps_before_checkpoint=None):

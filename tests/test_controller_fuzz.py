@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
-from rlhpo.artifact import load_artifact
-from rlhpo.controller import Controller, ControllerError
-from rlhpo.features import CLIP, N_FEATURES, IntervalStats
+from rlhpo.control.features import CLIP, N_FEATURES
+from rlhpo.controller import Controller
+from rlhpo.errors import ControllerError
+from rlhpo.policy.artifact import load_artifact
+from rlhpo.training.monitor import IntervalStats
 
 # RLHPO_FUZZ_EXAMPLES=500 for a longer hunt; the default keeps the file under a minute
 SETTINGS = settings(max_examples=int(os.environ.get("RLHPO_FUZZ_EXAMPLES", "30")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import torch
 import pytest
+import torch
+from conftest import make_tiny_task, run_episode
 from stable_baselines3.common.env_checker import check_env
 
 import rlhpo
+from rlhpo.control.features import CLIP, N_FEATURES
 from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv
-from rlhpo.features import CLIP, N_FEATURES
 from rlhpo.tasks import FAMILIES
-
-from conftest import make_tiny_task, run_episode
 
 
 class TinyEnv(HyperparamControlEnv):
@@ -103,7 +102,7 @@ def test_controls_can_be_switched_off():
 
 
 def test_reward_never_reads_the_test_split(monkeypatch):
-    from rlhpo.session import TrainingSession
+    from rlhpo.training.session import TrainingSession
 
     seen = []
     original = TrainingSession.evaluate

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import make_tiny_task
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rlhpo
+from rlhpo.control.features import CLIP
 from rlhpo.envs import EnvConfig
-from rlhpo.features import CLIP
-
-from conftest import make_tiny_task
 
 actions = st.lists(
     st.lists(st.floats(-1.0, 1.0, width=32), min_size=3, max_size=3), min_size=1, max_size=8

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from rlhpo.actions import ConfigError
-from rlhpo.artifact import ArtifactError, load_artifact
-from rlhpo.evaluate import METHODS, EvaluateConfig, run
-from rlhpo.schedules import ControllerSchedule, Replay, run_task
-
 from conftest import make_tiny_task
+
+from rlhpo.errors import ArtifactError, ConfigError
+from rlhpo.evaluate import METHODS, EvaluateConfig, run
+from rlhpo.evaluation.baselines import Replay
+from rlhpo.evaluation.runner import ControllerSchedule, run_task
+from rlhpo.policy.artifact import load_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rlhpo.session import MutableBatchSampler
+from rlhpo.training.sampler import MutableBatchSampler
 
 
 def _data(n=96):

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from rlhpo.checkpoints import list_checkpoints, load_latest, save_checkpoint
-from rlhpo.train import _algo, build_model, build_vec_env, run
-
 from conftest import tiny_train_config
+
+from rlhpo.metatrain.checkpoints import list_checkpoints, load_latest, save_checkpoint
+from rlhpo.train import _algo, build_model, build_vec_env, run
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -90,7 +89,7 @@ def test_sigkill_at_random_moments_of_checkpoint_writes(model_and_env, tmp_path,
             os.write(fd, f"{model.num_timesteps}\n".encode())
 
     kills = mid_write = 0
-    with caplog.at_level(logging.WARNING, logger="rlhpo.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="rlhpo.metatrain.checkpoints"):
         for _ in range(20):
             before = [_step(p) for p in list_checkpoints(ckpt)]
             pid, fd = _fork(writer)
@@ -183,7 +182,7 @@ def test_meta_training_killed_at_several_points_resumes(tmp_path):
     # finish: resume from the last good checkpoint and run 64 more steps
     last = resumed_from[-1]
     path = run(tiny_train_config(total_timesteps=last + 64, checkpoint_every=32), run_dir)
-    from rlhpo.artifact import load_artifact
+    from rlhpo.policy.artifact import load_artifact
 
     assert load_artifact(path).spec.timesteps == last + 64
     assert resumed_from == sorted(resumed_from) and len(set(resumed_from)) == 4

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from rlhpo.actions import ConfigError
-from rlhpo.checkpoints import CheckpointWriteError, list_checkpoints
-from rlhpo.output import OutputWriteError
-from rlhpo.train import run
-
 from conftest import make_tiny_task, tiny_train_config
+
+from rlhpo.errors import CheckpointWriteError, ConfigError, OutputWriteError
+from rlhpo.metatrain.checkpoints import list_checkpoints
+from rlhpo.train import run
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_non_root = pytest.mark.skipif(AS_ROOT, reason="root writes into read-only (chmod) folders anyway")
@@ -116,7 +114,7 @@ def test_cli_errors_one_line_and_exit_code(capsys, monkeypatch):
     write error (TensorBoard's) prints no traceback; anything else is left alone."""
     import threading
 
-    from rlhpo.output import cli_errors
+    from rlhpo.cli import cli_errors
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as info:

@@ -17,16 +17,19 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import rlhpo.train  # noqa: E402
-from rlhpo.actions import ConfigError  # noqa: E402
-from rlhpo.artifact import load_artifact  # noqa: E402
-from rlhpo.callbacks import ThroughputCallback  # noqa: E402
-from rlhpo.envs import EnvConfig, make_env  # noqa: E402
-from rlhpo.envs.ray_vec_env import ActorRestartLimitError, RayVecEnv  # noqa: E402
-from rlhpo.train import build_vec_env, run  # noqa: E402
+from conftest import tiny_train_config  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
 
-from conftest import tiny_train_config  # noqa: E402
+import rlhpo.train  # noqa: E402
+from rlhpo.envs import EnvConfig, make_env  # noqa: E402
+from rlhpo.envs.vec.ray import RayVecEnv  # noqa: E402
+from rlhpo.errors import (
+    ActorRestartLimitError,
+    ConfigError,  # noqa: E402
+)
+from rlhpo.metatrain.callbacks import ThroughputCallback  # noqa: E402
+from rlhpo.policy.artifact import load_artifact  # noqa: E402
+from rlhpo.train import build_vec_env, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ class _KillActorOne(ThroughputCallback):
 
 def test_meta_training_on_ray_actors_goes_on_when_an_actor_dies(ray_instance, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(rlhpo.train, "ThroughputCallback", _KillActorOne)
-    with caplog.at_level(logging.WARNING, logger="rlhpo.envs.ray_vec_env"):
+    with caplog.at_level(logging.WARNING, logger="rlhpo.envs.vec.ray"):
         path = run(ray_config(seed=3), tmp_path)
     assert _KillActorOne.restarted_infos == 1
     assert "environment actor 1 died" in caplog.text
@@ -111,7 +114,7 @@ def test_ray_vec_env_steps_like_dummy_and_replaces_killed_actors_until_the_cap(r
         assert not dones.any()
         # 1. an actor dies between steps: the next step reports its episode as ended
         ray.kill(venv.actors[0])
-        with caplog.at_level(logging.WARNING, logger="rlhpo.envs.ray_vec_env"):
+        with caplog.at_level(logging.WARNING, logger="rlhpo.envs.vec.ray"):
             obs2, rewards, dones, infos = venv.step(_actions(venv))
         assert dones.tolist() == [True, False]
         assert infos[0]["actor_restarted"] is True and infos[0]["TimeLimit.truncated"] is True

@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
+from conftest import make_tiny_task
 from torch.utils.data import DataLoader, TensorDataset
 
-from rlhpo.session import MutableBatchSampler, TrainingSession
 from rlhpo.tasks import Hyperparams, TaskError
-
-from conftest import make_tiny_task
+from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.session import TrainingSession
 
 
 def test_mutable_batch_sampler_with_dataloader():

@@ -11,12 +11,12 @@ import time
 
 import numpy as np
 import pytest
-
-from rlhpo.checkpoints import list_checkpoints
-from rlhpo.envs.subproc import RestartingSubprocVecEnv, WorkerCrashError
-from rlhpo.train import build_vec_env
-
 from conftest import tiny_train_config
+
+from rlhpo.envs.vec.subproc import RestartingSubprocVecEnv
+from rlhpo.errors import WorkerCrashError
+from rlhpo.metatrain.checkpoints import list_checkpoints
+from rlhpo.train import build_vec_env
 
 
 def _subproc_config(max_restarts=10):
@@ -47,7 +47,7 @@ def test_killed_worker_is_restarted_and_stepping_continues(caplog):
         venv.reset()
         _step(venv, 2)
         dead = _kill(inner.processes[0])
-        with caplog.at_level(logging.WARNING, logger="rlhpo.envs.subproc"):
+        with caplog.at_level(logging.WARNING, logger="rlhpo.envs.vec.subproc"):
             obs, rewards, dones, infos = _step(venv)
         assert dones[0] and infos[0]["worker_restarted"] and infos[0]["TimeLimit.truncated"]
         assert rewards[0] == 0.0 and np.isfinite(obs).all()
@@ -98,6 +98,6 @@ def test_meta_training_survives_a_killed_worker(tmp_path):
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
     assert "vec env worker" in out and f"(pid {workers[0].pid}) killed by SIGKILL" in out and "restarting it" in out
-    from rlhpo.artifact import load_artifact
+    from rlhpo.policy.artifact import load_artifact
 
     assert load_artifact(run_dir / "policy").spec.timesteps >= 640

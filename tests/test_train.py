@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_train_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlhpo.actions import ConfigError
-from rlhpo.artifact import load_artifact
-from rlhpo.checkpoints import list_checkpoints
-from rlhpo.config import TrainConfig
+from rlhpo.errors import ConfigError
+from rlhpo.metatrain.checkpoints import list_checkpoints
+from rlhpo.policy.artifact import load_artifact
 from rlhpo.train import run
-
-from conftest import tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from rlhpo.artifact import load_artifact
 from rlhpo.bench.env_overhead import plain_loop
 from rlhpo.controller import Controller
+from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import make_family
 
 

@@ -82,7 +82,7 @@ def sample_tree(pid: int, run_dir: Optional[Path] = None, t0: float = 0.0) -> Op
         n += 1
     step = -1
     if run_dir is not None:
-        from rlhpo.checkpoints import list_checkpoints
+        from rlhpo.metatrain.checkpoints import list_checkpoints
 
         ckpts = list_checkpoints(run_dir / "checkpoints")
         if ckpts:

@@ -2,7 +2,7 @@
 
 For each number of environments (1, 2, 4, 8, 16, 32 by default) and each kind — SB3's
 ``DummyVecEnv`` and ``SubprocVecEnv`` over :class:`~rlhpo.envs.HyperparamControlEnv`, and
-:class:`~rlhpo.envs.batched.BatchedVecEnv` — runs the same fixed workload: for each of a list
+:class:`~rlhpo.envs.vec.batched.BatchedVecEnv` — runs the same fixed workload: for each of a list
 of tasks (one per meta-training family by default, at the meta-training budget scale), every
 environment trains one episode of that task, with its own initialisation and batch order,
 under the same seeded actions. Two action regimes: uniform random actions (batch sizes drift
@@ -38,7 +38,7 @@ def make_venv(kind: str, n_envs: int, config: EnvConfig):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from rlhpo.envs.batched import BatchedVecEnv
+    from rlhpo.envs.vec.batched import BatchedVecEnv
     from rlhpo.train import _env_factory
 
     if kind == "batched":

@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rlhpo.actions import ActionConfig, ConfigError, is_int, is_number
+from rlhpo.control.actions import ActionConfig
+from rlhpo.errors import ConfigError, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 

@@ -9,11 +9,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rlhpo.actions import ActionSpec
+from rlhpo.control.decision import DecisionPath
+from rlhpo.control.features import CLIP, N_FEATURES
 from rlhpo.envs.config import EnvConfig
-from rlhpo.features import CLIP, N_FEATURES, FeatureExtractor, IntervalStats
-from rlhpo.session import TrainingSession
 from rlhpo.tasks import FAMILIES, Task
+from rlhpo.training.monitor import IntervalStats
+from rlhpo.training.session import TrainingSession
 
 
 class HyperparamControlEnv(gym.Env):
@@ -21,10 +22,10 @@ class HyperparamControlEnv(gym.Env):
     network trains.
 
     * ``reset`` samples a family and a task (from the configured families), builds a
-      :class:`~rlhpo.session.TrainingSession` and trains the first interval at the task's starting
+      :class:`~rlhpo.training.session.TrainingSession` and trains the first interval at the task's starting
       hyperparameters, so the first observation already carries training statistics.
-    * ``step`` applies the action (see :mod:`rlhpo.actions`), trains one interval and returns the
-      features of :mod:`rlhpo.features`.
+    * ``step`` applies the action (see :mod:`rlhpo.control.actions`), trains one interval and returns the
+      features of :mod:`rlhpo.control.features`.
     * Reward: the decrease of the log validation loss over the interval, so the return is
       ``log(val loss after interval 1 / final val loss)``: scale-free, comparable across families.
       The test split is never used. A step that diverges gets ``-divergence_penalty``.
@@ -51,10 +52,10 @@ class HyperparamControlEnv(gym.Env):
         self.config = config.validate()
         self._families = {name: FAMILIES[name](budget_scale=config.budget_scale) for name in config.families}
         self._family_names = list(self._families)
-        self._actions = ActionSpec(config.actions)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(self._actions.n_actions,), dtype=np.float32)
+        n_actions = len(config.actions.enabled)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(n_actions,), dtype=np.float32)
         self.observation_space = spaces.Box(-CLIP, CLIP, shape=(N_FEATURES,), dtype=np.float32)
-        self.features = FeatureExtractor()
+        self.decision: Optional[DecisionPath] = None
         self.session: Optional[TrainingSession] = None
         self.task: Optional[Task] = None
 
@@ -95,7 +96,7 @@ class HyperparamControlEnv(gym.Env):
 
     # -- the phases of reset() and step() ---------------------------------------------------
     # reset() = begin_episode, train_interval, end_reset; step() = begin_step, train_interval,
-    # end_step. rlhpo.envs.batched.BatchedVecEnv runs the same phases for many environments and
+    # end_step. rlhpo.envs.vec.batched.BatchedVecEnv runs the same phases for many environments and
     # trains all their intervals as one batched computation in between.
     def begin_episode(self, options: dict) -> None:
         """Pick the task, build the session and set the starting hyperparameters."""
@@ -105,12 +106,9 @@ class HyperparamControlEnv(gym.Env):
         self.task = task
         session_seed = int(self.np_random.integers(2**31 - 1))
         self.session = self._new_session(task, int(options.get("session_seed", session_seed)))
-        start = self._actions.reset(task.default_hparams)
-        self._apply_hparams(start)
-        hp = self.session.hparams
-        self.features.reset(hp.lr, hp.batch_size, hp.weight_decay, task.optimizer != "sgd")
-        self._interval = 0
-        self._last_action = np.zeros(3)
+        c = self.config
+        self.decision = DecisionPath(c.actions, task.budget_examples, c.n_intervals, c.divergence_factor)
+        self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams)
         self._ref_val = None
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
@@ -127,8 +125,8 @@ class HyperparamControlEnv(gym.Env):
         if self._diverged_at_reset or self.session.done:
             # nothing left to train: an episode whose first interval already diverged ends here
             return self._last_obs, 0.0, self._diverged_at_reset, not self._diverged_at_reset, dict(self._last_info)
-        self._apply_hparams(self._actions.apply(action, self.session.hparams))
-        self._last_action = self._actions.full_action(action)
+        assert self.decision is not None
+        self.session.set_hparams(self.decision.act(action, self.session.hparams))
         return None
 
     def end_step(
@@ -153,38 +151,20 @@ class HyperparamControlEnv(gym.Env):
         return (stats, *self.session.evaluate("val"))
 
     def interval_end(self) -> int:
-        """Examples seen at the end of the next interval: the budget split evenly."""
-        assert self.task is not None
-        n = self.config.n_intervals
-        return self.task.budget_examples * min(self._interval + 1, n) // n
+        """Examples seen at the end of the next interval (the decision path's clock)."""
+        assert self.decision is not None
+        return self.decision.boundary
 
     # -- internals -------------------------------------------------------------------------
-    def _apply_hparams(self, hp) -> None:  # type: ignore[no-untyped-def]
-        assert self.session is not None
-        self.session.set_hparams(hp)
 
     def _new_session(self, task: Task, seed: int) -> TrainingSession:
         return TrainingSession(task, device=self.config.device, seed=seed)
 
     def _observe(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict, bool]:
-        assert self.session is not None and self.task is not None
-        self._interval += 1
-        ref = self._ref_val
-        diverged = (
-            stats.nonfinite
-            or not math.isfinite(val_loss)
-            or (ref is not None and val_loss > self.config.divergence_factor * max(ref, 1e-12))
-        )
+        assert self.session is not None and self.task is not None and self.decision is not None
         hp = self.session.hparams
-        obs = self.features.observe(
-            stats,
-            val_loss,
-            hp.lr,
-            hp.batch_size,
-            hp.weight_decay,
-            progress=self.session.examples_seen / self.task.budget_examples,
-            last_action=self._last_action,
-        )
+        observation = self.decision.observe(stats, val_loss, hp, self.session.examples_seen)
+        obs, diverged = observation.obs, observation.diverged
         info = {
             "task": self.task.name,
             "family": self.task.family,
@@ -198,7 +178,7 @@ class HyperparamControlEnv(gym.Env):
             "examples": self.session.examples_seen,
             "budget": self.task.budget_examples,
             "diverged": bool(diverged),
-            "action": self._last_action.tolist(),
+            "action": self.decision.last_action.tolist(),
         }
         self._last_obs, self._last_info = obs, info
         return obs, info, bool(diverged)

@@ -24,8 +24,8 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("rlhpo.integrations.huggingface needs transformers: pip install 'rlhpo[huggingface]'") from e
 
-from rlhpo.artifact import load_artifact
 from rlhpo.controller import Controller
+from rlhpo.policy.artifact import load_artifact
 
 
 class ControllerTrainerCallback(TrainerCallback):

@@ -1,5 +1,5 @@
 """PyTorch Lightning callback: the pretrained controller sets lr / weight decay (and the batch
-size, when the train loader uses a :class:`~rlhpo.session.MutableBatchSampler`).
+size, when the train loader uses a :class:`~rlhpo.training.session.MutableBatchSampler`).
 
     from rlhpo.integrations.lightning import ControllerCallback
     trainer = lightning.Trainer(max_epochs=5, callbacks=[ControllerCallback()])
@@ -19,9 +19,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("rlhpo.integrations.lightning needs PyTorch Lightning: pip install 'rlhpo[lightning]'") from e
 
-from rlhpo.artifact import load_artifact
 from rlhpo.controller import Controller
-from rlhpo.session import MutableBatchSampler
+from rlhpo.policy.artifact import load_artifact
+from rlhpo.training.sampler import MutableBatchSampler
 
 
 class ControllerCallback(pl.Callback):

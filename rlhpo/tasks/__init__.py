@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from rlhpo.errors import TaskError
 from rlhpo.tasks.base import (
     OPTIMIZERS,
     Hyperparams,
     Split,
     Task,
-    TaskError,
     TaskFamily,
     accuracy,
     make_mlp,
@@ -35,7 +35,11 @@ from rlhpo.tasks.base import (
 )
 from rlhpo.tasks.charlm import CharLM
 from rlhpo.tasks.sklearn_data import DigitsCNN, DigitsMLP, Tabular
-from rlhpo.tasks.synthetic import NoisyQuadratic, SyntheticClassification, TeacherStudent
+from rlhpo.tasks.synthetic import (
+    NoisyQuadratic,
+    SyntheticClassification,
+    TeacherStudent,
+)
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls

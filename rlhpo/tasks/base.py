@@ -1,7 +1,7 @@
 """Tasks and task families: what a controller is asked to train.
 
 A :class:`Task` is one training problem. It knows nothing of reinforcement learning: the
-training session (:mod:`rlhpo.session`) trains it, the environment wraps that session.
+training session (:mod:`rlhpo.training.session`) trains it, the environment wraps that session.
 A :class:`TaskFamily` samples tasks from a seed so meta-training sees thousands of them.
 """
 
@@ -16,12 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlhpo.errors import TaskError
+
 OptimizerName = Literal["sgd", "adam", "adamw"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
-
-
-class TaskError(ValueError):
-    """A task (built-in or a user's) is malformed; the message names the task and the problem."""
 
 
 def _is_real(v: object) -> bool:

@@ -10,19 +10,19 @@ from sklearn import datasets
 from torch import nn
 
 from rlhpo.tasks.base import (
+    ACTIVATIONS,
     Task,
     TaskFamily,
     accuracy,
     make_mlp,
-    sample_mlp_arch,
     mse,
     r2_score,
     sample_default_hparams,
+    sample_mlp_arch,
     scale_init,
     split_arrays,
     standardize,
 )
-from rlhpo.tasks.base import ACTIVATIONS
 
 
 @lru_cache(maxsize=None)

@@ -14,16 +14,15 @@ from rlhpo.tasks.base import (
     TaskFamily,
     accuracy,
     make_mlp,
-    sample_mlp_arch,
     mean_output,
     mse,
     negative_loss,
     r2_score,
     sample_default_hparams,
+    sample_mlp_arch,
     split_arrays,
     standardize,
 )
-
 
 
 def _budget(rng: np.random.Generator, n_train: int, lo: int = 6000, hi: int = 40000) -> int:

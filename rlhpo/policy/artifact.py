@@ -33,15 +33,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from rlhpo.actions import CONTROLS, ActionConfig, ControlConfig
-from rlhpo.features import FEATURE_NAMES, FEATURE_VERSION
+from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
+from rlhpo.control.features import FEATURE_NAMES, FEATURE_VERSION
+from rlhpo.errors import ArtifactError
 
 ARTIFACT_FORMAT = 1
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
-class ArtifactError(ValueError):
-    """A policy artifact is missing, corrupt or incompatible; the message says which and why."""
+PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 
 
 @dataclass
@@ -54,6 +51,7 @@ class PolicySpec:
     controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     actions: dict = field(default_factory=lambda: asdict(ActionConfig()))
     n_intervals: int = 20
+    divergence_factor: float = 100.0  # the env's divergence rule the policy was trained under
     algorithm: str = "PPO"
     trained_on: list[str] = field(default_factory=list)
     timesteps: int = 0
@@ -176,7 +174,7 @@ def _pickle_free_objects(zip_path: Path, spec: PolicySpec, policy_class: type, w
     checked against the spec."""
     import gymnasium as gym
 
-    from rlhpo.features import CLIP
+    from rlhpo.control.features import CLIP
 
     try:
         with zipfile.ZipFile(zip_path) as z:
@@ -190,7 +188,7 @@ def _pickle_free_objects(zip_path: Path, spec: PolicySpec, policy_class: type, w
     if unknown:
         raise ArtifactError(
             f"{where}: model.zip holds pickled attributes {unknown} that rlhpo does not know; it loads no "
-            "pickled code (see the trust note in rlhpo.artifact). Re-save the policy with rlhpo.train"
+            "pickled code (see the trust note in rlhpo.policy.artifact). Re-save the policy with rlhpo.train"
         )
     n_obs, n_act = len(spec.feature_names), len(spec.action_config().enabled)
     for key, expected in (("observation_space", n_obs), ("action_space", n_act)):

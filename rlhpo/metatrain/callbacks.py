@@ -12,11 +12,11 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.tensorboard import SummaryWriter
 
-from rlhpo.artifact import ObsNormalization
-from rlhpo.checkpoints import save_checkpoint
 from rlhpo.envs import EnvConfig, make_env
 from rlhpo.envs.rollout import final_val_loss, rollout
-from rlhpo.policy import PolicyDriver
+from rlhpo.metatrain.checkpoints import save_checkpoint
+from rlhpo.policy.artifact import ObsNormalization
+from rlhpo.policy.driver import PolicyDriver
 from rlhpo.tasks import make_family
 
 
@@ -55,7 +55,7 @@ class ThroughputCallback(BaseCallback):
 
 
 class CheckpointCallback(BaseCallback):
-    """Saves an atomic checkpoint every ``every`` environment steps (see :mod:`rlhpo.checkpoints`)."""
+    """Saves an atomic checkpoint every ``every`` environment steps (see :mod:`rlhpo.metatrain.checkpoints`)."""
 
     def __init__(self, directory: Path, every: int, keep: int) -> None:
         super().__init__()

@@ -2,100 +2,21 @@
 
 It knows nothing of reinforcement learning. The environment, the baselines, the evaluation
 harness and ``rlhpo.apply`` all train through :class:`TrainingSession`; a user's own loop
-under :class:`rlhpo.Controller` reports to the same :class:`~rlhpo.features.TrainingMonitor`.
+under :class:`rlhpo.Controller` reports to the same :class:`~rlhpo.training.monitor.TrainingMonitor`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
-from torch.utils.data import Sampler
 
-from rlhpo.features import IntervalStats, TrainingMonitor
-from rlhpo.tasks.base import Hyperparams, Task, TaskError
-
-
-class MutableBatchSampler(Sampler[torch.Tensor]):
-    """A batch sampler whose ``batch_size`` may change between batches.
-
-    ``DataLoader.batch_size`` cannot change after construction; pass this as
-    ``DataLoader(dataset, batch_sampler=sampler)`` and set ``sampler.batch_size`` instead.
-    Each iteration is one epoch over a fresh permutation; batches are int64 index tensors. An
-    epoch left unfinished is resumed by the next ``iter()`` (and survives ``state_dict()``).
-
-    :param n: dataset size
-    :param batch_size: initial batch size (clamped to ``n``)
-    :param generator: torch generator for the permutations (a seed fixes the order)
-    :param drop_last: drop the last, smaller batch of each epoch
-    """
-
-    def __init__(self, n: int, batch_size: int, generator: Optional[torch.Generator] = None, drop_last: bool = False):
-        if n <= 0:
-            raise ValueError(f"MutableBatchSampler needs a dataset of at least one example, got n={n}")
-        self.n = int(n)
-        self.generator = generator
-        self.drop_last = drop_last
-        self.batch_size = batch_size
-        self._perm: Optional[torch.Tensor] = None
-        self._pos = 0
-        self._stream: Optional[Iterator[torch.Tensor]] = None
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        value = int(value)
-        if value < 1:
-            raise ValueError(f"batch_size must be >= 1, got {value}")
-        self._batch_size = min(value, self.n)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        # The epoch's permutation and position live on the sampler, not in the generator frame,
-        # so a checkpoint taken mid-epoch resumes at the same batch.
-        if self._perm is None or self._pos >= self.n:
-            self._perm = torch.randperm(self.n, generator=self.generator)
-            self._pos = 0
-        while self._pos < self.n:
-            bs = self._batch_size  # read per batch: a change takes effect at the next batch
-            if self.drop_last and self._pos + bs > self.n:
-                break
-            batch = self._perm[self._pos : self._pos + bs]
-            self._pos += bs
-            yield batch
-        self._perm = None
-
-    def next_batch(self) -> torch.Tensor:
-        """The next batch, starting a new epoch when one ends: for loops that count examples,
-        not epochs (the training session, the batched env's rows)."""
-        if self._stream is None:
-            self._stream = iter(self)
-        try:
-            return next(self._stream)
-        except StopIteration:
-            self._stream = iter(self)
-            return next(self._stream)
-
-    def __len__(self) -> int:
-        return self.n // self._batch_size if self.drop_last else math.ceil(self.n / self._batch_size)
-
-    def state_dict(self) -> dict:
-        return {
-            "batch_size": self._batch_size,
-            "generator": None if self.generator is None else self.generator.get_state(),
-            "perm": self._perm,
-            "pos": self._pos,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batch_size = state["batch_size"]
-        if self.generator is not None and state.get("generator") is not None:
-            self.generator.set_state(state["generator"])
-        self._perm, self._pos = state.get("perm"), state.get("pos", 0)
-        self._stream = None  # resume at the restored position
+from rlhpo.errors import TaskError
+from rlhpo.tasks.base import Hyperparams, Task
+from rlhpo.control.decision import write_hparams
+from rlhpo.training.monitor import IntervalStats, TrainingMonitor
+from rlhpo.training.sampler import MutableBatchSampler
 
 
 def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optimizer:
@@ -153,12 +74,11 @@ class TrainingSession:
         g = self.optimizer.param_groups[0]
         return Hyperparams(lr=float(g["lr"]), batch_size=self.sampler.batch_size, weight_decay=float(g["weight_decay"]))
 
-    def set_hparams(self, hparams: Hyperparams) -> None:
-        hparams.validate()
-        for g in self.optimizer.param_groups:
-            g["lr"] = float(hparams.lr)
-            g["weight_decay"] = float(hparams.weight_decay)
-        self.sampler.batch_size = hparams.batch_size
+    def set_hparams(self, hparams: Hyperparams) -> Hyperparams:
+        """Apply ``hparams`` from the next step on; returns the values in effect (the batch size
+        is clamped to the training set)."""
+        write_hparams(self.optimizer, hparams.validate(), self.sampler)
+        return self.hparams
 
     @property
     def budget(self) -> int:

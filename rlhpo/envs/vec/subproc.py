@@ -26,8 +26,14 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import SubprocVecEnv
-from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper, VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import (
+    CloudpickleWrapper,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs, _worker
+
+from rlhpo.errors import WorkerCrashError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +41,6 @@ log = logging.getLogger(__name__)
 PIPE_ERRORS: tuple[type[BaseException], ...] = (EOFError, BrokenPipeError, ConnectionResetError)
 #: a restarted worker's reset seed: its first seed plus this times the restart number
 RESTART_SEED_STRIDE = 1_000_003
-
-
-class WorkerCrashError(RuntimeError):
-    """Vector-environment workers died more often than the restart cap allows."""
 
 
 def _how_it_ended(process: Any) -> str:

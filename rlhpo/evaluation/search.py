@@ -22,9 +22,10 @@ from typing import Any, Optional
 
 import torch
 
-from rlhpo.schedules import Constant, RunResult, run_task, train_interval
-from rlhpo.session import TrainingSession
+from rlhpo.evaluation.baselines import Constant
+from rlhpo.evaluation.runner import RunResult, run_task, train_interval
 from rlhpo.tasks import Hyperparams, Task
+from rlhpo.training.session import TrainingSession
 
 #: trials train on this offset of the evaluation seed, so the search never sees the seed it is
 #: reported on (its model initialisation and batch order)
@@ -79,7 +80,7 @@ def optuna_search(
 ) -> RunResult:
     """Static hyperparameter search with Optuna's TPE sampler, then one run with the best values.
 
-    Each trial is a full :func:`~rlhpo.schedules.run_task` with constant hyperparameters on seed
+    Each trial is a full :func:`~rlhpo.evaluation.runner.run_task` with constant hyperparameters on seed
     ``seed + TRIAL_SEED_OFFSET``, scored on its final validation loss (a diverged trial scores
     ``inf``). The best hyperparameters are then trained on ``seed`` and reported on test.
 
@@ -176,7 +177,8 @@ def _pbt_member(
     val_loss = float("inf")
     for k in range(start, n_intervals):
         if not diverged:  # a diverged member only reports, waiting to be replaced by exploitation
-            record, _, diverged = train_interval(session, k, n_intervals)
+            reference = next((h["val_loss"] for h in history if math.isfinite(h["val_loss"])), None)
+            record, _, diverged = train_interval(session, k, n_intervals, reference=reference)
             val_loss = record["val_loss"]
             history.append(record)
         last = k == n_intervals - 1

@@ -18,30 +18,14 @@ that round only when applied.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlhpo.errors import ConfigError, is_int, is_number  # noqa: F401  (re-exported)
 from rlhpo.tasks.base import Hyperparams
 
 CONTROLS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and what is allowed."""
-
-
-def is_int(v: object) -> bool:
-    """An integer, not a bool (``True`` is an int to Python, never a count to a user)."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def is_number(v: object) -> bool:
-    """A finite int or float, not a bool."""
-    if is_int(v):
-        return True
-    return isinstance(v, (float, np.floating)) and math.isfinite(v)
 
 
 @dataclass

@@ -6,10 +6,10 @@ stacked tensors (a leading row dimension) and trains them together with ``torch.
 one optimizer update per step for all rows, each row with its own learning rate, batch size,
 weight decay, initialisation and batch order.
 
-Each row reproduces :class:`~rlhpo.session.TrainingSession` on the same task and seed: the
-same initial weights, the same batches (its own :class:`~rlhpo.session.MutableBatchSampler`),
+Each row reproduces :class:`~rlhpo.training.session.TrainingSession` on the same task and seed: the
+same initial weights, the same batches (its own :class:`~rlhpo.training.sampler.MutableBatchSampler`),
 the same example budget arithmetic, the same probe statistics (summarised by
-:func:`rlhpo.features.summarize_interval`) and the same optimizer. The optimizer update is
+:func:`rlhpo.training.monitor.summarize_interval`) and the same optimizer. The optimizer update is
 written out here because ``torch.optim`` takes one scalar learning rate per parameter group and
 cannot give each slice of a stacked tensor its own; the rules are those of ``torch.optim.SGD``
 (momentum 0.9), ``Adam`` and ``AdamW`` with default betas and eps, and a test checks the rows
@@ -38,20 +38,21 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.utils.rnn import pad_sequence
 
-from rlhpo.features import IntervalStats, TrainingMonitor, summarize_interval
-from rlhpo.session import MutableBatchSampler, TrainingSession
 from rlhpo.tasks.base import Hyperparams, Split, Task
+from rlhpo.training.monitor import IntervalStats, TrainingMonitor, summarize_interval
+from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.session import TrainingSession
 
 log = logging.getLogger(__name__)
 
-_MOMENTUM = 0.9  # rlhpo.session.make_optimizer's SGD momentum
+_MOMENTUM = 0.9  # rlhpo.training.session.make_optimizer's SGD momentum
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam/AdamW defaults
 _LOOP_ROWS = 2  # steps with at most this many rows skip vmap (cheaper for one or two networks)
 _TRAIN_MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
 
 class Trainer(Protocol):
-    """What :class:`~rlhpo.envs.batched.BatchedVecEnv` needs of a group of networks of one task."""
+    """What :class:`~rlhpo.envs.vec.batched.BatchedVecEnv` needs of a group of networks of one task."""
 
     task: Task
 
@@ -66,7 +67,7 @@ class Trainer(Protocol):
 
 
 class RowSession:
-    """The part of the :class:`~rlhpo.session.TrainingSession` interface the environment uses,
+    """The part of the :class:`~rlhpo.training.session.TrainingSession` interface the environment uses,
     for one row of a trainer."""
 
     def __init__(self, trainer: Trainer, row: int) -> None:
@@ -76,8 +77,9 @@ class RowSession:
     def hparams(self) -> Hyperparams:
         return self.trainer.hparams(self.row)
 
-    def set_hparams(self, hparams: Hyperparams) -> None:
+    def set_hparams(self, hparams: Hyperparams) -> Hyperparams:
         self.trainer.set_hparams(self.row, hparams.validate())
+        return self.hparams
 
     @property
     def examples_seen(self) -> int:

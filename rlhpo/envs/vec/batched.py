@@ -2,7 +2,7 @@
 
 :class:`BatchedVecEnv` is a stable-baselines3 ``VecEnv`` of ``n_envs``
 :class:`~rlhpo.envs.HyperparamControlEnv` episodes whose target networks are trained by
-:class:`~rlhpo.envs.stacked.StackedTrainer`: all the networks of one task form one ``vmap``-ed
+:class:`~rlhpo.training.stacked.StackedTrainer`: all the networks of one task form one ``vmap``-ed
 computation, so a step of 32 environments costs a handful of batched kernels instead of 32
 Python training loops. The episode logic (task sampling, actions, features, reward,
 divergence) is the single environment's own: each slot *is* a ``HyperparamControlEnv``, and
@@ -17,7 +17,7 @@ times. A slot whose episode ends early (divergence) starts its next episode on t
 next task and is joined by the others as they finish.
 
 Tasks that cannot be stacked (e.g. a GRU, which ``vmap`` does not support) are trained one
-network at a time behind the same interface (:class:`~rlhpo.envs.stacked.LoopTrainer`), with a
+network at a time behind the same interface (:class:`~rlhpo.training.stacked.LoopTrainer`), with a
 warning naming the family; everything else behaves the same.
 
 For the same task, seeds and actions, the batched and the single environment give the same
@@ -32,13 +32,23 @@ from typing import Any, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvStepReturn,
+)
 
 from rlhpo.envs.config import EnvConfig
 from rlhpo.envs.hyperparam_env import HyperparamControlEnv
-from rlhpo.envs.stacked import LoopTrainer, RowSession, StackedTrainer, Trainer, stack_check
-from rlhpo.session import TrainingSession
 from rlhpo.tasks import FAMILIES, Task
+from rlhpo.training.session import TrainingSession
+from rlhpo.training.stacked import (
+    LoopTrainer,
+    RowSession,
+    StackedTrainer,
+    Trainer,
+    stack_check,
+)
 
 log = logging.getLogger(__name__)
 

@@ -35,18 +35,21 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
 
 try:
     import ray
 except ImportError as e:  # Ray is the optional extra "ray"
     raise ImportError(f"vec_env=ray needs Ray ({e}); pip install 'rlhpo[ray]'") from e
 
+from rlhpo.errors import ActorRestartLimitError  # noqa: E402  (re-exported)
+
 log = logging.getLogger(__name__)
-
-
-class ActorRestartLimitError(RuntimeError):
-    """Environment actors died more often than ``max_restarts`` allows."""
 
 
 class _EnvWorker:

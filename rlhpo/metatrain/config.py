@@ -1,6 +1,6 @@
 """Structured-config schemas for the ``python -m`` entry points.
 
-Every Hydra group has a dataclass here (or in :mod:`rlhpo.envs.config` / :mod:`rlhpo.actions`),
+Every Hydra group has a dataclass here (or in :mod:`rlhpo.envs.config` / :mod:`rlhpo.control.actions`),
 registered with Hydra's ConfigStore, so a wrong type or an unknown key is an error before any
 training starts. The library API takes these dataclasses as plain Python objects: no Hydra needed.
 """
@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from rlhpo.actions import ConfigError, is_int, is_number
 from rlhpo.envs.config import EnvConfig
+from rlhpo.errors import ConfigError, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 
@@ -153,8 +153,8 @@ class VecEnvConfig:
 
     :param kind: ``dummy`` (in process, one after another), ``subproc`` (one process per env),
         ``batched`` (in process; the target networks of a group train as one batched
-        computation, see :mod:`rlhpo.envs.batched`) or ``ray`` (one Ray actor per env:
-        :class:`rlhpo.envs.ray_vec_env.RayVecEnv`)
+        computation, see :mod:`rlhpo.envs.vec.batched`) or ``ray`` (one Ray actor per env:
+        :class:`rlhpo.envs.vec.ray.RayVecEnv`)
     :param n_envs: number of environments
     :param start_method: multiprocessing start method for ``subproc``
     :param group_size: ``batched`` only: environments that share a task per episode (default:
@@ -232,7 +232,7 @@ class VecEnvConfig:
             raise ConfigError(f"vec_env.start_timeout_s must be a finite number > 0, got {t!r}")
 
     def ray_options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`rlhpo.envs.ray_vec_env.RayVecEnv` (besides the factories)."""
+        """Keyword arguments of :class:`rlhpo.envs.vec.ray.RayVecEnv` (besides the factories)."""
         return dict(
             num_cpus=float(self.num_cpus_per_env),
             num_gpus=float(self.num_gpus_per_env),
@@ -325,13 +325,3 @@ def register_configs() -> None:
     cs.store(group="ppo", name="ppo_schema", node=PPOConfig)
     cs.store(group="policy", name="policy_schema", node=PolicyConfig)
     cs.store(group="vec_env", name="vec_env_schema", node=VecEnvConfig)
-
-
-def to_dataclass(cfg: Any, schema: type) -> Any:
-    """A Hydra DictConfig (already typed by ``schema``) as the plain dataclass."""
-    from omegaconf import OmegaConf
-
-    obj = OmegaConf.to_object(cfg)
-    if not isinstance(obj, schema):
-        raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")
-    return obj

@@ -1,6 +1,6 @@
 """Plot a meta-training run from its TensorBoard logs (the figure in README).
 
-    python -m rlhpo.plot_training <run dir> [--out docs/meta_training.png]
+    python -m rlhpo.metatrain.plots <run dir> [--out docs/meta_training.png]
 """
 
 from __future__ import annotations

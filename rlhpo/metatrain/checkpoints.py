@@ -22,18 +22,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from rlhpo.output import OutputWriteError, describe_os_error
+from rlhpo.errors import CheckpointError, CheckpointWriteError  # noqa: F401  (CheckpointError re-exported)
+from rlhpo.output import describe_os_error
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-class CheckpointWriteError(CheckpointError, OutputWriteError):
-    """A checkpoint (or another output of meta-training) could not be written; the message names
-    the directory, the cause and the last good checkpoint."""
 
 
 def write_error(what: str, path: Path, e: OSError, checkpoint_dir: Path) -> CheckpointWriteError:

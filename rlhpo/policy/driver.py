@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from rlhpo.artifact import ObsNormalization, PolicyArtifact
+from rlhpo.policy.artifact import ObsNormalization, PolicyArtifact
 
 
 class PolicyDriver:

@@ -1,0 +1,1 @@
+"""Vector environments: restarting subprocess workers, the batched (vmap) env, and Ray actors."""

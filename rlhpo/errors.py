@@ -1,0 +1,72 @@
+"""Every error rlhpo raises on purpose, and the small checks that build their messages.
+
+This module imports nothing from the package, so any module may raise any of these without
+an import circle. Each message names the problem and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field and what is allowed."""
+
+
+class TaskError(ValueError):
+    """A task (built-in or a user's) is malformed; the message names the task and the problem."""
+
+
+class ControllerError(ValueError):
+    """Bad input to the controller; the message says what is wrong and what is allowed."""
+
+
+class ArtifactError(ValueError):
+    """A policy artifact is missing, corrupt or incompatible; the message says which and why."""
+
+
+class OutputWriteError(RuntimeError):
+    """An output could not be written; the message names the path and the cause."""
+
+
+class CheckpointError(RuntimeError):
+    """A meta-training checkpoint cannot be loaded or written."""
+
+
+class CheckpointWriteError(CheckpointError, OutputWriteError):
+    """A checkpoint (or another output of meta-training) could not be written; the message names
+    the directory, the cause and the last good checkpoint."""
+
+
+class WorkerCrashError(RuntimeError):
+    """Vector-environment workers died more often than the restart cap allows."""
+
+
+class ActorRestartLimitError(RuntimeError):
+    """Environment actors died more often than ``max_restarts`` allows."""
+
+
+#: the errors a ``python -m rlhpo.*`` entry point reports as one line (see :func:`rlhpo.cli.cli_errors`)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    OutputWriteError,
+    CheckpointError,
+    ArtifactError,
+    TaskError,
+    ControllerError,
+    WorkerCrashError,
+)
+
+
+def is_int(v: object) -> bool:
+    """An integer, not a bool (``True`` is an int to Python, never a count to a user)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def is_number(v: object) -> bool:
+    """A finite int or float, not a bool."""
+    if is_int(v):
+        return True
+    return isinstance(v, (float, np.floating)) and math.isfinite(v)

@@ -1,0 +1,178 @@
+"""The evaluation runner: :func:`run_task` trains a task under any :class:`Schedule` (the learned
+controller here, the baselines in :mod:`rlhpo.evaluation.baselines`) through the one training
+loop, an interval at a time, and records what happened. ``python -m rlhpo.evaluate``,
+``rlhpo.apply`` and the held-out evaluation of meta-training all run it.
+
+Each schedule gets the same budget in training examples (batch-size changes buy no compute).
+The reward-free parts of evaluation (test loss) are read only after training ends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from rlhpo.control.decision import interval_end, is_diverged
+from rlhpo.tasks import Hyperparams, Task
+from rlhpo.training.monitor import IntervalStats
+from rlhpo.training.session import TrainingSession
+
+
+class Schedule:
+    """Hooks into a :class:`TrainingSession`. Subclasses override what they need."""
+
+    name = "schedule"
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        """Called once before training (hyperparameters are the task's defaults)."""
+
+    def before_step(self, session: TrainingSession) -> None:
+        """After ``backward()``, before ``optimizer.step()``."""
+
+    def after_step(self, session: TrainingSession) -> None:
+        """After ``optimizer.step()``."""
+
+    def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
+        """After each control interval (the validation loss is that of the validation split)."""
+
+    # run_task passes the hooks only when overridden, so constant runs pay nothing per step
+    def _hook(self, name: str) -> Optional[Any]:
+        return getattr(self, name) if getattr(type(self), name) is not getattr(Schedule, name) else None
+
+
+class ControllerSchedule(Schedule):
+    """The learned controller: one decision per interval, through :class:`rlhpo.Controller`."""
+
+    name = "controller"
+
+    def __init__(self, artifact: Any, deterministic: bool = True, writer: Any = None) -> None:
+        self.artifact, self.deterministic, self.writer = artifact, deterministic, writer
+        self.controller: Any = None
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        from rlhpo.controller import Controller
+
+        self.controller = Controller(
+            self.artifact,
+            session.optimizer,
+            session.budget,
+            sampler=session.sampler,
+            deterministic=self.deterministic,
+            writer=self.writer,
+            is_adaptive=session.task.optimizer != "sgd",
+            track_steps=False,  # the session's own monitor provides the statistics
+        )
+        self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
+
+    def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
+        if not session.done:
+            self.controller.decide(stats, val_loss, examples_seen=session.examples_seen)
+
+
+@dataclass
+class RunResult:
+    """What one training run produced."""
+
+    task: str
+    family: str
+    method: str
+    seed: int
+    history: list[dict] = field(default_factory=list)
+    test_loss: float = float("nan")
+    test_metric: float = float("nan")
+    best_val_loss: float = float("inf")
+    final_val_loss: float = float("nan")
+    examples: int = 0
+    diverged: bool = False
+    compute_examples: int = 0  # all examples the method used, trials included (search methods)
+
+    def schedule(self) -> list[Hyperparams]:
+        """The hyperparameters used in each interval (for open-loop replay)."""
+        return [Hyperparams(h["lr"], int(h["batch_size"]), h["weight_decay"]) for h in self.history]
+
+    def examples_to_reach(self, val_loss: float) -> Optional[int]:
+        """Examples this run needed to first reach ``val_loss`` (None: never)."""
+        for h in self.history:
+            if math.isfinite(h["val_loss"]) and h["val_loss"] <= val_loss:
+                return int(h["examples"])
+        return None
+
+
+def train_interval(
+    session: TrainingSession,
+    k: int,
+    n_intervals: int,
+    before: Optional[Any] = None,
+    after: Optional[Any] = None,
+    reference: Optional[float] = None,
+) -> tuple[dict, IntervalStats, bool]:
+    """Train interval ``k`` of ``n_intervals`` (the decision path's clock) and validate.
+
+    Divergence is the decision path's rule (:func:`~rlhpo.control.decision.is_diverged`), with
+    ``reference`` the run's first validation loss, so every method is scored as the controller
+    is trained.
+
+    :return: the interval's record (the hyperparameters it trained with, losses, examples),
+        its statistics, and whether it diverged
+    """
+    hp = session.hparams  # the values this interval trains with
+    stats = session.train_until(interval_end(session.budget, n_intervals, k), before, after)
+    val_loss, val_metric = session.evaluate("val")
+    record = dict(
+        interval=k,
+        examples=session.examples_seen,
+        lr=hp.lr,
+        batch_size=hp.batch_size,
+        weight_decay=hp.weight_decay,
+        train_loss=stats.loss_mean,
+        val_loss=val_loss,
+        val_metric=val_metric,
+    )
+    return record, stats, is_diverged(stats, val_loss, reference)
+
+
+def run_task(
+    task: Task,
+    schedule: Schedule,
+    seed: int = 0,
+    n_intervals: int = 20,
+    device: str = "cpu",
+    writer: Any = None,
+    method: Optional[str] = None,
+) -> RunResult:
+    """Train ``task`` under ``schedule`` for its example budget, in ``n_intervals`` intervals.
+
+    A run that diverges stops there and is reported as diverged; it never raises for that.
+    """
+    session = TrainingSession(task, device=device, seed=seed)
+    schedule.start(session, n_intervals)
+    before, after = schedule._hook("before_step"), schedule._hook("after_step")
+    result = RunResult(task.name, task.family, method or schedule.name, seed)
+    reference: Optional[float] = None
+    for k in range(n_intervals):
+        if session.done:  # a large last batch of the previous interval already spent the budget
+            break
+        record, stats, diverged = train_interval(session, k, n_intervals, before, after, reference)
+        val_loss = record["val_loss"]
+        if reference is None and math.isfinite(val_loss):
+            reference = val_loss
+        result.history.append(record)
+        if writer is not None:
+            for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric"):
+                v = record[key]
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(f"{result.method}/{key}", v, session.examples_seen)
+        if diverged:
+            result.diverged = True
+            break
+        result.best_val_loss = min(result.best_val_loss, val_loss)
+        schedule.end_interval(session, stats, val_loss)
+    result.examples = session.examples_seen
+    result.compute_examples = session.examples_seen
+    result.final_val_loss = result.history[-1]["val_loss"] if not result.diverged else float("inf")
+    if result.diverged:
+        result.test_loss, result.test_metric = float("inf"), float("nan")
+    else:
+        result.test_loss, result.test_metric = session.evaluate("test")
+    return result

@@ -1,0 +1,146 @@
+"""The one decision path: the env, the Controller in a plain loop and the runner decide alike."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_task
+from torch.utils.data import TensorDataset
+
+import rlhpo
+from rlhpo.control.actions import ActionConfig
+from rlhpo.control.decision import DIVERGENCE_FACTOR, DecisionPath, interval_end, is_diverged, write_hparams
+from rlhpo.controller import Controller
+from rlhpo.policy.artifact import load_artifact
+from rlhpo.policy.driver import PolicyDriver
+from rlhpo.tasks import Hyperparams, make_family
+from rlhpo.training.monitor import IntervalStats
+from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.session import make_optimizer
+
+
+def _env_trajectory(art, task, session_seed):
+    env = rlhpo.make_env(
+        n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), divergence_factor=art.spec.divergence_factor
+    )
+    driver = PolicyDriver.from_artifact(art)
+    obs, info = env.reset(seed=0, options={"task": task, "session_seed": session_seed})
+    infos = [info]
+    while True:
+        obs, _, term, trunc, info = env.step(driver.act(obs))
+        infos.append(info)
+        if term or trunc:
+            return infos
+
+
+def _plain_loop_trajectory(art, task, seed):
+    """A user's loop: their model, their optimizer, the Controller told of every step."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = task.model_fn()
+    opt = make_optimizer(task.optimizer, model.parameters(), task.default_hparams)
+    xv, yv = task.val.x[: task.eval_max_examples], task.val.y[: task.eval_max_examples]
+
+    @torch.no_grad()
+    def val_loss() -> float:
+        model.eval()
+        try:
+            return float(task.loss_fn(model(xv), yv))
+        finally:
+            model.train()
+
+    c = Controller(art, opt, task.budget_examples, val_loss_fn=val_loss, is_adaptive=task.optimizer != "sgd")
+    loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=task.default_hparams.batch_size, seed=seed)
+    c.begin()
+    trajectory = [c.hparams]
+    for x, y in c.batches(loader):
+        loss = task.loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        c.step(loss, batch_size=len(x))  # the real batch: an epoch's last one is smaller
+    trajectory += [Hyperparams(h["lr"], h["batch_size"], h["weight_decay"]) for h in c.history]
+    return trajectory, c
+
+
+@pytest.mark.parametrize("family,task_seed", [("tabular", 3), ("digits_mlp", 1)])
+def test_env_episode_and_controller_plain_loop_give_the_same_trajectory(family, task_seed):
+    """The parity test: same task, policy and seed -> the same hyperparameters at every interval."""
+    art = load_artifact("default")
+    task = make_family(family, budget_scale=0.05).sample(task_seed)
+    infos = _env_trajectory(art, task, session_seed=5)
+    trajectory, controller = _plain_loop_trajectory(art, task, seed=5)
+    assert len(trajectory) == len(infos) <= art.spec.n_intervals  # a large last batch can spend the budget early
+    np.testing.assert_allclose([h.lr for h in trajectory], [i["lr"] for i in infos], rtol=1e-6)
+    np.testing.assert_allclose([h.weight_decay for h in trajectory], [i["weight_decay"] for i in infos], rtol=1e-6)
+    assert [h.batch_size for h in trajectory] == [i["batch_size"] for i in infos]
+    # the decisions saw the same validation losses
+    np.testing.assert_allclose(
+        [h["val_loss"] for h in controller.history], [i["val_loss"] for i in infos[:-1]], rtol=1e-5
+    )
+
+
+def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
+    """A loss that blows up 100x but stays finite is divergence in both; the env ends the episode,
+    the Controller steps every control down."""
+    stats = IntervalStats(steps=3, loss_mean=1.0)
+    assert not is_diverged(stats, 5.0, reference=None)
+    assert not is_diverged(stats, 99.0, reference=1.0)
+    assert is_diverged(stats, 101.0, reference=1.0)
+    assert is_diverged(stats, float("nan"), reference=None)
+    assert is_diverged(IntervalStats(steps=3, loss_mean=float("nan"), nonfinite=True), 1.0, reference=1.0)
+
+    art = load_artifact("default")
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    c = Controller(art, opt, total_examples=2000, batch_size=10)
+    before = c.hparams
+    c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100)
+    assert not c.history[-1]["diverged"]
+    lr = c.hparams.lr
+    c.decide(IntervalStats(steps=5, loss_mean=1.0), DIVERGENCE_FACTOR * 2.0, examples_seen=200)
+    assert c.history[-1]["diverged"]
+    assert c.hparams.lr == pytest.approx(lr / 2) and c.history[-1]["action"] == [-1.0, -1.0, -1.0]
+    assert before.lr == pytest.approx(1e-3)
+
+
+def test_interval_clock_lands_every_caller_on_the_same_example():
+    assert [interval_end(1000, 3, k) for k in range(4)] == [333, 666, 1000, 1000]
+    path = DecisionPath(ActionConfig(), total_examples=1000, n_intervals=3)
+    path.start(Hyperparams(1e-3, 32, 1e-4), True, lambda hp: hp)
+    ends = []
+    for _ in range(3):
+        ends.append(path.boundary)
+        path.observe(IntervalStats(steps=1, loss_mean=1.0), 1.0, Hyperparams(1e-3, 32, 1e-4), path.boundary)
+    assert ends == [333, 666, 1000]
+
+
+def test_write_hparams_is_the_one_writer():
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias]}], lr=0.1, weight_decay=1e-3)
+    sampler = MutableBatchSampler(50, 8)
+    write_hparams(opt, Hyperparams(0.02, 100, 5e-4), sampler)
+    assert [g["lr"] for g in opt.param_groups] == [0.02, 0.02]
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 5e-4]
+    assert sampler.batch_size == 50  # clamped to the dataset
+    write_hparams(opt, Hyperparams(0.5, 4, 0.1), sampler, weight_decay=False, batch_size=False)
+    assert opt.param_groups[0]["lr"] == 0.5 and opt.param_groups[0]["weight_decay"] == 5e-4 and sampler.batch_size == 50
+    rprop = torch.optim.Rprop(model.parameters(), lr=0.1)
+    write_hparams(rprop, Hyperparams(0.2, 4, 0.1))  # no weight_decay in its groups: nothing added
+    assert "weight_decay" not in rprop.param_groups[0]
+
+
+def test_controller_start_clips_into_the_policy_bounds_like_the_env():
+    art = load_artifact("default")
+    task = make_tiny_task(lr=50.0, batch_size=16)  # lr above the policy's bound of 10
+    env = rlhpo.make_env(n_intervals=art.spec.n_intervals, actions=art.spec.action_config())
+    _, info = env.reset(seed=0, options={"task": task})
+    model = task.model_fn()
+    opt = torch.optim.Adam(model.parameters(), lr=50.0)
+    c = Controller(art, opt, task.budget_examples, batch_size=16)
+    c.begin()
+    assert c.hparams.lr == info["lr"] == art.spec.action_config().lr.max
+    assert math.isfinite(c.hparams.weight_decay)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from rlhpo.cli import cli_errors, to_dataclass
-from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.evaluation.baselines import Constant, Cosine
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.output import check_writable, write_failed
@@ -81,8 +80,7 @@ class ApplyConfig:
             raise ConfigError(f"n_intervals must be null (the policy's own) or an integer >= 1, got {self.n_intervals!r}")
         if not (is_number(self.budget_scale) and self.budget_scale > 0):
             raise ConfigError(f"budget_scale must be a finite number > 0, got {self.budget_scale!r}")
-        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
-            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        check_device(self.device)
         for name in ("compare", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

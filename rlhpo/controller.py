@@ -14,7 +14,6 @@ uses) and maps actions with :mod:`rlhpo.control.actions`; it does not import the
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Optional

@@ -7,6 +7,7 @@ an import circle. Each message names the problem and what is allowed.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -70,3 +71,18 @@ def is_number(v: object) -> bool:
     if is_int(v):
         return True
     return isinstance(v, (float, np.floating)) and math.isfinite(v)
+
+
+def check_device(value: object, where: str = "device") -> str:
+    """``value`` if it names a device rlhpo can train on here (``cpu``, ``cuda``, ``cuda:N``).
+
+    :raises ConfigError: for another string, or ``cuda`` on a machine where torch sees no GPU
+    """
+    if not (isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value)):
+        raise ConfigError(f"{where} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    if value.startswith("cuda"):
+        import torch  # here, not at the top: this module stays importable without torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where}={value!r} but torch sees no CUDA device; use {where}=cpu")
+    return value

@@ -14,8 +14,9 @@ from rlhpo.envs import EnvConfig, make_env
 from rlhpo.envs.vec.batched import BatchedVecEnv
 from rlhpo.errors import ConfigError
 from rlhpo.tasks import Hyperparams, Task
+from rlhpo.training.rows import stack_check
 from rlhpo.training.session import TrainingSession
-from rlhpo.training.stacked import StackedTrainer, stack_check
+from rlhpo.training.stacked import StackedTrainer
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
@@ -178,7 +179,7 @@ def test_stacked_trainer_on_cuda_matches_cpu():
 def test_device_cuda_without_a_gpu_is_a_config_error(tmp_path):
     from rlhpo.train import run
 
-    with pytest.raises(ConfigError, match="env.device='cuda' but torch sees no CUDA device"):
+    with pytest.raises(ConfigError, match="^device='cuda' but torch sees no CUDA device; use device=cpu"):
         run(tiny_train_config(device="cuda"), tmp_path)
 
 

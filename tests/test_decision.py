@@ -12,7 +12,13 @@ from torch.utils.data import TensorDataset
 
 import rlhpo
 from rlhpo.control.actions import ActionConfig
-from rlhpo.control.decision import DIVERGENCE_FACTOR, DecisionPath, interval_end, is_diverged, write_hparams
+from rlhpo.control.decision import (
+    DIVERGENCE_FACTOR,
+    DecisionPath,
+    interval_end,
+    is_diverged,
+    write_hparams,
+)
 from rlhpo.controller import Controller
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.policy.driver import PolicyDriver

@@ -21,7 +21,7 @@ import torch
 from conftest import tiny_train_config
 
 from rlhpo.metatrain.checkpoints import list_checkpoints, load_latest, save_checkpoint
-from rlhpo.train import _algo, build_model, build_vec_env, run
+from rlhpo.metatrain.trainer import _algo, build_model, build_vec_env, run
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 from conftest import tiny_train_config  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
 
-import rlhpo.train  # noqa: E402
+import rlhpo.metatrain.trainer  # noqa: E402
 from rlhpo.envs import EnvConfig, make_env  # noqa: E402
 from rlhpo.envs.vec.ray import RayVecEnv  # noqa: E402
 from rlhpo.errors import (
@@ -62,7 +62,7 @@ class _KillActorOne(ThroughputCallback):
 
 
 def test_meta_training_on_ray_actors_goes_on_when_an_actor_dies(ray_instance, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(rlhpo.train, "ThroughputCallback", _KillActorOne)
+    monkeypatch.setattr(rlhpo.metatrain.trainer, "ThroughputCallback", _KillActorOne)
     with caplog.at_level(logging.WARNING, logger="rlhpo.envs.vec.ray"):
         path = run(ray_config(seed=3), tmp_path)
     assert _KillActorOne.restarted_infos == 1

@@ -164,6 +164,35 @@ def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
     proc.wait()
 
 
+def _watch(cmd: list[str], log_path: Path, run_dir: Path, interval: float, minutes: float) -> tuple[subprocess.Popen, list[Sample], bool]:
+    """Run ``cmd`` and sample its process tree every ``interval`` s for ``minutes``; stop it after."""
+    samples: list[Sample] = []
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        t0 = time.monotonic()
+        failed = False
+        try:
+            k = 0
+            while True:
+                s = sample_tree(proc.pid, run_dir, t0)
+                if s is None or proc.poll() is not None:
+                    failed = proc.poll() not in (None, 0)
+                    break
+                samples.append(s)
+                print(
+                    f"  {s.elapsed_s / 60:6.2f} min  RSS {s.rss_mib:8.1f} MiB  USS {s.uss_mib:8.1f} MiB  "
+                    f"trainer {s.trainer_rss_mib:7.1f} MiB  procs {s.n_procs}  checkpoint step {s.checkpoint_step}",
+                    flush=True,
+                )
+                k += 1
+                if k * interval > minutes * 60 + 1e-9:
+                    break
+                time.sleep(max(0.0, t0 + k * interval - time.monotonic()))
+        finally:
+            _stop(proc)
+    return proc, samples, failed
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -201,30 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ]
     print("soak:", " ".join(cmd[2:]), flush=True)
     print(f"soak: {args.minutes:g} min, a sample every {args.interval:g} s, warm-up {args.warmup_minutes:g} min", flush=True)
-    samples: list[Sample] = []
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        t0 = time.monotonic()
-        failed = False
-        try:
-            k = 0
-            while True:
-                s = sample_tree(proc.pid, run_dir, t0)
-                if s is None or proc.poll() is not None:
-                    failed = proc.poll() not in (None, 0)
-                    break
-                samples.append(s)
-                print(
-                    f"  {s.elapsed_s / 60:6.2f} min  RSS {s.rss_mib:8.1f} MiB  USS {s.uss_mib:8.1f} MiB  "
-                    f"trainer {s.trainer_rss_mib:7.1f} MiB  procs {s.n_procs}  checkpoint step {s.checkpoint_step}",
-                    flush=True,
-                )
-                k += 1
-                if k * args.interval > args.minutes * 60 + 1e-9:
-                    break
-                time.sleep(max(0.0, t0 + k * args.interval - time.monotonic()))
-        finally:
-            _stop(proc)
+    proc, samples, failed = _watch(cmd, log_path, run_dir, args.interval, args.minutes)
     write_csv(args.out, samples)
     tail = log_path.read_text()[-3000:]
     if tmp is not None:

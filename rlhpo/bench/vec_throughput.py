@@ -39,7 +39,7 @@ def make_venv(kind: str, n_envs: int, config: EnvConfig):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from rlhpo.envs.vec.batched import BatchedVecEnv
-    from rlhpo.train import _env_factory
+    from rlhpo.metatrain.trainer import _env_factory
 
     if kind == "batched":
         return BatchedVecEnv(config, n_envs)
@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"({r['steps']} steps in {r['seconds']} s)",
                     flush=True,
                 )
+    write_report(rows, args, tasks)
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, tasks: list[tuple[str, int]]) -> None:
+    """The CSV, the markdown table and the plot, beside ``args.out``."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
@@ -142,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text)
     print("\n" + text)
+    _plot(table, args, out)
+
+
+def _plot(table: dict, args: argparse.Namespace, out: Path) -> None:
     try:
         import matplotlib
 

@@ -11,7 +11,7 @@ under exactly the rules it was meta-trained under:
   loss become an observation (:mod:`rlhpo.control.features`), the policy's action becomes new
   hyperparameters (:mod:`rlhpo.control.actions`);
 * the one writer of hyperparameters into a ``torch.optim`` optimizer and a batch sampler
-  (:func:`write_hparams`).
+  (:func:`write_hparams`, defined beside the training loop that also uses it).
 
 It knows nothing of the environment, of PPO or of the policy's network: the caller passes the
 action in (``DecisionPath.act``), so a test or a baseline can drive it with any function.
@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
-import torch
 
 from rlhpo.control.actions import ActionConfig, ActionSpec
 from rlhpo.control.features import FeatureExtractor
 from rlhpo.tasks.base import Hyperparams
+from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
 from rlhpo.training.monitor import IntervalStats
 
 #: a validation loss above this multiple of the first interval's is divergence (see is_diverged)
@@ -56,31 +56,6 @@ def is_diverged(stats: IntervalStats, val_loss: float, reference: Optional[float
     if stats.nonfinite or not math.isfinite(val_loss):
         return True
     return reference is not None and val_loss > factor * max(reference, 1e-12)
-
-
-def write_hparams(
-    optimizer: torch.optim.Optimizer,
-    hp: Hyperparams,
-    sampler: Any = None,
-    *,
-    lr: bool = True,
-    weight_decay: bool = True,
-    batch_size: bool = True,
-) -> None:
-    """Write ``hp`` into every param group of ``optimizer`` and into ``sampler.batch_size``.
-
-    The only place rlhpo writes hyperparameters into a torch optimizer (the stacked trainer keeps
-    per-row tensors instead and has no optimizer). ``lr``/``weight_decay``/``batch_size`` switch
-    each write off, for an optimizer without weight decay or a loop whose framework owns the
-    loader.
-    """
-    for g in optimizer.param_groups:
-        if lr:
-            g["lr"] = float(hp.lr)
-        if weight_decay and "weight_decay" in g:
-            g["weight_decay"] = float(hp.weight_decay)
-    if batch_size and sampler is not None:
-        sampler.batch_size = int(hp.batch_size)
 
 
 @dataclass

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 from rlhpo.control.actions import ActionConfig
-from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 
@@ -65,13 +64,7 @@ class EnvConfig:
             not (is_int(x) and x >= 0) for x in seeds
         ):
             raise ConfigError(f"env.task_seeds must be a list of integers >= 0 (empty: any seed), got {seeds!r}")
-        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
-            raise ConfigError(f"env.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if str(self.device).startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError(f"env.device={self.device!r} but torch sees no CUDA device; use device=cpu")
+        check_device(self.device, "env.device")
         if not isinstance(self.actions, ActionConfig):
             raise ConfigError(f"env.actions must be an ActionConfig (lr, batch_size, weight_decay), got {self.actions!r}")
         self.actions.validate("env.actions")

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import torch
 
+from rlhpo.distributed import start_ray
 from rlhpo.evaluation.baselines import Constant
 from rlhpo.evaluation.runner import RunResult, run_task, train_interval
 from rlhpo.tasks import Hyperparams, Task
@@ -125,17 +126,7 @@ def optuna_search(
 def ensure_ray(num_cpus: Optional[int] = None) -> bool:
     """Start a local Ray instance unless one is running, or join the cluster at ``RAY_ADDRESS``
     (whose size is its own: ``num_cpus`` is then ignored); returns whether this call connected."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False, logging_level="ERROR")
-    else:
-        # "local": a new instance even if `ray start` left a cluster on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    return True
+    return start_ray(None, num_cpus)
 
 
 def _save_member(directory: str, session: TrainingSession, meta: dict) -> None:
@@ -232,15 +223,53 @@ def pbt_search(
     :param writer: a TensorBoard ``SummaryWriter`` for the reported member's trajectory
     :returns: the best member's run, with ``compute_examples`` = examples trained by all members
     """
+    if population < 2:
+        raise ValueError(f"PBT needs a population of at least 2, got {population}")
+    ensure_ray(num_cpus)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    counter = _ComputeCounter()
+    # PBT's explore step draws from Python's global random module: seed it, restore it after
+    random_state = random.getstate()
+    random.seed(seed)
+    with tempfile.TemporaryDirectory(prefix="rlhpo_pbt_") as storage:
+        tuner = _pbt_tuner(task, seed, population, perturbation_interval, n_intervals, device, space, num_cpus, storage, counter)
+        try:
+            results = tuner.fit()
+        finally:
+            random.setstate(random_state)
+        if results.errors:
+            raise RuntimeError(f"PBT on {task.name!r} seed {seed}: a member failed: {results.errors[0]}")
+        best = results.get_best_result(metric="val_loss", mode="min", scope="last")
+        if best.checkpoint is None:
+            raise RuntimeError(f"PBT on {task.name!r} seed {seed}: the best member left no checkpoint")
+        with best.checkpoint.as_directory() as d:
+            meta = json.loads((Path(d) / "meta.json").read_text())
+    return _pbt_result(task, seed, meta, counter.examples, writer)
+
+
+def _ComputeCounter() -> Any:
+    """A Tune callback that sums the examples every member reports having trained."""
+    from ray import tune
+
+    class ComputeCounter(tune.Callback):
+        def __init__(self) -> None:
+            self.examples = 0
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.examples += int(result.get("examples_delta", 0))
+
+    return ComputeCounter()
+
+
+def _pbt_tuner(
+    task: Task, seed: int, population: int, perturbation_interval: int, n_intervals: int, device: str,
+    space: SearchSpace, num_cpus: Optional[int], storage: str, counter: Any,) -> Any:
+    """The ``tune.Tuner`` of :func:`pbt_search`."""
     import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    if population < 2:
-        raise ValueError(f"PBT needs a population of at least 2, got {population}")
-    ensure_ray(num_cpus)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     space = space.for_task(task)
     domains = {
         "lr": tune.loguniform(*space.lr),
@@ -248,14 +277,6 @@ def pbt_search(
         "weight_decay": tune.loguniform(*space.weight_decay),
     }
 
-    class ComputeCounter(tune.Callback):  # sums the examples every member reports having trained
-        def __init__(self) -> None:
-            self.examples = 0
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            self.examples += int(result.get("examples_delta", 0))
-
-    counter = ComputeCounter()
     # A fractional CPU per member lets the whole population run at once (PBT compares members
     # at similar progress); one torch thread each keeps the machine from oversubscribing.
     cpus = float(ray.available_resources().get("CPU", 1.0) if num_cpus is None else num_cpus)
@@ -277,41 +298,29 @@ def pbt_search(
         perturbation_interval=perturbation_interval,
         hyperparam_mutations=domains,
     )
-    # PBT's explore step draws from Python's global random module: seed it, restore it after
-    random_state = random.getstate()
-    random.seed(seed)
-    with tempfile.TemporaryDirectory(prefix="rlhpo_pbt_") as storage:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=domains,
-            tune_config=tune.TuneConfig(
-                metric="val_loss",
-                mode="min",
-                scheduler=scheduler,
-                num_samples=population,
-                search_alg=BasicVariantGenerator(random_state=seed),
-                reuse_actors=True,  # an exploited member restarts in its process: no new worker
-            ),
-            run_config=tune.RunConfig(
-                name=f"pbt_{task.name}_seed{seed}",
-                storage_path=storage,
-                verbose=0,
-                callbacks=[counter],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # PBT may clone any recent one
-            ),
-        )
-        try:
-            results = tuner.fit()
-        finally:
-            random.setstate(random_state)
-        if results.errors:
-            raise RuntimeError(f"PBT on {task.name!r} seed {seed}: a member failed: {results.errors[0]}")
-        best = results.get_best_result(metric="val_loss", mode="min", scope="last")
-        if best.checkpoint is None:
-            raise RuntimeError(f"PBT on {task.name!r} seed {seed}: the best member left no checkpoint")
-        with best.checkpoint.as_directory() as d:
-            meta = json.loads((Path(d) / "meta.json").read_text())
+    return tune.Tuner(
+        trainable,
+        param_space=domains,
+        tune_config=tune.TuneConfig(
+            metric="val_loss",
+            mode="min",
+            scheduler=scheduler,
+            num_samples=population,
+            search_alg=BasicVariantGenerator(random_state=seed),
+            reuse_actors=True,  # an exploited member restarts in its process: no new worker
+        ),
+        run_config=tune.RunConfig(
+            name=f"pbt_{task.name}_seed{seed}",
+            storage_path=storage,
+            verbose=0,
+            callbacks=[counter],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # PBT may clone any recent one
+        ),
+    )
 
+
+def _pbt_result(task: Task, seed: int, meta: dict, compute_examples: int, writer: Any) -> RunResult:
+    """The reported member's run, from the metadata its last checkpoint holds."""
     result = RunResult(task.name, task.family, "pbt", seed, history=meta["history"])
     finite = [h["val_loss"] for h in result.history if math.isfinite(h["val_loss"])]
     result.best_val_loss = min(finite, default=float("inf"))
@@ -319,7 +328,7 @@ def pbt_search(
     result.final_val_loss = float("inf") if result.diverged else float(result.history[-1]["val_loss"])
     result.test_loss, result.test_metric = float(meta["test_loss"]), float(meta["test_metric"])
     result.examples = int(meta["examples"])
-    result.compute_examples = counter.examples
+    result.compute_examples = compute_examples
     if writer is not None:  # the same scalars run_task logs, for the reported member's lineage
         for h in result.history:
             for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric"):

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 
 from rlhpo.envs.config import EnvConfig
-from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 
@@ -274,8 +274,7 @@ class TrainConfig:
     vec_env: VecEnvConfig = field(default_factory=VecEnvConfig)
 
     def validate(self) -> "TrainConfig":
-        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", self.device)):
-            raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        check_device(self.device)
         if self.device != "cpu" and self.env.device == "cpu":
             self.env.device = self.device
         if not (is_int(self.seed) and 0 <= self.seed < 2**32):

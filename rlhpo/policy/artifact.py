@@ -36,6 +36,7 @@ import numpy as np
 from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
 from rlhpo.control.features import FEATURE_NAMES, FEATURE_VERSION
 from rlhpo.errors import ArtifactError
+from rlhpo.policy.algorithms import ALGORITHMS, algorithm
 
 ARTIFACT_FORMAT = 1
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
@@ -68,8 +69,8 @@ class PolicySpec:
                 f"({len(self.feature_names)} features); this rlhpo computes version {FEATURE_VERSION} "
                 f"({len(FEATURE_NAMES)} features). Re-train it with this version, or install the rlhpo that made it."
             )
-        if self.algorithm not in ("PPO", "RecurrentPPO"):
-            raise ArtifactError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: PPO, RecurrentPPO")
+        if self.algorithm not in ALGORITHMS:
+            raise ArtifactError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
 
 
 @dataclass
@@ -269,14 +270,8 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
             raise ArtifactError(f"{where}: normalization.json must hold {n} finite means and variances")
         normalization = ObsNormalization(mean, var, float(norm_raw.get("clip", 10.0)), float(norm_raw.get("epsilon", 1e-8)))
     _check_zip(path / "model.zip", where)
-    if spec.algorithm == "RecurrentPPO":
-        from sb3_contrib import RecurrentPPO as Algo
-
-        policy_class = Algo.policy_aliases["MlpLstmPolicy"]
-    else:
-        from stable_baselines3 import PPO as Algo
-
-        policy_class = Algo.policy_aliases["MlpPolicy"]
+    Algo, alias = algorithm(spec.algorithm)
+    policy_class = Algo.policy_aliases[alias]
     custom_objects = _pickle_free_objects(path / "model.zip", spec, policy_class, where)
     try:
         model = Algo.load(path / "model.zip", device=device, custom_objects=custom_objects)

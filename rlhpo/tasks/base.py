@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -91,6 +91,21 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def mean_output(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Loss for models that compute their own per-example loss (the noisy quadratic)."""
     return output.mean()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a task minimises and reports: its loss, its metric (higher is better) and the metric's name."""
+
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metric_fn: Callable[[torch.Tensor, torch.Tensor], float]
+    metric_name: str
+
+
+CLASSIFICATION = Objective(nn.functional.cross_entropy, accuracy, "accuracy")
+REGRESSION = Objective(mse, r2_score, "r2")
+LOSS_ONLY = Objective(mean_output, negative_loss, "neg_loss")
+SEQUENCE_CLASSIFICATION = Objective(sequence_cross_entropy, accuracy, "char_accuracy")
 
 
 @dataclass
@@ -207,6 +222,39 @@ class TaskFamily:
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         raise NotImplementedError
+
+    def make_task(
+        self,
+        seed: int,
+        model_fn: Callable[[], nn.Module],
+        splits: tuple[Split, Split, Split],
+        objective: "Objective",
+        budget_examples: int,
+        start: tuple[OptimizerName, Hyperparams],
+        info: dict,
+        variant: str = "",
+        **extra: Any,
+    ) -> Task:
+        """A task of this family: named ``<family>[-<variant>]-<seed>``, trained from ``start``
+        (the optimizer and its starting hyperparameters)."""
+        optimizer, hparams = start
+        train, val, test = splits
+        return Task(
+            name=f"{self.name}-{variant}-{seed}" if variant else f"{self.name}-{seed}",
+            family=self.name,
+            model_fn=model_fn,
+            train=train,
+            val=val,
+            test=test,
+            loss_fn=objective.loss_fn,
+            metric_fn=objective.metric_fn,
+            metric_name=objective.metric_name,
+            budget_examples=int(budget_examples),
+            default_hparams=hparams,
+            optimizer=optimizer,
+            info=info,
+            **extra,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(budget_scale={self.budget_scale})"

@@ -12,13 +12,12 @@ import torch
 from torch import nn
 
 from rlhpo.tasks.base import (
+    SEQUENCE_CLASSIFICATION,
     Split,
     Task,
     TaskFamily,
-    accuracy,
     sample_default_hparams,
     scale_init,
-    sequence_cross_entropy,
 )
 
 VOCAB = 128  # ASCII; any other character maps to 0
@@ -70,19 +69,14 @@ class CharLM(TaskFamily):
         hidden = int(rng.choice([32, 64, 96]))
         init_scale = float(10 ** rng.uniform(-0.3, 0.3))
         opt, hp = sample_default_hparams(rng, len(train))
-        return Task(
-            name=f"{self.name}-{module.replace('/', '.')}-{seed}",
-            family=self.name,
-            model_fn=lambda: scale_init(CharGRU(embed, hidden), init_scale),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=sequence_cross_entropy,
-            metric_fn=accuracy,
-            metric_name="char_accuracy",
-            budget_examples=int(rng.integers(3000, 8000)),
-            default_hparams=hp,
-            optimizer=opt,
+        return self.make_task(
+            seed,
+            lambda: scale_init(CharGRU(embed, hidden), init_scale),
+            (train, val, test),
+            SEQUENCE_CLASSIFICATION,
+            int(rng.integers(3000, 8000)),
+            (opt, hp),
+            dict(module=module, seq=seq, embed=embed, hidden=hidden, init_scale=init_scale),
+            variant=module.replace("/", "."),
             eval_max_examples=256,
-            info=dict(module=module, seq=seq, embed=embed, hidden=hidden, init_scale=init_scale),
         )

@@ -11,12 +11,12 @@ from torch import nn
 
 from rlhpo.tasks.base import (
     ACTIVATIONS,
+    CLASSIFICATION,
+    REGRESSION,
+    Split,
     Task,
     TaskFamily,
-    accuracy,
     make_mlp,
-    mse,
-    r2_score,
     sample_default_hparams,
     sample_mlp_arch,
     scale_init,
@@ -43,30 +43,30 @@ def _subsample(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, lo: float
     return x[keep], y[keep]
 
 
+def _digits_splits(rng: np.random.Generator) -> tuple[Split, Split, Split]:
+    """A random subset of the digits (40-100%), split and standardised."""
+    x, y = _subsample(*_load("digits"), rng, 0.4)
+    train, val, test = split_arrays(x / 16.0, y.astype(np.int64), rng)
+    standardize(train, val, test, per_feature=False)
+    return train, val, test
+
+
 class DigitsMLP(TaskFamily):
     name = "digits_mlp"
     description = "scikit-learn digits (8x8, 10 classes) flattened, MLP classifier"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
-        x, y = _subsample(*_load("digits"), rng, 0.4)
-        train, val, test = split_arrays(x / 16.0, y.astype(np.int64), rng)
-        standardize(train, val, test, per_feature=False)
+        train, val, test = _digits_splits(rng)
         arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
-        return Task(
-            name=f"{self.name}-{seed}",
-            family=self.name,
-            model_fn=lambda: make_mlp(64, 10, **arch),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=nn.functional.cross_entropy,
-            metric_fn=accuracy,
-            metric_name="accuracy",
-            budget_examples=int(np.clip(rng.uniform(8, 25) * len(train), 6000, 30000)),
-            default_hparams=hp,
-            optimizer=opt,
-            info=arch,
+        return self.make_task(
+            seed,
+            lambda: make_mlp(64, 10, **arch),
+            (train, val, test),
+            CLASSIFICATION,
+            int(np.clip(rng.uniform(8, 25) * len(train), 6000, 30000)),
+            (opt, hp),
+            arch,
         )
 
 
@@ -98,28 +98,20 @@ class DigitsCNN(TaskFamily):
     novelty = "convolutional architecture (never seen in meta-training)"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
-        x, y = _subsample(*_load("digits"), rng, 0.4)
-        train, val, test = split_arrays(x / 16.0, y.astype(np.int64), rng)
-        standardize(train, val, test, per_feature=False)
+        train, val, test = _digits_splits(rng)
         channels = int(rng.choice([4, 8, 16]))
         hidden = int(rng.choice([32, 64]))
         act = str(rng.choice(ACTIVATIONS))
         init_scale = float(10 ** rng.uniform(-0.5, 0.5))
         opt, hp = sample_default_hparams(rng, len(train))
-        return Task(
-            name=f"{self.name}-{seed}",
-            family=self.name,
-            model_fn=lambda: scale_init(SmallCNN(channels, hidden, act), init_scale),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=nn.functional.cross_entropy,
-            metric_fn=accuracy,
-            metric_name="accuracy",
-            budget_examples=int(np.clip(rng.uniform(5, 15) * len(train), 4000, 15000)),
-            default_hparams=hp,
-            optimizer=opt,
-            info=dict(channels=channels, hidden=hidden, activation=act, init_scale=init_scale),
+        return self.make_task(
+            seed,
+            lambda: scale_init(SmallCNN(channels, hidden, act), init_scale),
+            (train, val, test),
+            CLASSIFICATION,
+            int(np.clip(rng.uniform(5, 15) * len(train), 4000, 15000)),
+            (opt, hp),
+            dict(channels=channels, hidden=hidden, activation=act, init_scale=init_scale),
         )
 
 
@@ -143,18 +135,13 @@ class Tabular(TaskFamily):
         arch = sample_mlp_arch(rng, widths=(16, 32, 64), depths=(1, 3))
         opt, hp = sample_default_hparams(rng, len(train))
         n_in = x.shape[1]
-        return Task(
-            name=f"{self.name}-{dataset}-{seed}",
-            family=self.name,
-            model_fn=lambda: make_mlp(n_in, n_out, **arch),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=mse if regression else nn.functional.cross_entropy,
-            metric_fn=r2_score if regression else accuracy,
-            metric_name="r2" if regression else "accuracy",
-            budget_examples=int(np.clip(rng.uniform(20, 60) * len(train), 4000, 20000)),
-            default_hparams=hp,
-            optimizer=opt,
-            info=dict(arch, dataset=dataset),
+        return self.make_task(
+            seed,
+            lambda: make_mlp(n_in, n_out, **arch),
+            (train, val, test),
+            REGRESSION if regression else CLASSIFICATION,
+            int(np.clip(rng.uniform(20, 60) * len(train), 4000, 20000)),
+            (opt, hp),
+            dict(arch, dataset=dataset),
+            variant=dataset,
         )

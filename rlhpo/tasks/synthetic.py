@@ -9,15 +9,13 @@ from sklearn.datasets import make_classification
 from torch import nn
 
 from rlhpo.tasks.base import (
+    CLASSIFICATION,
+    LOSS_ONLY,
+    REGRESSION,
     Split,
     Task,
     TaskFamily,
-    accuracy,
     make_mlp,
-    mean_output,
-    mse,
-    negative_loss,
-    r2_score,
     sample_default_hparams,
     sample_mlp_arch,
     split_arrays,
@@ -54,20 +52,14 @@ class SyntheticClassification(TaskFamily):
         standardize(train, val, test)
         arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
-        return Task(
-            name=f"{self.name}-{seed}",
-            family=self.name,
-            model_fn=lambda: make_mlp(n_features, n_classes, **arch),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=nn.functional.cross_entropy,
-            metric_fn=accuracy,
-            metric_name="accuracy",
-            budget_examples=_budget(rng, len(train)),
-            default_hparams=hp,
-            optimizer=opt,
-            info=dict(arch, classes=n_classes),
+        return self.make_task(
+            seed,
+            lambda: make_mlp(n_features, n_classes, **arch),
+            (train, val, test),
+            CLASSIFICATION,
+            _budget(rng, len(train)),
+            (opt, hp),
+            dict(arch, classes=n_classes),
         )
 
 
@@ -91,20 +83,14 @@ class TeacherStudent(TaskFamily):
         train, val, test = split_arrays(x.numpy(), y.numpy().astype(np.float32), rng)
         arch = sample_mlp_arch(rng)
         opt, hp = sample_default_hparams(rng, len(train))
-        return Task(
-            name=f"{self.name}-{seed}",
-            family=self.name,
-            model_fn=lambda: make_mlp(d, 1, **arch),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=mse,
-            metric_fn=r2_score,
-            metric_name="r2",
-            budget_examples=_budget(rng, len(train)),
-            default_hparams=hp,
-            optimizer=opt,
-            info=arch,
+        return self.make_task(
+            seed,
+            lambda: make_mlp(d, 1, **arch),
+            (train, val, test),
+            REGRESSION,
+            _budget(rng, len(train)),
+            (opt, hp),
+            arch,
         )
 
 
@@ -137,18 +123,12 @@ class NoisyQuadratic(TaskFamily):
 
         train, val, test = draws(4096), draws(1024), draws(1024)
         opt, hp = sample_default_hparams(rng, len(train))
-        return Task(
-            name=f"{self.name}-{seed}",
-            family=self.name,
-            model_fn=lambda: QuadraticModel(curvature, init),
-            train=train,
-            val=val,
-            test=test,
-            loss_fn=mean_output,
-            metric_fn=negative_loss,
-            metric_name="neg_loss",
-            budget_examples=int(rng.integers(8000, 40000)),
-            default_hparams=hp,
-            optimizer=opt,
-            info=dict(dim=dim, condition=cond, noise=noise),
+        return self.make_task(
+            seed,
+            lambda: QuadraticModel(curvature, init),
+            (train, val, test),
+            LOSS_ONLY,
+            int(rng.integers(8000, 40000)),
+            (opt, hp),
+            dict(dim=dim, condition=cond, noise=noise),
         )

@@ -14,7 +14,7 @@ import torch
 
 from rlhpo.errors import TaskError
 from rlhpo.tasks.base import Hyperparams, Task
-from rlhpo.control.decision import write_hparams
+from rlhpo.training.hparams import write_hparams
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
 

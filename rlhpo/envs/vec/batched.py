@@ -41,14 +41,9 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 from rlhpo.envs.config import EnvConfig
 from rlhpo.envs.hyperparam_env import HyperparamControlEnv
 from rlhpo.tasks import FAMILIES, Task
+from rlhpo.training.rows import LoopTrainer, RowSession, Trainer, stack_check
 from rlhpo.training.session import TrainingSession
-from rlhpo.training.stacked import (
-    LoopTrainer,
-    RowSession,
-    StackedTrainer,
-    Trainer,
-    stack_check,
-)
+from rlhpo.training.stacked import StackedTrainer
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ def test_shipped_policy_loads_and_is_small():
     assert size < 5 * 2**20
 
 
+@pytest.mark.slow
 def test_cli_and_python_api_make_the_same_decisions(tmp_path):
     args = ["task=tabular", "task_seed=7", "seed=3", "budget_scale=0.2", f"policy={POLICY}", "compare=true"]
     proc = subprocess.run(
@@ -52,6 +53,7 @@ def test_cli_and_python_api_make_the_same_decisions(tmp_path):
     assert list((tmp_path / "tb").glob("controller/events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["task={_target_: test_apply.make_tiny}", "task=test_apply.make_tiny"])
 def test_user_task_factory_from_the_command_line(override, tmp_path):
     proc = subprocess.run(

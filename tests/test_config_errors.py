@@ -260,6 +260,7 @@ CLI_ROWS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, override, message", CLI_ROWS, ids=[f"{r[0]} {r[1]}" for r in CLI_ROWS])
 def test_bad_value_on_the_command_line(module, override, message, tmp_path):
     extra = ["+experiment=smoke"] if module == "rlhpo.train" else []

@@ -15,8 +15,8 @@ from conftest import make_tiny_task
 
 from rlhpo.errors import ArtifactError, ConfigError
 from rlhpo.evaluate import METHODS, EvaluateConfig, run
-from rlhpo.evaluation.baselines import Replay
-from rlhpo.evaluation.runner import ControllerSchedule, run_task
+from rlhpo.evaluation.baselines import Constant, Replay
+from rlhpo.evaluation.runner import ControllerSchedule, log_history, run_task
 from rlhpo.policy.artifact import load_artifact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +91,35 @@ def test_run_controller_replay_and_baselines(policy_artifact: Path, tmp_path: Pa
         f"{df.task[0]}_{kind}.png" for kind in ("val_loss", "controller_hparams")
     )
     assert (tmp_path / "tb" / df.task[0] / "replay_seed1001").is_dir()
+
+
+def test_log_history_writes_finite_values_at_their_examples() -> None:
+    class Writer:
+        def __init__(self) -> None:
+            self.scalars: list[tuple[str, float, int]] = []
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            self.scalars.append((tag, value, step))
+
+    w = Writer()
+    rows = [dict(examples=10, lr=0.1, val_loss=1.5), dict(examples=20, lr=0.05, val_loss=float("nan"))]
+    log_history(w, "task", rows, keys=("lr", "val_loss", "missing"))
+    assert w.scalars == [("task/lr", 0.1, 10), ("task/val_loss", 1.5, 10), ("task/lr", 0.05, 20)]
+    log_history(None, "task", rows)  # no writer: nothing to do
+
+
+def test_run_task_can_leave_the_test_split_unread() -> None:
+    result = run_task(make_tiny_task(), Constant(), seed=0, n_intervals=3, test_split=False)
+    assert not result.diverged and math.isnan(result.test_loss) and math.isnan(result.test_metric)
+    assert math.isfinite(result.final_val_loss)
+
+
+def test_the_entry_point_reexports_the_evaluation_modules() -> None:
+    import rlhpo.evaluate as entry
+    from rlhpo.evaluation import config, jobs, report
+
+    assert entry.run is jobs.run and entry.run_job is jobs.run_job and entry.EvaluateConfig is config.EvaluateConfig
+    assert entry.summarize is report.summarize and entry.METHODS == METHODS
 
 
 def test_missing_policy_skips_controller_methods(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
+
 pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
 

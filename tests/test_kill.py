@@ -23,7 +23,7 @@ from conftest import tiny_train_config
 from rlhpo.metatrain.checkpoints import list_checkpoints, load_latest, save_checkpoint
 from rlhpo.metatrain.trainer import _algo, build_model, build_vec_env, run
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"), pytest.mark.slow]
 
 
 def _step(path: Path) -> int:

@@ -84,6 +84,7 @@ def test_tensorboard_write_failing_mid_run(tmp_path, monkeypatch):
     assert re.search(r"the last good checkpoint is .*step_\d+ \(step \d+\)", msg), msg
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_write_failure_is_one_clear_line(tmp_path):
     """python -m rlhpo.train with a full disk mid-run: the message, exit code 1, no traceback."""
     run_dir = tmp_path / "run"

@@ -31,6 +31,8 @@ from rlhpo.metatrain.callbacks import ThroughputCallback  # noqa: E402
 from rlhpo.policy.artifact import load_artifact  # noqa: E402
 from rlhpo.train import build_vec_env, run  # noqa: E402
 
+pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
+
 
 @pytest.fixture(scope="module")
 def ray_instance():

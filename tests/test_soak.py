@@ -11,6 +11,8 @@ import pytest
 
 from rlhpo.bench.soak import Sample, growth_after_warmup, report
 
+pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

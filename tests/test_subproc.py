@@ -18,6 +18,8 @@ from rlhpo.errors import WorkerCrashError
 from rlhpo.metatrain.checkpoints import list_checkpoints
 from rlhpo.train import build_vec_env
 
+pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
+
 
 def _subproc_config(max_restarts=10):
     cfg = tiny_train_config()

@@ -83,6 +83,41 @@ def test_tensorboard_tags(smoke_run):
     assert all(ev.value > 0 for ev in scalars["throughput/examples_per_s"])
 
 
+def test_held_out_evaluation_is_the_evaluation_runner(tmp_path, monkeypatch):
+    """The callback that keeps best/ scores the policy as ``python -m rlhpo.evaluate`` does:
+    run_task under Constant and under ControllerSchedule. Re-scoring the saved best/ artifact
+    from disk with that runner gives the callback's best score."""
+    from rlhpo.evaluation.baselines import Constant
+    from rlhpo.evaluation.runner import ControllerSchedule, run_task
+    from rlhpo.metatrain.callbacks import HeldOutEvalCallback, _log_improvement
+
+    callbacks, original = [], HeldOutEvalCallback.evaluate
+
+    def spy(self):
+        callbacks.append(self)
+        return original(self)
+
+    monkeypatch.setattr(HeldOutEvalCallback, "evaluate", spy)
+    cfg = tiny_train_config(total_timesteps=128, eval_every=64)
+    cfg.tasks.eval_families = ["tabular"]
+    run(cfg, tmp_path)
+    assert len(callbacks) == 2 and callbacks[0] is callbacks[1]
+    cb = callbacks[0]
+    art = load_artifact(tmp_path / "best")
+    n = cb.env_config.n_intervals
+    assert art.spec.n_intervals == n
+    scores = []
+    for task in cb.tasks:
+        default = run_task(task, Constant(), seed=0, n_intervals=n)
+        ctrl = run_task(task, ControllerSchedule(art, deterministic=True), seed=0, n_intervals=n)
+        scores.append(_log_improvement(default.final_val_loss, ctrl.final_val_loss))
+    assert sum(scores) / len(scores) == pytest.approx(cb.best, abs=1e-9)
+    trajectories = _scalars(tmp_path / "tb" / "eval_trajectories")
+    for task in cb.tasks:
+        for key in ("lr", "batch_size", "weight_decay", "val_loss"):
+            assert 2 <= len(trajectories[f"{task.name}/{key}"]) <= 2 * n  # two rounds, a point per interval
+
+
 def test_sigkill_then_resume_continues_from_the_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     args = [

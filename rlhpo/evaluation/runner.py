@@ -10,13 +10,40 @@ The reward-free parts of evaluation (test loss) are read only after training end
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from rlhpo.control.decision import interval_end, is_diverged
+from rlhpo.control.decision import DIVERGENCE_FACTOR, interval_end, is_diverged
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.training.session import TrainingSession
+
+#: the per-interval values :func:`run_task` logs to TensorBoard
+HISTORY_KEYS: tuple[str, ...] = ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric")
+
+
+def log_history(
+    writer: Any,
+    prefix: str,
+    rows: Iterable[Mapping[str, Any]],
+    keys: Sequence[str] = HISTORY_KEYS,
+    step_key: str = "examples",
+) -> None:
+    """Log history rows to TensorBoard: ``row[key]`` as the scalar ``{prefix}/{key}`` at step
+    ``row[step_key]`` (the examples seen when the row was recorded), for every row and key.
+
+    The one way rlhpo writes hyperparameter trajectories (a :class:`RunResult`'s ``history``, a
+    controller's decisions). Missing, non-numeric and non-finite values are skipped; a ``None``
+    writer logs nothing.
+    """
+    if writer is None:
+        return
+    for row in rows:
+        for key in keys:
+            v = row.get(key)
+            if isinstance(v, numbers.Real) and math.isfinite(v):
+                writer.add_scalar(f"{prefix}/{key}", v, row[step_key])
 
 
 class Schedule:
@@ -106,12 +133,13 @@ def train_interval(
     before: Optional[Any] = None,
     after: Optional[Any] = None,
     reference: Optional[float] = None,
+    divergence_factor: float = DIVERGENCE_FACTOR,
 ) -> tuple[dict, IntervalStats, bool]:
     """Train interval ``k`` of ``n_intervals`` (the decision path's clock) and validate.
 
     Divergence is the decision path's rule (:func:`~rlhpo.control.decision.is_diverged`), with
-    ``reference`` the run's first validation loss, so every method is scored as the controller
-    is trained.
+    ``reference`` the run's first validation loss and ``divergence_factor`` its factor, so every
+    method is scored as the controller is trained.
 
     :return: the interval's record (the hyperparameters it trained with, losses, examples),
         its statistics, and whether it diverged
@@ -129,7 +157,7 @@ def train_interval(
         val_loss=val_loss,
         val_metric=val_metric,
     )
-    return record, stats, is_diverged(stats, val_loss, reference)
+    return record, stats, is_diverged(stats, val_loss, reference, divergence_factor)
 
 
 def run_task(
@@ -140,10 +168,20 @@ def run_task(
     device: str = "cpu",
     writer: Any = None,
     method: Optional[str] = None,
+    *,
+    divergence_factor: float = DIVERGENCE_FACTOR,
+    test_split: bool = True,
 ) -> RunResult:
     """Train ``task`` under ``schedule`` for its example budget, in ``n_intervals`` intervals.
 
     A run that diverges stops there and is reported as diverged; it never raises for that.
+
+    :param writer: a TensorBoard ``SummaryWriter``: each interval's record as ``<method>/<key>``
+    :param divergence_factor: see :func:`~rlhpo.control.decision.is_diverged` (the held-out
+        evaluation of meta-training passes the environment's)
+    :param test_split: evaluate the test split after training; ``False`` leaves ``test_loss``
+        and ``test_metric`` NaN unless the run diverged (model selection during meta-training
+        never reads the test split)
     """
     session = TrainingSession(task, device=device, seed=seed)
     schedule.start(session, n_intervals)
@@ -153,16 +191,12 @@ def run_task(
     for k in range(n_intervals):
         if session.done:  # a large last batch of the previous interval already spent the budget
             break
-        record, stats, diverged = train_interval(session, k, n_intervals, before, after, reference)
+        record, stats, diverged = train_interval(session, k, n_intervals, before, after, reference, divergence_factor)
         val_loss = record["val_loss"]
         if reference is None and math.isfinite(val_loss):
             reference = val_loss
         result.history.append(record)
-        if writer is not None:
-            for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric"):
-                v = record[key]
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    writer.add_scalar(f"{result.method}/{key}", v, session.examples_seen)
+        log_history(writer, result.method, [record])
         if diverged:
             result.diverged = True
             break
@@ -173,6 +207,6 @@ def run_task(
     result.final_val_loss = result.history[-1]["val_loss"] if not result.diverged else float("inf")
     if result.diverged:
         result.test_loss, result.test_metric = float("inf"), float("nan")
-    else:
+    elif test_split:
         result.test_loss, result.test_metric = session.evaluate("test")
     return result

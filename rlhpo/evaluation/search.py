@@ -24,7 +24,7 @@ import torch
 
 from rlhpo.distributed import start_ray
 from rlhpo.evaluation.baselines import Constant
-from rlhpo.evaluation.runner import RunResult, run_task, train_interval
+from rlhpo.evaluation.runner import RunResult, log_history, run_task, train_interval
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.session import TrainingSession
 
@@ -329,9 +329,5 @@ def _pbt_result(task: Task, seed: int, meta: dict, compute_examples: int, writer
     result.test_loss, result.test_metric = float(meta["test_loss"]), float(meta["test_metric"])
     result.examples = int(meta["examples"])
     result.compute_examples = compute_examples
-    if writer is not None:  # the same scalars run_task logs, for the reported member's lineage
-        for h in result.history:
-            for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric"):
-                if isinstance(h[key], (int, float)) and math.isfinite(h[key]):
-                    writer.add_scalar(f"pbt/{key}", h[key], h["examples"])
+    log_history(writer, "pbt", result.history)  # the scalars run_task logs, for the reported member's lineage
     return result

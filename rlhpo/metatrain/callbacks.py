@@ -5,19 +5,30 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.tensorboard import SummaryWriter
 
-from rlhpo.envs import EnvConfig, make_env
-from rlhpo.envs.rollout import final_val_loss, rollout
+from rlhpo.control.features import FEATURE_NAMES
+from rlhpo.envs.config import EnvConfig
+from rlhpo.evaluation.baselines import Constant
+from rlhpo.evaluation.runner import (
+    ControllerSchedule,
+    RunResult,
+    Schedule,
+    log_history,
+    run_task,
+)
 from rlhpo.metatrain.checkpoints import save_checkpoint
-from rlhpo.policy.artifact import ObsNormalization
-from rlhpo.policy.driver import PolicyDriver
-from rlhpo.tasks import make_family
+from rlhpo.policy.artifact import ObsNormalization, PolicyArtifact, PolicySpec
+from rlhpo.tasks import Task, make_family
+
+#: the values of each held-out run written to ``eval_trajectories/`` (per task, at examples seen)
+TRAJECTORY_KEYS: tuple[str, ...] = ("lr", "batch_size", "weight_decay", "val_loss")
 
 
 class ThroughputCallback(BaseCallback):
@@ -76,11 +87,19 @@ class HeldOutEvalCallback(BaseCallback):
     """Every ``every`` steps, runs the current policy (deterministic) on a fixed set of held-out
     tasks and compares it with the task's default constant hyperparameters.
 
+    It runs what ``python -m rlhpo.evaluate`` runs: :func:`rlhpo.evaluation.runner.run_task` with
+    :class:`~rlhpo.evaluation.baselines.Constant` (the default, run once) and with
+    :class:`~rlhpo.evaluation.runner.ControllerSchedule` over the policy being trained, held as
+    an in-memory :class:`~rlhpo.policy.artifact.PolicyArtifact` (what ``best/`` will hold), at
+    run seed 0, under the environment's control intervals, budget and divergence rule. The test
+    split is never read.
+
     Logs ``eval/log_improvement_vs_default`` (mean over tasks of log(default final val loss /
-    policy final val loss); > 0 means the policy is better), per family ``eval/final_val_loss/*``
-    and ``eval/log_improvement_vs_default/*``, ``eval/win_rate_vs_default``, and the
-    hyperparameter trajectories of each round to ``<tb>/eval_trajectories/round_<k>``.
-    Calls ``on_best(score)`` when the score improves on the best so far.
+    policy final val loss), capped; > 0 means the policy is better), per family
+    ``eval/final_val_loss/*`` and ``eval/log_improvement_vs_default/*``,
+    ``eval/win_rate_vs_default``, and the hyperparameter trajectories of each round to
+    ``<tb>/eval_trajectories/round_<k>_step_<n>``. Calls ``on_best(score)`` when the score
+    improves on the best so far. The policy's algorithm class decides whether it keeps LSTM state.
     """
 
     def __init__(
@@ -91,12 +110,13 @@ class HeldOutEvalCallback(BaseCallback):
         every: int,
         tb_dir: Path,
         on_best: Callable[[float], None],
-        recurrent: bool = False,
     ) -> None:
         super().__init__()
-        self.env = make_env(EnvConfig(**{**vars(env_config), "families": list(families)}))
+        self.env_config = env_config
         self.tasks = [make_family(f, env_config.budget_scale).sample(s) for f in families for s in task_seeds]
-        self.every, self.tb_dir, self.on_best, self.recurrent = every, tb_dir, on_best, recurrent
+        if env_config.budget_examples is not None:  # as the environment does
+            self.tasks = [t.with_budget(env_config.budget_examples) for t in self.tasks]
+        self.every, self.tb_dir, self.on_best = every, tb_dir, on_best
         self._next = every
         self.best = -math.inf
         self._default: Optional[list[float]] = None
@@ -111,38 +131,67 @@ class HeldOutEvalCallback(BaseCallback):
             self.evaluate()
         return True
 
-    def _driver(self) -> PolicyDriver:
+    def _artifact(self) -> PolicyArtifact:
+        """The policy being trained, with its observation normalisation and a spec of the
+        environment it trains in: the artifact ``best/`` would hold, without the round trip."""
         venv = self.model.get_vec_normalize_env()
-        n = self.env.observation_space.shape[0]
         norm = (
             ObsNormalization(venv.obs_rms.mean.copy(), venv.obs_rms.var.copy(), venv.clip_obs, venv.epsilon)
             if venv is not None and venv.norm_obs
-            else ObsNormalization.identity(n)
+            else ObsNormalization.identity(len(FEATURE_NAMES))
         )
-        return PolicyDriver(self.model, norm, self.recurrent)
+        c = self.env_config
+        spec = PolicySpec(
+            controls=list(c.actions.enabled),
+            actions=asdict(c.actions),
+            n_intervals=c.n_intervals,
+            divergence_factor=c.divergence_factor,
+            algorithm=type(self.model).__name__,
+            timesteps=int(self.num_timesteps),
+        )
+        return PolicyArtifact(self.model, norm, spec, path=Path("<in memory>"))
+
+    def _run(self, task: Task, schedule: Schedule) -> RunResult:
+        c = self.env_config
+        return run_task(
+            task, schedule, seed=0, n_intervals=c.n_intervals, device=c.device,
+            divergence_factor=c.divergence_factor, test_split=False,
+        )
 
     def evaluate(self) -> float:
+        """One evaluation round; returns its score (``eval/log_improvement_vs_default``)."""
         if self._default is None:
-            self._default = [final_val_loss(rollout(self.env, t, None, seed=0)) for t in self.tasks]
-        driver = self._driver()
+            self._default = [self._run(t, Constant()).final_val_loss for t in self.tasks]
+        artifact = self._artifact()
         writer = SummaryWriter(str(self.tb_dir / "eval_trajectories" / f"round_{self.round:03d}_step_{self.num_timesteps}"))
         per_family: dict[str, list[float]] = {}
         finals: dict[str, list[float]] = {}
         improvements = []
-        for task, default in zip(self.tasks, self._default):
-            driver.reset()
-            infos = rollout(self.env, task, driver.act, seed=0)
-            final = final_val_loss(infos)
-            imp = _log_improvement(default, final)
-            improvements.append(imp)
-            per_family.setdefault(task.family, []).append(imp)
-            if math.isfinite(final):
-                finals.setdefault(task.family, []).append(final)
-            for info in infos:
-                for key in ("lr", "batch_size", "weight_decay", "val_loss"):
-                    writer.add_scalar(f"{task.name}/{key}", info[key], info["examples"])
-        writer.close()
+        try:
+            for task, default in zip(self.tasks, self._default):
+                result = self._run(task, ControllerSchedule(artifact, deterministic=True))
+                final = result.final_val_loss  # inf for a diverged run
+                imp = _log_improvement(default, final)
+                improvements.append(imp)
+                per_family.setdefault(task.family, []).append(imp)
+                if math.isfinite(final):
+                    finals.setdefault(task.family, []).append(final)
+                log_history(writer, task.name, result.history, TRAJECTORY_KEYS)
+        finally:
+            writer.close()
         score = float(np.mean(improvements))
+        self._record(score, improvements, per_family, finals)
+        self.round += 1
+        release_freed_memory()
+        if score > self.best:
+            self.best = score
+            self.on_best(score)
+        return score
+
+    def _record(
+        self, score: float, improvements: list[float], per_family: dict[str, list[float]], finals: dict[str, list[float]]
+    ) -> None:
+        """Log one round's scores through SB3's logger (TensorBoard), at the current step."""
         self.logger.record("eval/log_improvement_vs_default", score)
         self.logger.record("eval/win_rate_vs_default", float(np.mean([i > 0 for i in improvements])))
         for fam, vals in per_family.items():
@@ -150,12 +199,6 @@ class HeldOutEvalCallback(BaseCallback):
         for fam, vals in finals.items():
             self.logger.record(f"eval/final_val_loss/{fam}", float(np.mean(vals)))
         self.logger.dump(self.num_timesteps)
-        self.round += 1
-        release_freed_memory()
-        if score > self.best:
-            self.best = score
-            self.on_best(score)
-        return score
 
 
 def release_freed_memory() -> None:
@@ -180,7 +223,3 @@ def _log_improvement(default: float, final: float, cap: float = 5.0) -> float:
     if not math.isfinite(default):
         return cap
     return float(np.clip(math.log(max(default, 1e-12) / max(final, 1e-12)), -cap, cap))
-
-
-def make_callbacks(*callbacks: Optional[Any]) -> list[Any]:
-    return [c for c in callbacks if c is not None]

@@ -200,7 +200,6 @@ def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
                     config.eval_every,
                     tb_dir,
                     on_best,
-                    recurrent=config.policy.name == "recurrent",
                 )
             )
         remaining = config.total_timesteps - model.num_timesteps

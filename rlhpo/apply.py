@@ -8,6 +8,12 @@ Trains the task under the controller (through :func:`rlhpo.evaluation.runner.run
 logs losses and the chosen hyperparameters to TensorBoard, writes ``decisions.json`` and prints
 a summary. With ``compare=true`` it also runs the task's default constant hyperparameters and a
 cosine schedule with the same budget and seed, and prints the three side by side.
+
+TensorBoard: one run directory per method (``tb/controller``, ``tb/constant``, ``tb/cosine``),
+each with the same tags (:data:`TB_TAGS`: ``hparams/lr``, ``loss/val`` ...), one value per
+interval, so the methods overlay on one chart. ``decisions.json`` and ``results.json`` are strict
+JSON: a value that is not a finite number (an interval that trained no example has no training
+loss) is ``null``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,25 @@ from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.output import check_writable, write_failed
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
+
+#: history key -> the TensorBoard tag every method logs it under
+TB_TAGS: dict[str, str] = {
+    "lr": "hparams/lr",
+    "batch_size": "hparams/batch_size",
+    "weight_decay": "hparams/weight_decay",
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_metric": "metric/val",
+}
+
+#: printed under the comparison table
+TABLE_NOTE = (
+    "val: the validation split, which the controller reads at every decision (final = after the last\n"
+    "interval, best = lowest of any interval); test: the held-out test split, evaluated once after\n"
+    "training and never seen by any method -- compare methods on test. A method can be worse on val\n"
+    "and better on test: val is one small split measured at one point, and the controller's choices\n"
+    "react to it."
+)
 
 
 @dataclass
@@ -138,22 +163,57 @@ def apply(
     if tb_dir is not None:
         check_writable(tb_dir, "TensorBoard directory")  # before any training
     n = n_intervals or artifact.spec.n_intervals
-    methods: dict[str, Any] = {"controller": lambda w: ControllerSchedule(artifact, deterministic, writer=w)}
+    methods: dict[str, Any] = {"controller": lambda: ControllerSchedule(artifact, deterministic)}
     if compare:
-        methods.update(constant=lambda w: Constant(), cosine=lambda w: Cosine())
+        methods.update(constant=Constant, cosine=Cosine)
     results = {}
     for name, make in methods.items():
-        writer = None
+        results[name] = run_task(task, make(), seed=seed, n_intervals=n, device=device, method=name)
         if tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(Path(tb_dir) / name))
-        try:
-            results[name] = run_task(task, make(writer), seed=seed, n_intervals=n, device=device, writer=writer, method=name)
-        finally:
-            if writer is not None:
-                writer.close()
+            log_run(Path(tb_dir) / name, results[name])
     return results
+
+
+def trained_intervals(history: list[dict]) -> list[dict]:
+    """The records of intervals that trained at least one example (a batch larger than an
+    interval leaves the next one empty: no training loss, the same example count)."""
+    rows, last = [], None
+    for h in history:
+        if h.get("steps", 1) == 0 or h["examples"] == last:
+            continue
+        rows.append(h)
+        last = h["examples"]
+    return rows
+
+
+def log_run(run_dir: Path, result: RunResult) -> None:
+    """One method's run into its own TensorBoard directory, under :data:`TB_TAGS`, one value per
+    interval (at the examples seen), and the test loss at the end."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir))
+    try:
+        for row in trained_intervals(result.history):
+            for key, tag in TB_TAGS.items():
+                v = row.get(key)
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(tag, v, row["examples"])
+        for tag, v in (("loss/test", result.test_loss), ("metric/test", result.test_metric)):
+            if math.isfinite(v):
+                writer.add_scalar(tag, v, result.examples)
+    finally:
+        writer.close()
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None, for ``json.dumps(allow_nan=False)``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def summary_table(results: dict[str, RunResult], metric_name: str) -> str:
@@ -164,7 +224,7 @@ def summary_table(results: dict[str, RunResult], metric_name: str) -> str:
             f"{name:<11} {r.final_val_loss:>10.4f} {r.best_val_loss:>10.4f} {r.test_loss:>10.4f} "
             f"{r.test_metric:>16.4f} {r.examples:>9d}{status}"
         )
-    return "\n".join(rows)
+    return "\n".join(rows + [TABLE_NOTE])
 
 
 ConfigStore.instance().store(name="apply_schema", node=ApplyConfig)
@@ -197,15 +257,18 @@ def _main(cfg: Any) -> None:
     print(f"task {task.name} ({task.optimizer}, start lr {task.default_hparams.lr:.2e}, "
           f"batch {task.default_hparams.batch_size}, budget {task.budget_examples} examples), seed {cfg.seed}")
     print("controller decisions (per interval):")
-    for h in decisions:
+    shown = trained_intervals(decisions)
+    for h in shown:
         val = f"{h['val_loss']:.4f}" if math.isfinite(h["val_loss"]) else "nan"
         print(f"  {h['examples']:>8d} ex  lr {h['lr']:.2e}  batch {h['batch_size']:>4d}  wd {h['weight_decay']:.1e}  val {val}")
+    if len(shown) < len(decisions):
+        print(f"  ({len(decisions) - len(shown)} interval(s) trained no example -- the batch was larger than the interval -- "
+              "and are not shown)")
     print(summary_table(results, task.metric_name))
     try:
-        (run_dir / "decisions.json").write_text(json.dumps(decisions, indent=1, default=float))
-        (run_dir / "results.json").write_text(
-            json.dumps({k: {**asdict(v), "history": None} for k, v in results.items()}, indent=1, default=str)
-        )
+        (run_dir / "decisions.json").write_text(json.dumps(strict_json(decisions), indent=1, allow_nan=False))
+        summary = {k: {**asdict(v), "history": None} for k, v in results.items()}
+        (run_dir / "results.json").write_text(json.dumps(strict_json(summary), indent=1, allow_nan=False))
     except OSError as e:
         raise write_failed("decisions.json and results.json", run_dir, e) from e
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")

@@ -7,6 +7,9 @@
         opt.zero_grad(); loss.backward(); opt.step()
         controller.step(loss)                                # sets lr / weight decay / batch size
 
+Each step counts the examples it really trained (see :mod:`rlhpo.controller_loops`); each param
+group keeps its ratio to the first (see :class:`rlhpo.training.hparams.GroupRatios`).
+
 The controller computes its observations with :mod:`rlhpo.control.features` (the code the environment
 uses) and maps actions with :mod:`rlhpo.control.actions`; it does not import the environment.
 """
@@ -23,10 +26,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.decision import DecisionPath, write_hparams
-from rlhpo.errors import ControllerError  # noqa: F401  (re-exported)
+from rlhpo.control.guard import LoopState
+from rlhpo.controller_loops import CountingLoader, batch_len, clipping_message, to_numpy, to_plain, weight_decay_control
+from rlhpo.errors import ControllerError, is_int
 from rlhpo.policy.artifact import PolicyArtifact, load_artifact
 from rlhpo.policy.driver import PolicyDriver
 from rlhpo.tasks import Hyperparams
+from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
 
@@ -38,10 +44,12 @@ class Controller:
     loader it provides) every control interval, from a meta-trained policy.
 
     :param artifact: a loaded policy (see :meth:`from_pretrained`)
-    :param optimizer: any ``torch.optim`` optimizer with ``lr`` in its param groups
+    :param optimizer: any ``torch.optim`` optimizer with ``lr`` in its param groups; with several
+        groups, each keeps its starting ratio to the first (a group without weight decay keeps none)
     :param total_examples: the run's budget in training examples; a control interval is
         ``total_examples / n_intervals`` of the policy's spec
-    :param batch_size: the starting batch size (taken from :meth:`make_loader` if it is used)
+    :param batch_size: the batch size of your own loader, counted per :meth:`step` when the step
+        says nothing else (taken from :meth:`make_loader` if it is used)
     :param val_loss_fn: called at each decision for a validation loss (optional; otherwise the
         last value given to :meth:`report_validation`, else the interval's training loss)
     :param writer: a ``torch.utils.tensorboard.SummaryWriter`` to log decisions to
@@ -52,7 +60,10 @@ class Controller:
     :param track_steps: watch the optimizer's steps (a step pre-hook) for :meth:`step`; loops that
         call :meth:`decide` with their own statistics turn it off
     :param control_batch_size: set the batch size (needs a loader from :meth:`make_loader` or a
-        ``sampler``); off where the framework owns the data loader
+        ``sampler``; without one the controller says once that it cannot, and keeps yours)
+    :param control_weight_decay: set the weight decay (off by itself, with a warning, when the
+        optimizer has none or every group starts at 0)
+    :param model: the model, for the guard's snapshots (without it: the optimizer's parameters)
     """
 
     def __init__(
@@ -68,38 +79,36 @@ class Controller:
         sampler: Optional[MutableBatchSampler] = None,
         track_steps: bool = True,
         control_batch_size: bool = True,
+        control_weight_decay: bool = True,
+        model: Optional[torch.nn.Module] = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ControllerError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if any("lr" not in g for g in optimizer.param_groups):
             raise ControllerError(f"{type(optimizer).__name__} has no 'lr' in its param_groups; the controller needs it")
-        if not (isinstance(total_examples, (int, np.integer)) and total_examples > 0):
+        if not (is_int(total_examples) and total_examples > 0):
             raise ControllerError(f"total_examples must be an integer > 0, got {total_examples!r}")
-        self.artifact = artifact
-        self.spec = artifact.spec
-        self.optimizer = optimizer
+        if batch_size is not None and not (is_int(batch_size) and batch_size >= 1):
+            raise ControllerError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
         self.total_examples = int(total_examples)
-        self.val_loss_fn = val_loss_fn
-        self.writer = writer
-        self.deterministic = deterministic
+        self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
-        self.controls_weight_decay = action_config.weight_decay.enabled and "weight_decay" in optimizer.param_groups[0]
-        if action_config.weight_decay.enabled and not self.controls_weight_decay:
-            warnings.warn(
-                f"{type(optimizer).__name__} has no weight_decay: weight-decay control is off for this run",
-                stacklevel=2,
-            )
-        self.decision = DecisionPath(action_config, self.total_examples, self.spec.n_intervals, self.spec.divergence_factor)
+        self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
+        self.decision = DecisionPath(action_config, self.total_examples, self.spec.n_intervals, self.spec.guard_config())
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
-        self.sampler = sampler
-        self._batch_size = int(batch_size) if batch_size else None
-        self.control_batch_size = control_batch_size
-        if is_adaptive is None:
-            is_adaptive = not isinstance(optimizer, torch.optim.SGD)
-        self._adaptive = bool(is_adaptive)
-        self._started = False
+        self.sampler, self.model = sampler, model
+        self._declared_bs = int(batch_size) if batch_size else None  # the user's own loader's
+        self._used_bs: Optional[int] = self._declared_bs  # the batch size in use, without a sampler
+        self._interval_max_bs = 0
+        self.control_batch_size = control_batch_size and action_config.batch_size.enabled
+        self._declined = False
+        self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
+        self._ratios = GroupRatios.of(optimizer)
+        self._started = self._restart_pending = self._warned_clip = False
         self.examples_seen = 0
+        self._delivered = 0  # examples of the batches handed out since the last step
         self._boundary = self.decision.boundary
         self._probe = False
         self._last_val: Optional[float] = None
@@ -115,22 +124,38 @@ class Controller:
         return cls(load_artifact(policy), optimizer, total_examples, **kwargs)
 
     def make_loader(self, dataset: Dataset, batch_size: Optional[int] = None, seed: int = 0, **loader_kwargs: Any) -> DataLoader:
-        """A ``DataLoader`` over ``dataset`` whose batch size this controller sets."""
-        bs = batch_size or self._batch_size or 32
+        """A ``DataLoader`` over ``dataset`` whose batch size this controller sets; it counts the
+        examples of each batch as it hands it out (exact with ``num_workers`` too)."""
+        bs = batch_size or self._declared_bs or 32
         for bad in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             if bad in loader_kwargs:
                 raise ControllerError(f"make_loader: {bad!r} is set by the controller; remove it")
         self.sampler = MutableBatchSampler(len(dataset), bs, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
-        self._batch_size = self.sampler.batch_size
-        return DataLoader(dataset, batch_sampler=self.sampler, **loader_kwargs)
+        if self._declined:  # begun before the loader existed: it can be controlled now
+            self.control_batch_size, self._declined = True, False
+        return CountingLoader(dataset, batch_sampler=self.sampler, count=self._count, **loader_kwargs)
+
+    def _count(self, n: int) -> None:
+        self._delivered += n
 
     def batches(self, loader: Iterable) -> Iterator[Any]:
-        """Iterate ``loader`` over epochs until the example budget is spent."""
+        """Iterate ``loader`` over epochs until the example budget is spent, counting the
+        examples of each batch as it is handed out (so :meth:`step` needs no batch size)."""
+        counting = isinstance(loader, CountingLoader)
+        own = getattr(loader, "batch_sampler", None)
+        if self.sampler is None and not self._started and isinstance(own, MutableBatchSampler):
+            self.sampler = own  # the user's loader over a mutable sampler: its batch size is ours to set
         while not self.done:
+            empty = True
             for batch in loader:
+                empty = False
+                if not counting:
+                    self._count(batch_len(batch) or 0)
                 yield batch
                 if self.done:
                     return
+            if empty:
+                raise ControllerError("batches(loader): the loader yielded no batch")
 
     # -- the loop --------------------------------------------------------------------------
     @property
@@ -139,23 +164,52 @@ class Controller:
 
     @property
     def hparams(self) -> Hyperparams:
-        g = self.optimizer.param_groups[0]
-        return Hyperparams(float(g["lr"]), int(self._current_batch_size()), float(g.get("weight_decay", 0.0)))
+        """The values in effect: the reference param group's lr and weight decay, the batch size."""
+        lr, wd = self._ratios.read(self.optimizer)
+        return Hyperparams(lr, int(self._current_batch_size()), wd)
 
     def _current_batch_size(self) -> int:
         if self.sampler is not None:
             return self.sampler.batch_size
-        return self._batch_size or 1
+        return self._used_bs or 1
 
     def begin(self) -> None:
-        """Start a run: clip the starting values into the policy's bounds and reset the features.
+        """Start a run: clip the starting values into the policy's bounds (saying so) and reset
+        the features. Called by the first :meth:`step` or :meth:`decide`; call it yourself to
+        apply the clipping before the first optimizer step. A second call does nothing."""
+        if not self._started:
+            self._start()
 
-        Called by the first :meth:`step` or :meth:`decide`; call it yourself to apply the clipping
-        before the first optimizer step."""
-        self.decision.start(self.hparams, self._adaptive, self._set)  # clipped into the policy's bounds
+    def _start(self) -> None:
+        if self.control_batch_size and self.sampler is None and not self._declined:
+            self.decline_batch_size(
+                "this loop's batches do not come from controller.make_loader() or a MutableBatchSampler",
+                "Use controller.make_loader(dataset) to let it set the batch size, or pass control_batch_size=False.",
+            )
+        self._ratios = GroupRatios.of(self.optimizer)  # the starting values, as they are now
+        asked = self.hparams
+        target = LoopState(self.optimizer, self.model, self.sampler)  # what the guard snapshots
+        controls = tuple(n for n, on in (("lr", True), ("batch_size", self.control_batch_size),
+                                          ("weight_decay", self.controls_weight_decay)) if on)
+        off = tuple(n for n in ("batch_size", "weight_decay") if n not in controls)
+        start = self.decision.start(asked, self._adaptive, self._set, target, off)  # clipped into the policy's bounds
+        message = clipping_message(asked, start, self.spec.action_config(), controls)
+        if message and not self._warned_clip:
+            warnings.warn(message, stacklevel=3)
+            self._warned_clip = True
         self._boundary = self.decision.boundary
         self.driver.reset()
         self._started = True
+        self._restart_pending = self.sampler is None and self._used_bs is None  # batch size not known yet
+
+    def decline_batch_size(self, reason: str, remedy: str = "") -> None:
+        """Turn batch-size control off, saying once why (the decided batch sizes cannot be applied)."""
+        self.control_batch_size, self._declined = False, True
+        warnings.warn(
+            f"rlhpo Controller: the policy sets the batch size, but {reason}: its batch-size decisions are not "
+            "applied; the batch size stays the one your loop trains with, and history records that." + (remedy and f" {remedy}"),
+            stacklevel=4,
+        )
 
     @property
     def interval(self) -> int:
@@ -164,16 +218,22 @@ class Controller:
 
     # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        bs = self.sampler.batch_size if self.sampler is not None else (self._batch_size or 1)
+        bs = self._delivered or self._current_batch_size()
         self._probe = TrainingMonitor.should_probe(self._boundary - self.examples_seen, bs)
         if self._probe:
             self.monitor.before_step(True)
 
-    def step(self, loss: torch.Tensor, batch_size: Optional[int] = None) -> bool:
+    def step(self, loss: torch.Tensor, batch_size: Optional[int] = None, *, batch: Any = None) -> bool:
         """Record one optimizer step; call it right after ``optimizer.step()``.
 
+        The examples the step trained are, first found: ``batch_size``; the size of ``batch``;
+        the batches handed out since the last step by :meth:`batches` or the loader of
+        :meth:`make_loader`; the size of the sampler's last batch; the ``batch_size`` given to
+        the constructor. With none of them it raises :class:`ControllerError`.
+
         :param loss: the step's training loss (a scalar tensor)
-        :param batch_size: examples in the step's batch (default: the controlled batch size)
+        :param batch_size: examples in the step's batch
+        :param batch: the batch the step trained on (its first tensor's first dimension is counted)
         :return: whether the hyperparameters were just changed
         """
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -181,15 +241,17 @@ class Controller:
                 f"step(loss): loss must be a scalar tensor, got {type(loss).__name__}"
                 + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "")
             )
-        if batch_size is not None and not (
-            isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1
-        ):
-            raise ControllerError(f"step(loss, batch_size): batch_size must be an integer >= 1, got {batch_size!r}")
+        n = self._examples_of(batch_size, batch)
+        if self._used_bs is None:
+            self._used_bs = n
         if not self._started:
-            self.begin()
+            self._start()
+        elif self._restart_pending and self.decision.interval == 0:
+            self._start()  # begun before any batch size was known: start again from the real one
+        self._interval_max_bs = max(self._interval_max_bs, n)
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
-        self.examples_seen += int(batch_size) if batch_size is not None else self._current_batch_size()
+        self.examples_seen += n
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
         # the later ones on an empty interval, exactly as the environment the policy met
@@ -198,6 +260,33 @@ class Controller:
             self.decide(stats, self._validation_loss(stats))
             decided = True
         return decided
+
+    def _examples_of(self, batch_size: Optional[int], batch: Any) -> int:
+        """The examples one step trained (see :meth:`step`)."""
+        delivered, self._delivered = self._delivered, 0
+        if batch_size is not None:
+            if not (is_int(batch_size) and batch_size >= 1):
+                raise ControllerError(f"step(loss, batch_size): batch_size must be an integer >= 1, got {batch_size!r}")
+            return int(batch_size)
+        if batch is not None:
+            n = batch_len(batch)
+            if not n:
+                raise ControllerError(
+                    f"step(loss, batch): cannot tell how many examples a {type(batch).__name__} holds "
+                    "(no tensor with a first dimension in it); pass step(loss, batch_size=...)"
+                )
+            return n
+        if delivered:
+            return delivered
+        if self.sampler is not None:
+            return self.sampler.last_batch_size or self.sampler.batch_size
+        if self._declared_bs is not None:
+            return self._declared_bs
+        raise ControllerError(
+            "step(loss): the controller cannot tell how many examples this step trained; pass "
+            "step(loss, batch=batch) or step(loss, batch_size=len(x)), iterate controller.batches(loader), "
+            "or give Controller(batch_size=...) for a loader of fixed batch size"
+        )
 
     def report_validation(self, val_loss: float) -> None:
         """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
@@ -224,28 +313,33 @@ class Controller:
         interval boundaries.
         """
         if not self._started:
-            self.begin()
+            self._start()
         if examples_seen is not None:
             self.examples_seen = int(examples_seen)
+        if self.sampler is None and self._interval_max_bs:
+            self._used_bs, self._interval_max_bs = self._interval_max_bs, 0  # the batch size really used
         hp = self.hparams
         observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
         self._boundary = self.decision.boundary
         diverged = observation.diverged
         action = self.driver.act(observation.obs, deterministic=self.deterministic)
         if diverged:
-            log.warning("rlhpo controller: training diverged at %d examples; stepping every control down", self.examples_seen)
+            log.warning("rlhpo controller: training diverged at %d examples (%s); %s", self.examples_seen, observation.verdict.reason,
+                        "rolled back to the last good state, lr cut" if observation.verdict.rolled_back else "stepping every control down")
             if self.writer is not None:
                 self.writer.add_scalar("controller/diverged", 1.0, self.examples_seen)
-        new = self._set(self.decision.act(action, hp, diverged))
+        new = self._set(self.decision.act(action, hp))
         record = dict(
             examples=self.examples_seen,
-            train_loss=stats.loss_mean,
-            val_loss=val_loss,
+            steps=int(stats.steps),
+            train_loss=float(stats.loss_mean),
+            val_loss=float(val_loss),
             lr=new.lr,
             batch_size=new.batch_size,
             weight_decay=new.weight_decay,
             action=self.decision.last_action.tolist(),
-            diverged=diverged,
+            diverged=bool(diverged),
+            rolled_back=bool(observation.verdict.rolled_back),
         )
         self.history.append(record)
         if self.writer is not None:
@@ -256,35 +350,42 @@ class Controller:
     def _set(self, hp: Hyperparams) -> Hyperparams:
         """Write ``hp`` (the controls this run has) and return the values in effect."""
         write_hparams(
-            self.optimizer, hp, self.sampler, weight_decay=self.controls_weight_decay, batch_size=self.control_batch_size
+            self.optimizer, hp, self.sampler, weight_decay=self.controls_weight_decay,
+            batch_size=self.control_batch_size, ratios=self._ratios,
         )
-        if self.control_batch_size and self.sampler is None:
-            self._batch_size = hp.batch_size
         return self.hparams
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The controller's state: tensors and plain Python types only, so a checkpoint holding it
+        loads with ``torch.load(path, weights_only=True)``."""
         return {
-            "examples_seen": self.examples_seen,
+            "examples_seen": int(self.examples_seen),
             "started": self._started,
             "last_val": self._last_val,
-            "decision": self.decision.state_dict(),
-            "driver": self.driver.state_dict(),
+            "decision": to_plain(self.decision.state_dict()),
+            "driver": to_plain(self.driver.state_dict()),
             "sampler": None if self.sampler is None else self.sampler.state_dict(),
-            "batch_size": self._batch_size,
-            "history": list(self.history),
+            "batch_size": self._used_bs,
+            "control_batch_size": self.control_batch_size,
+            "ratios": self._ratios.state_dict(),
+            "history": to_plain(list(self.history)),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.examples_seen = int(state["examples_seen"])
-        self.decision.load_state_dict(state["decision"])
+        self.decision.load_state_dict(to_numpy(state["decision"]))
         self._boundary = self.decision.boundary
         self._started = bool(state["started"])
         self._last_val = state["last_val"]
-        self.driver.load_state_dict(state["driver"])
+        self.driver.load_state_dict(to_numpy(state["driver"]))
         if self.sampler is not None and state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])
-        self._batch_size = state["batch_size"]
+        self._used_bs = state["batch_size"]
+        self.control_batch_size = bool(state.get("control_batch_size", self.control_batch_size))
+        if state.get("ratios") is not None:
+            self._ratios = GroupRatios(**state["ratios"])
+        self._delivered = 0
         self.history = list(state["history"])
 
     def close(self) -> None:

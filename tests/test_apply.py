@@ -75,3 +75,60 @@ def test_unknown_family_and_missing_policy_are_named(tmp_path):
         build_task("mnist")
     with pytest.raises(ArtifactError, match="neither an artifact folder nor a pretrained name"):
         apply(make_tiny_task(), policy=str(tmp_path / "missing"))
+
+
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_every_method_logs_under_the_same_tags_one_value_per_step(tmp_path):
+    """Issue 14.6: the methods overlay in TensorBoard (same tags, one run directory each) and
+    no tag holds two values at one step (the zig-zag of the lr used and the lr decided)."""
+    task = make_tiny_task(budget=200, batch_size=16)  # 10 examples per interval: some train none
+    results = apply(task, POLICY, compare=True, tb_dir=tmp_path / "tb")
+    runs = {m: _events(tmp_path / "tb" / m) for m in ("controller", "constant", "cosine")}
+    tags = {m: set(ev) for m, ev in runs.items()}
+    assert tags["controller"] == tags["constant"] == tags["cosine"]
+    assert {"hparams/lr", "hparams/batch_size", "hparams/weight_decay", "loss/train", "loss/val", "loss/test"} <= tags["controller"]
+    for m, ev in runs.items():
+        for tag, steps in ev.items():
+            assert len(steps) == len(set(steps)), (m, tag, steps)
+    examples = [h["examples"] for h in results["controller"].history]
+    assert len(set(examples)) < len(examples)  # the case is exercised: an interval that trained nothing
+
+
+def test_decisions_json_is_strict_and_the_table_explains_val_and_test(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhpo.apply", "task={_target_: test_apply.make_tiny, budget: 200}", "compare=true",
+         f"policy={POLICY}", f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def no_constants(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    for name in ("decisions.json", "results.json"):
+        json.loads((tmp_path / name).read_text(), parse_constant=no_constants)
+    decisions = json.loads((tmp_path / "decisions.json").read_text())
+    assert any(d["train_loss"] is None for d in decisions)  # was NaN
+    assert "trained no example" in proc.stdout and " nan" not in proc.stdout.split("controller decisions")[1].split("method")[0]
+    assert "compare methods on test" in proc.stdout
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhpo.apply", "device=cuda", f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["[rlhpo] error: device='cuda' but torch sees no CUDA device; use device=cpu"]

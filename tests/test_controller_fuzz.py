@@ -81,11 +81,12 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
             wd = g["weight_decay"]
             assert math.isfinite(wd) and bounds.weight_decay.min <= wd <= bounds.weight_decay.max, wd
     bs = c.hparams.batch_size
-    assert 1 <= bs <= bounds.batch_size.max
-    if c.sampler is None:
-        assert bs >= bounds.batch_size.min
+    # the batch size is the policy's only where it can be applied (a sampler); elsewhere it is the
+    # user's own, declined with a warning, and recorded as it is
+    assert 1 <= bs and (bs <= bounds.batch_size.max or not c.control_batch_size)
     for h in c.history:
-        assert bounds.lr.min <= h["lr"] <= bounds.lr.max and 1 <= h["batch_size"] <= bounds.batch_size.max
+        assert bounds.lr.min <= h["lr"] <= bounds.lr.max and 1 <= h["batch_size"]
+        assert h["batch_size"] <= bounds.batch_size.max or not c.control_batch_size
 
 
 @SETTINGS

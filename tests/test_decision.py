@@ -30,7 +30,7 @@ from rlhpo.training.session import make_optimizer
 
 def _env_trajectory(art, task, session_seed):
     env = rlhpo.make_env(
-        n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), divergence_factor=art.spec.divergence_factor
+        n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), guard=art.spec.guard_config()
     )
     driver = PolicyDriver.from_artifact(art)
     obs, info = env.reset(seed=0, options={"task": task, "session_seed": session_seed})
@@ -90,12 +90,13 @@ def test_env_episode_and_controller_plain_loop_give_the_same_trajectory(family, 
 
 
 def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
-    """A loss that blows up 100x but stays finite is divergence in both; the env ends the episode,
-    the Controller steps every control down."""
+    """A loss that blows up but stays finite is divergence in both, by the guard's rule; the env
+    and the Controller both roll back and cut the lr."""
     stats = IntervalStats(steps=3, loss_mean=1.0)
     assert not is_diverged(stats, 5.0, reference=None)
     assert not is_diverged(stats, 99.0, reference=1.0)
     assert is_diverged(stats, 101.0, reference=1.0)
+    assert is_diverged(stats, 2.5, reference=1.0, factor=art_factor()) and not is_diverged(stats, 1.9, 1.0, art_factor())
     assert is_diverged(stats, float("nan"), reference=None)
     assert is_diverged(IntervalStats(steps=3, loss_mean=float("nan"), nonfinite=True), 1.0, reference=1.0)
 
@@ -109,8 +110,13 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
     lr = c.hparams.lr
     c.decide(IntervalStats(steps=5, loss_mean=1.0), DIVERGENCE_FACTOR * 2.0, examples_seen=200)
     assert c.history[-1]["diverged"]
-    assert c.hparams.lr == pytest.approx(lr / 2) and c.history[-1]["action"] == [-1.0, -1.0, -1.0]
+    # the guard's response, as in the env: the last good state back and the lr cut, the policy's action set aside
+    assert c.hparams.lr == pytest.approx(lr * art.spec.guard_config().lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
     assert before.lr == pytest.approx(1e-3)
+
+
+def art_factor() -> float:
+    return load_artifact("default").spec.guard_config().factor
 
 
 def test_interval_clock_lands_every_caller_on_the_same_example():

@@ -77,8 +77,10 @@ def test_budget_is_counted_in_examples_not_steps():
     assert infos_small[-1]["examples"] == 640
 
 
-def test_divergence_terminates_with_penalty_and_flag():
-    env = TinyEnv(EnvConfig(n_intervals=8))
+def test_without_the_guard_divergence_terminates_with_penalty_and_flag():
+    cfg = EnvConfig(n_intervals=8)
+    cfg.guard.enabled = False
+    env = TinyEnv(cfg)
     obs, info = env.reset(options={"task": make_tiny_task(lr=5.0, optimizer="sgd", regression=True)})
     terminated = False
     for _ in range(8):
@@ -86,8 +88,31 @@ def test_divergence_terminates_with_penalty_and_flag():
         assert np.isfinite(obs).all()
         if terminated or truncated:
             break
-    assert terminated and info["diverged"]
+    assert terminated and info["diverged"] and not info["rolled_back"]
     assert r == -env.config.divergence_penalty
+
+
+def test_a_diverging_episode_rolls_back_and_goes_on_with_the_examples_charged():
+    env = TinyEnv(EnvConfig(n_intervals=8))
+    obs, info = env.reset(options={"task": make_tiny_task(lr=5.0, optimizer="sgd", regression=True)})
+    infos, rewards = [info], []
+    while True:
+        obs, r, terminated, truncated, info = env.step(np.ones(3, dtype=np.float32))
+        infos.append(info)
+        rewards.append(r)
+        assert np.isfinite(obs).all() and np.isfinite(r)
+        if terminated or truncated:
+            break
+    assert truncated and not terminated
+    rolled = [i for i in infos if i["rolled_back"]]
+    assert rolled and all(i["diverged"] for i in rolled)
+    assert -env.config.divergence_penalty in rewards
+    examples = [i["examples"] for i in infos]
+    assert examples == sorted(examples) and examples[-1] == 640  # the budget is not refunded
+    assert all(torch.isfinite(p).all() for p in env.session.model.parameters())
+    # after a rollback the lr is cut, and once divergence repeated it never rises again
+    k = infos.index(rolled[0])
+    assert infos[k + 1]["lr"] < infos[k]["lr"] if k + 1 < len(infos) else True
 
 
 def test_controls_can_be_switched_off():

@@ -108,16 +108,19 @@ class ActionSpec:
         self._hi = np.log([config.lr.max, bs_max, config.weight_decay.max])
         self._step = np.log([getattr(config, n).max_step_factor for n in CONTROLS])
         self._mask = np.array([n in self.controls for n in CONTROLS])
+        self._live = self._mask.copy()  # the controls this run moves (reset() may hold some)
         self.z = np.zeros(3)
 
     @property
     def n_actions(self) -> int:
         return len(self.controls)
 
-    def reset(self, start: Hyperparams) -> Hyperparams:
-        """Start from ``start``; enabled controls are clipped into their bounds."""
+    def reset(self, start: Hyperparams, off: tuple[str, ...] = ()) -> Hyperparams:
+        """Start from ``start``; enabled controls are clipped into their bounds. Controls named in
+        ``off`` are held at their start for this run (their action entries are ignored)."""
+        self._live = self._mask & np.array([n not in off for n in CONTROLS])
         self._start = np.log([start.lr, start.batch_size, max(start.weight_decay, 1e-30)])
-        self.z = np.where(self._mask, np.clip(self._start, self._lo, self._hi), self._start)
+        self.z = np.where(self._live, np.clip(self._start, self._lo, self._hi), self._start)
         return self.hparams(start)
 
     def full_action(self, action: np.ndarray) -> np.ndarray:
@@ -127,11 +130,12 @@ class ActionSpec:
             raise ValueError(f"action must have {self.n_actions} entries ({', '.join(self.controls)}), got {a.shape[0]}")
         full = np.zeros(3)
         full[self._mask] = np.clip(a, -1.0, 1.0)
+        full[~self._live] = 0.0
         return full
 
     def apply(self, action: np.ndarray, current: Hyperparams) -> Hyperparams:
         full = self.full_action(action)
-        self.z = np.where(self._mask, np.clip(self.z + full * self._step, self._lo, self._hi), self.z)
+        self.z = np.where(self._live, np.clip(self.z + full * self._step, self._lo, self._hi), self.z)
         return self.hparams(current)
 
     def hparams(self, current: Hyperparams) -> Hyperparams:
@@ -139,14 +143,32 @@ class ActionSpec:
         # clip again after exp(): exp(log(x)) can land one ulp outside the bounds
         lr = np.clip(lr, self.config.lr.min, self.config.lr.max)
         wd = np.clip(wd, self.config.weight_decay.min, self.config.weight_decay.max)
+        live = self._live
         return Hyperparams(
-            lr=float(lr) if self._mask[0] else current.lr,
-            batch_size=max(1, int(round(bs))) if self._mask[1] else current.batch_size,
-            weight_decay=float(wd) if self._mask[2] else current.weight_decay,
+            lr=float(lr) if live[0] else current.lr,
+            batch_size=max(1, int(round(bs))) if live[1] else current.batch_size,
+            weight_decay=float(wd) if live[2] else current.weight_decay,
         )
 
+    def scale(self, name: str, factor: float) -> None:
+        """Multiply one control's value by ``factor`` (within its bounds), outside any action:
+        the guard's learning-rate cut after a rollback."""
+        i = CONTROLS.index(name)
+        if self._live[i]:
+            self.z[i] = float(np.clip(self.z[i] + np.log(factor), self._lo[i], self._hi[i]))
+
+    def narrow(self, name: str, lo: float, hi: float) -> None:
+        """Tighten one control's bounds to [lo, hi] within the configured ones (an lr cap
+        relative to the start)."""
+        i = CONTROLS.index(name)
+        self._lo[i] = max(self._lo[i], float(np.log(lo)))
+        self._hi[i] = min(self._hi[i], float(np.log(hi)))
+        self.z[i] = float(np.clip(self.z[i], self._lo[i], self._hi[i]))
+
     def state_dict(self) -> dict:
-        return {"z": self.z.tolist()}
+        return {"z": self.z.tolist(), "live": self._live.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         self.z = np.asarray(state["z"], dtype=np.float64)
+        if "live" in state:
+            self._live = np.asarray(state["live"], dtype=bool)

@@ -6,7 +6,8 @@ under exactly the rules it was meta-trained under:
 
 * the **interval clock** (:func:`interval_end`): the example budget split evenly into
   ``n_intervals``; a decision falls when the examples seen reach the interval's end;
-* the **divergence rule** (:func:`is_diverged`);
+* the **divergence rule and the guard** (:mod:`rlhpo.control.guard`): a snapshot of the last
+  good state at every healthy decision, a rollback and a learning-rate cut after divergence;
 * **observe -> act -> apply** (:class:`DecisionPath`): interval statistics and the validation
   loss become an observation (:mod:`rlhpo.control.features`), the policy's action becomes new
   hyperparameters (:mod:`rlhpo.control.actions`);
@@ -27,12 +28,16 @@ import numpy as np
 
 from rlhpo.control.actions import ActionConfig, ActionSpec
 from rlhpo.control.features import FeatureExtractor
+from rlhpo.control.guard import (
+    Guard,
+    GuardConfig,
+    Restorable,
+    Verdict,
+    divergence_reason,
+)
 from rlhpo.tasks.base import Hyperparams
 from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
 from rlhpo.training.monitor import IntervalStats
-
-#: a validation loss above this multiple of the first interval's is divergence (see is_diverged)
-DIVERGENCE_FACTOR = 100.0
 
 
 def interval_end(total_examples: int, n_intervals: int, k: int) -> int:
@@ -41,33 +46,32 @@ def interval_end(total_examples: int, n_intervals: int, k: int) -> int:
     return total_examples * min(k + 1, n_intervals) // n_intervals
 
 
-def is_diverged(stats: IntervalStats, val_loss: float, reference: Optional[float], factor: float = DIVERGENCE_FACTOR) -> bool:
-    """The divergence rule: a non-finite training loss, gradient or parameter in the interval, a
-    non-finite validation loss, or a validation loss above ``factor`` times ``reference`` (the
-    validation loss after the first interval).
+#: a run with no guard (a baseline) is lost, and stops, above this multiple of a reference
+#: validation loss (see :func:`is_diverged`)
+DIVERGENCE_FACTOR = 100.0
 
-    Why this rule and not "non-finite only": it is the rule the shipped policy was meta-trained
-    under (the environment ends such an episode), so the Controller must apply it too; and a
-    blow-up that stays finite (a 20-100x jump of the validation loss) is as much a lost run as a
-    NaN, and needs the same response. The reference is the first interval's loss, not the best so
-    far, so a task whose loss falls by orders of magnitude (a regression driven to ~0) is not
-    flagged for the ordinary noise of a tiny loss.
-    """
-    if stats.nonfinite or not math.isfinite(val_loss):
-        return True
-    return reference is not None and val_loss > factor * max(reference, 1e-12)
+
+def is_diverged(stats: IntervalStats, val_loss: float, reference: Optional[float], factor: float = DIVERGENCE_FACTOR) -> bool:
+    """The divergence rule (:func:`rlhpo.control.guard.divergence_reason`) on an interval's
+    statistics, relative to ``reference`` (the guard passes the best so far; the evaluation
+    runner, for runs without a guard, the first interval's loss with ``DIVERGENCE_FACTOR``)."""
+    return bool(divergence_reason(stats.nonfinite, val_loss, math.inf if reference is None else reference, factor))
 
 
 @dataclass
 class Observation:
-    """One decision's input: the feature vector and whether the interval diverged."""
+    """One decision's input: the feature vector and the guard's verdict on the interval."""
 
     obs: np.ndarray
-    diverged: bool
+    verdict: Verdict
+
+    @property
+    def diverged(self) -> bool:
+        return self.verdict.diverged
 
 
 class DecisionPath:
-    """The state of one run's decisions: its clock, its features, its action state.
+    """The state of one run's decisions: its clock, its features, its guard, its action state.
 
     Call :meth:`start` once per run, then per interval: train until :attr:`boundary`,
     :meth:`observe` the interval, get an action for ``observation.obs``, and :meth:`act`.
@@ -75,7 +79,7 @@ class DecisionPath:
     :param actions: the controls and their bounds (the policy's, from its spec)
     :param total_examples: the run's example budget
     :param n_intervals: decisions per run (the policy's)
-    :param divergence_factor: see :func:`is_diverged`
+    :param guard: the divergence rule and the response (:class:`~rlhpo.control.guard.GuardConfig`)
     :param max_batch_size: an extra cap on the batch size (the training-set size)
     """
 
@@ -84,75 +88,106 @@ class DecisionPath:
         actions: ActionConfig,
         total_examples: int,
         n_intervals: int,
-        divergence_factor: float = DIVERGENCE_FACTOR,
+        guard: Optional[GuardConfig] = None,
         max_batch_size: Optional[int] = None,
     ) -> None:
         self.actions = ActionSpec(actions, max_batch_size=max_batch_size)
         self.features = FeatureExtractor()
         self.total_examples = int(total_examples)
         self.n_intervals = int(n_intervals)
-        self.divergence_factor = float(divergence_factor)
+        self.guard_config = (guard or GuardConfig()).validate()
+        self.guard = Guard(self.guard_config, None)
         self.interval = 0
-        self.reference: Optional[float] = None
         self.last_action = np.zeros(3)
+        self._verdict = Verdict(False)
 
     @property
     def boundary(self) -> int:
         """Examples seen at which the current interval ends (the next decision)."""
         return interval_end(self.total_examples, self.n_intervals, self.interval)
 
-    def start(self, hp: Hyperparams, adaptive: bool, write: Callable[[Hyperparams], Hyperparams]) -> Hyperparams:
+    def start(
+        self,
+        hp: Hyperparams,
+        adaptive: bool,
+        write: Callable[[Hyperparams], Hyperparams],
+        target: Optional[Restorable] = None,
+        off: tuple[str, ...] = (),
+    ) -> Hyperparams:
         """Begin a run from ``hp``: the starting values are clipped into the policy's bounds and
         given to ``write``, which applies them and returns the values in effect (a sampler clamps
-        the batch size to the dataset); the features start from those, the clock from zero."""
-        start = write(self.actions.reset(hp))
+        the batch size to the dataset); the features start from those, the clock from zero, and
+        the guard snapshots ``target`` (None: divergence is detected, nothing can be restored).
+
+        Controls named in ``off`` stay at their start for the run; so does the weight decay of a
+        run that starts without any (Adam's and SGD's default): the policy never switches it on.
+        """
+        if hp.weight_decay == 0 and "weight_decay" not in off:
+            off = (*off, "weight_decay")
+        start = self.actions.reset(hp, off)
+        r = self.guard_config.max_lr_ratio
+        if r is not None:
+            self.actions.narrow("lr", start.lr / r, start.lr * r)
+        start = write(start)
         self.features.reset(start.lr, start.batch_size, start.weight_decay, adaptive)
         self.interval = 0
-        self.reference = None
         self.last_action = np.zeros(3)
+        self._verdict = Verdict(False)
+        self.guard = Guard(self.guard_config, target)
+        self.guard.start()
         return start
 
     def observe(self, stats: IntervalStats, val_loss: float, hp: Hyperparams, examples_seen: int) -> Observation:
-        """End the current interval: the observation and the divergence verdict."""
+        """End the current interval: the guard's verdict (a rollback restores the target here)
+        and the observation, built on the validation loss in effect after the verdict."""
         self.interval += 1
-        diverged = is_diverged(stats, val_loss, self.reference, self.divergence_factor)
-        if self.reference is None and math.isfinite(val_loss):
-            self.reference = val_loss
+        self._verdict = self.guard.review(stats.nonfinite, val_loss)
         obs = self.features.observe(
             stats,
-            val_loss,
+            self._verdict.val_loss,
             hp.lr,
             hp.batch_size,
             hp.weight_decay,
             progress=min(examples_seen / self.total_examples, 1.0),
             last_action=self.last_action,
         )
-        return Observation(obs, diverged)
+        return Observation(obs, self._verdict)
 
-    def act(self, action: Sequence[float] | np.ndarray, hp: Hyperparams, diverged: bool = False) -> Hyperparams:
-        """The hyperparameters for the next interval.
+    def act(self, action: Sequence[float] | np.ndarray, hp: Hyperparams) -> Hyperparams:
+        """The hyperparameters for the next interval, from the policy's action and the verdict.
 
-        After a divergence the policy is outside what it met in meta-training (the environment
-        ends a diverged episode), so its action is replaced by the largest step down on every
-        control.
+        After a rollback the policy's action is replaced by a learning-rate cut (``lr_cut``); a
+        divergence with nothing to restore steps every control down as far as one action can;
+        once divergence has repeated (``freeze_after``) no control moves upwards again.
         """
-        if diverged:
-            action = np.full(self.actions.n_actions, -1.0)
-        self.last_action = self.actions.full_action(np.asarray(action))
-        return self.actions.apply(action, hp)
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if self._verdict.rolled_back:
+            a = np.zeros(self.actions.n_actions)
+        elif self._verdict.diverged:
+            a = np.full(self.actions.n_actions, -1.0)
+        if self.guard.frozen:
+            a = np.minimum(a, 0.0)
+        self.last_action = self.actions.full_action(a)
+        new = self.actions.apply(a, hp)
+        if self._verdict.rolled_back:
+            self.actions.scale("lr", self.guard_config.lr_cut)
+            new = self.actions.hparams(new)
+        return new
 
     def state_dict(self) -> dict:
         return {
             "interval": self.interval,
-            "reference": self.reference,
             "last_action": self.last_action.tolist(),
             "actions": self.actions.state_dict(),
             "features": dict(vars(self.features)),
+            "guard": self.guard.state_dict(),
+            "verdict": vars(self._verdict).copy(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.interval = int(state["interval"])
-        self.reference = state.get("reference")
         self.last_action = np.asarray(state["last_action"], dtype=np.float64)
         self.actions.load_state_dict(state["actions"])
         vars(self.features).update(state["features"])
+        self.guard.load_state_dict(state["guard"])
+        self._verdict = Verdict(**state["verdict"])

@@ -102,7 +102,9 @@ class FeatureExtractor:
         noise = stats.loss_std / abs(train) if (math.isfinite(train) and abs(train) > 1e-12) else 0.0
         lr = max(float(lr), 1e-12)
         wd = max(float(weight_decay), 1e-8)
-        a = list(last_action) + [0.0] * (3 - len(last_action))
+        # Python floats throughout (numpy scalars make every comparison below slower)
+        a = last_action.tolist() if isinstance(last_action, np.ndarray) else list(last_action)
+        a += [0.0] * (3 - len(a))
         obs = [
             progress,
             _log_ratio(train, self.train_ref or train),
@@ -126,5 +128,7 @@ class FeatureExtractor:
         ]
         if math.isfinite(val_loss):
             self.prev_val = val_loss
-        # NaN -> 0, then clip (inf -> +-CLIP); plain Python: np.nan_to_num costs more than all the rest
-        return np.array([0.0 if v != v else max(-CLIP, min(CLIP, v)) for v in obs], dtype=np.float32)
+        # NaN -> 0, then clip (inf -> +-CLIP); plain Python: np.nan_to_num costs more than all the
+        # rest, and comparisons cost less than min()/max() calls
+        hi, lo = CLIP, -CLIP
+        return np.array([0.0 if v != v else (hi if v > hi else (lo if v < lo else v)) for v in obs], dtype=np.float32)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rlhpo.control.actions import ActionConfig
+from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
@@ -19,8 +20,9 @@ class EnvConfig:
     :param budget_scale: multiplies every task's example budget (tests use small values)
     :param budget_examples: if set, overrides every task's example budget
     :param actions: which hyperparameters are controlled, and their bounds
-    :param divergence_penalty: reward on the step that diverges (non-finite or exploding loss)
-    :param divergence_factor: a validation loss above this multiple of the reference is divergence
+    :param divergence_penalty: reward on a step that diverges (the guard's rule)
+    :param guard: the divergence rule and the rollback (:class:`~rlhpo.control.guard.GuardConfig`);
+        with ``guard.enabled`` false a diverged episode ends instead
     :param reward_clip: per-step rewards are clipped to [-reward_clip, reward_clip]
     :param task_seeds: a fixed instance set of task seeds (DACBench style); empty: any seed
     :param device: where target networks train ("cpu", "cuda", "cuda:N")
@@ -32,7 +34,7 @@ class EnvConfig:
     budget_examples: Optional[int] = None
     actions: ActionConfig = field(default_factory=ActionConfig)
     divergence_penalty: float = 5.0
-    divergence_factor: float = 100.0
+    guard: GuardConfig = field(default_factory=GuardConfig)
     reward_clip: float = 5.0
     task_seeds: list[int] = field(default_factory=list)
     device: str = "cpu"
@@ -57,8 +59,9 @@ class EnvConfig:
             v = getattr(self, name)
             if not (is_number(v) and v >= 0):
                 raise ConfigError(f"env.{name} must be a finite number >= 0, got {v!r}")
-        if not (is_number(self.divergence_factor) and self.divergence_factor > 1):
-            raise ConfigError(f"env.divergence_factor must be a finite number > 1, got {self.divergence_factor!r}")
+        if not isinstance(self.guard, GuardConfig):
+            raise ConfigError(f"env.guard must be a guard config (enabled, factor, lr_cut, ...), got {self.guard!r}")
+        self.guard.validate("env.guard")
         seeds = self.task_seeds
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or any(
             not (is_int(x) and x >= 0) for x in seeds

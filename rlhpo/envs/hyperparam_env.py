@@ -12,9 +12,9 @@ from gymnasium import spaces
 from rlhpo.control.decision import DecisionPath
 from rlhpo.control.features import CLIP, N_FEATURES
 from rlhpo.envs.config import EnvConfig
-from rlhpo.tasks import FAMILIES, Task
+from rlhpo.tasks import FAMILIES, Task, TaskFamily
 from rlhpo.training.monitor import IntervalStats
-from rlhpo.training.session import TrainingSession
+from rlhpo.training.session import TrainingSession, remember_valid
 
 
 class HyperparamControlEnv(gym.Env):
@@ -29,9 +29,12 @@ class HyperparamControlEnv(gym.Env):
     * Reward: the decrease of the log validation loss over the interval, so the return is
       ``log(val loss after interval 1 / final val loss)``: scale-free, comparable across families.
       The test split is never used. A step that diverges gets ``-divergence_penalty``.
-    * The episode is truncated when the example budget is spent, terminated when training
-      diverges (non-finite loss or weights, or validation loss above ``divergence_factor`` times
-      the reference); ``info["diverged"]`` flags it. No exception escapes from a diverging run.
+    * Divergence is the guard's rule (:mod:`rlhpo.control.guard`, the Controller's too): the
+      guard restores the last good state, the lr is cut and the episode goes on, the examples
+      spent since the snapshot are not refunded (``info["rolled_back"]``); ``info["val_loss"]`` is
+      the validation loss in effect after the verdict. With ``guard.enabled`` false a diverged
+      episode is terminated instead. The episode is truncated when the example budget is spent.
+      No exception escapes from a diverging run.
 
     ``reset(options={"task": task})`` runs a given :class:`~rlhpo.tasks.Task`;
     ``options={"family": name, "task_seed": s}`` picks a specific sampled task;
@@ -81,7 +84,10 @@ class HyperparamControlEnv(gym.Env):
             seed = int(self.config.task_seeds[int(rng.integers(len(self.config.task_seeds)))])
         else:
             seed = int(rng.integers(2**31 - 1))
-        return self._families[family].sample(seed)
+        task = self._families[family].sample(seed)
+        if type(self._families[family]).sample is TaskFamily.sample:
+            remember_valid(task)  # TaskFamily.sample has just validated it: the session need not again
+        return task
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -107,15 +113,16 @@ class HyperparamControlEnv(gym.Env):
         session_seed = int(self.np_random.integers(2**31 - 1))
         self.session = self._new_session(task, int(options.get("session_seed", session_seed)))
         c = self.config
-        self.decision = DecisionPath(c.actions, task.budget_examples, c.n_intervals, c.divergence_factor)
-        self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams)
+        self.decision = DecisionPath(c.actions, task.budget_examples, c.n_intervals, c.guard)
+        target = self.session if c.guard.enabled else None
+        self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target)
         self._ref_val = None
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
-        obs, info, diverged = self._observe(stats, val_loss, val_metric)
+        obs, info, lost = self._observe(stats, val_loss, val_metric)
         self._ref_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
         self._prev_val = self._ref_val
-        self._diverged_at_reset = diverged
+        self._diverged_at_reset = lost
         return obs, info
 
     def begin_step(self, action: np.ndarray) -> Optional[tuple[np.ndarray, float, bool, bool, dict]]:
@@ -133,16 +140,21 @@ class HyperparamControlEnv(gym.Env):
         self, stats: IntervalStats, val_loss: float, val_metric: float
     ) -> tuple[np.ndarray, float, bool, bool, dict]:
         assert self.session is not None
-        obs, info, diverged = self._observe(stats, val_loss, val_metric)
+        obs, info, lost = self._observe(stats, val_loss, val_metric)
         val = info["val_loss"]
-        if diverged:
+        if info["diverged"]:
+            # a rollback: the state (and its validation loss) of the snapshot are back, the
+            # examples since it are spent; the penalty is the step's reward
             reward = -self.config.divergence_penalty
+            if math.isfinite(val):
+                self._prev_val = val
         else:
-            c = self.config.reward_clip
-            reward = float(np.clip(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c, c))
+            c = float(self.config.reward_clip)
+            # both losses are finite here (else the step diverged): min/max clip as np.clip does, without numpy's cost
+            reward = min(max(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c), c)
             self._prev_val = val
-        truncated = self.session.done and not diverged
-        return obs, reward, diverged, truncated, info
+        truncated = self.session.done and not lost
+        return obs, reward, lost, truncated, info
 
     def train_interval(self) -> tuple[IntervalStats, float, float]:
         """Train the next interval; the interval's statistics, validation loss and metric."""
@@ -164,7 +176,7 @@ class HyperparamControlEnv(gym.Env):
         assert self.session is not None and self.task is not None and self.decision is not None
         hp = self.session.hparams
         observation = self.decision.observe(stats, val_loss, hp, self.session.examples_seen)
-        obs, diverged = observation.obs, observation.diverged
+        obs, verdict = observation.obs, observation.verdict
         info = {
             "task": self.task.name,
             "family": self.task.family,
@@ -172,13 +184,15 @@ class HyperparamControlEnv(gym.Env):
             "batch_size": hp.batch_size,
             "weight_decay": hp.weight_decay,
             "train_loss": stats.loss_mean,
-            "val_loss": val_loss,
+            "val_loss": verdict.val_loss,  # in effect: after a rollback, the snapshot's
+            "measured_val_loss": val_loss,
             "val_metric": val_metric,
             "metric_name": self.task.metric_name,
             "examples": self.session.examples_seen,
             "budget": self.task.budget_examples,
-            "diverged": bool(diverged),
+            "diverged": bool(verdict.diverged),
+            "rolled_back": bool(verdict.rolled_back),
             "action": self.decision.last_action.tolist(),
         }
         self._last_obs, self._last_info = obs, info
-        return obs, info, bool(diverged)
+        return obs, info, verdict.diverged and not verdict.rolled_back  # lost: nothing to go back to

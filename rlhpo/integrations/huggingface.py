@@ -4,7 +4,9 @@
    optimizer by a callback is overwritten on the next step. This callback therefore makes the
    controller the scheduler: it rewires the Trainer's ``LambdaLR`` (every built-in
    ``lr_scheduler_type`` is one) so that the factor it applies is the controller's lr over the
-   base lr. The batch size stays the Trainer's (it owns the data loader).
+   base lr. The batch size stays the Trainer's (it owns the data loader; the callback says so
+   once). Each param group keeps its ratio to the first: the Trainer's no-decay group (biases,
+   norms) keeps weight decay 0.
 
     from rlhpo.integrations.huggingface import ControllerTrainerCallback
     trainer = Trainer(model, args, train_dataset=ds, callbacks=[ControllerTrainerCallback()])
@@ -46,8 +48,10 @@ class ControllerTrainerCallback(TrainerCallback):
         batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps) * max(1, args.world_size)
         self._batch = batch
         self.controller = Controller(
-            load_artifact(self.policy), raw, total_examples=int(state.max_steps) * batch, batch_size=batch, control_batch_size=False
+            load_artifact(self.policy), raw, total_examples=int(state.max_steps) * batch, batch_size=batch, model=model
         )
+        if self.controller.control_batch_size:
+            self.controller.decline_batch_size("the Hugging Face Trainer owns its data loader")
         self.controller.begin()
         if lr_scheduler is not None and hasattr(lr_scheduler, "lr_lambdas"):
             base = list(lr_scheduler.base_lrs)

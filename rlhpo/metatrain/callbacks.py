@@ -7,7 +7,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -30,6 +30,20 @@ from rlhpo.tasks import Task, make_family
 #: the values of each held-out run written to ``eval_trajectories/`` (per task, at examples seen)
 TRAJECTORY_KEYS: tuple[str, ...] = ("lr", "batch_size", "weight_decay", "val_loss")
 
+
+
+def policy_spec(env_config: EnvConfig, model: Any, trained_on: Sequence[str] = ()) -> PolicySpec:
+    """What a policy meta-trained in environments of ``env_config`` observes and controls, and
+    the guard it was trained under: the spec of its artifact (saved, or held in memory)."""
+    return PolicySpec(
+        controls=list(env_config.actions.enabled),
+        actions=asdict(env_config.actions),
+        n_intervals=env_config.n_intervals,
+        guard=asdict(env_config.guard),
+        algorithm=type(model).__name__,
+        trained_on=list(trained_on),
+        timesteps=int(model.num_timesteps),
+    )
 
 class ThroughputCallback(BaseCallback):
     """Logs ``throughput/env_steps_per_s`` and ``throughput/examples_per_s``, and the final
@@ -140,22 +154,13 @@ class HeldOutEvalCallback(BaseCallback):
             if venv is not None and venv.norm_obs
             else ObsNormalization.identity(len(FEATURE_NAMES))
         )
-        c = self.env_config
-        spec = PolicySpec(
-            controls=list(c.actions.enabled),
-            actions=asdict(c.actions),
-            n_intervals=c.n_intervals,
-            divergence_factor=c.divergence_factor,
-            algorithm=type(self.model).__name__,
-            timesteps=int(self.num_timesteps),
-        )
+        spec = policy_spec(self.env_config, self.model)
         return PolicyArtifact(self.model, norm, spec, path=Path("<in memory>"))
 
     def _run(self, task: Task, schedule: Schedule) -> RunResult:
         c = self.env_config
         return run_task(
-            task, schedule, seed=0, n_intervals=c.n_intervals, device=c.device,
-            divergence_factor=c.divergence_factor, test_split=False,
+            task, schedule, seed=0, n_intervals=c.n_intervals, device=c.device, test_split=False
         )
 
     def evaluate(self) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,12 +19,13 @@ from rlhpo.metatrain.callbacks import (
     CheckpointCallback,
     HeldOutEvalCallback,
     ThroughputCallback,
+    policy_spec,
 )
 from rlhpo.metatrain.checkpoints import list_checkpoints, load_latest, write_error
 from rlhpo.metatrain.config import TrainConfig
 from rlhpo.output import WRITE_ERRNOS, check_writable
 from rlhpo.policy.algorithms import algorithm
-from rlhpo.policy.artifact import PolicySpec, save_artifact
+from rlhpo.policy.artifact import save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +134,12 @@ def _check_writable(run_dir: Path) -> None:
         check_writable(run_dir / sub, f"{sub}/ of the output directory")
 
 
-def _spec(config: TrainConfig, model: Any) -> PolicySpec:
-    return PolicySpec(
-        controls=list(config.env.actions.enabled),
-        actions=asdict(config.env.actions),
-        n_intervals=config.env.n_intervals,
-        divergence_factor=config.env.divergence_factor,
-        algorithm=type(model).__name__,
-        trained_on=list(config.tasks.train_families),
-        timesteps=int(model.num_timesteps),
-    )
-
-
 def save_policy(path: Path, model: Any, config: TrainConfig) -> Path:
     venv = model.get_vec_normalize_env()
     return save_artifact(
         path,
         model,
-        _spec(config, model),
+        policy_spec(config.env, model, config.tasks.train_families),
         obs_rms=venv.obs_rms if venv is not None and venv.norm_obs else None,
         clip_obs=venv.clip_obs if venv is not None else 10.0,
         epsilon=venv.epsilon if venv is not None else 1e-8,

@@ -35,6 +35,7 @@ import numpy as np
 
 from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
 from rlhpo.control.features import FEATURE_NAMES, FEATURE_VERSION
+from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
 
@@ -52,10 +53,14 @@ class PolicySpec:
     controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     actions: dict = field(default_factory=lambda: asdict(ActionConfig()))
     n_intervals: int = 20
-    divergence_factor: float = 100.0  # the env's divergence rule the policy was trained under
+    # the guard the policy was meta-trained under (older artifacts: the defaults)
+    guard: dict = field(default_factory=lambda: asdict(GuardConfig()))
     algorithm: str = "PPO"
     trained_on: list[str] = field(default_factory=list)
     timesteps: int = 0
+
+    def guard_config(self) -> GuardConfig:
+        return GuardConfig(**self.guard)
 
     def action_config(self) -> ActionConfig:
         return ActionConfig(**{k: ControlConfig(**v) for k, v in self.actions.items()})

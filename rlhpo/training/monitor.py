@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+from torch._utils import _flatten_dense_tensors
 
 
 @dataclass
@@ -32,7 +33,15 @@ class IntervalStats:
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
+    """All of ``tensors`` (at least one) as one flat vector, in one call where ``torch.cat``
+    of views costs a dispatch per tensor; call under ``no_grad``. A view of a lone tensor."""
+    return _flatten_dense_tensors(tensors)
+
+
+def _flat_copy(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:func:`_flat`, never sharing memory with ``tensors``."""
+    flat = _flatten_dense_tensors(tensors)
+    return flat.clone() if len(tensors) == 1 else flat  # several tensors: already a new buffer
 
 
 class TrainingMonitor:
@@ -45,9 +54,15 @@ class TrainingMonitor:
 
     def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
         self.params = [p for p in params if p.requires_grad]
-        self._losses: list[torch.Tensor] = []
-        self._before: Optional[list[torch.Tensor]] = None
+        # a loss on the CPU is read at once (no device to wait for, and the summary needs no
+        # stacking); one on a device stays a tensor until the summary's one sync
+        self._losses: list = []
+        self._loss_tensors = False
+        self._before: Optional[torch.Tensor] = None
+        self._followed = False
+        self._next_before: Optional[tuple[int, torch.Tensor]] = None
         self._prev_update: Optional[torch.Tensor] = None
+        self._prev_unorm = 0.0
         self._prev_probe_step = -2
         self._step = 0
         self._grad_norm = float("nan")
@@ -61,16 +76,40 @@ class TrainingMonitor:
         return remaining_examples <= 2 * batch_size
 
     # The non-probe path is the hot path of every training step: no decorators, no syncs.
-    def before_step(self, probe: bool) -> None:
+    # On a tiny task a third of the steps are probe steps (intervals of a few steps), so they
+    # are kept to few tensor operations too: flat copies instead of one clone and one
+    # subtraction per parameter, the previous update's norm remembered, and nothing measured
+    # that a following probe step overwrites.
+    def before_step(self, probe: bool, followed: bool = False) -> None:
+        """Call after ``backward()``.
+
+        :param followed: the caller guarantees that the next step is a probe step of the same
+            interval and that nothing but the optimizer changes the parameters until then (the
+            training session without hooks). That step overwrites this one's gradient norm,
+            update ratio and cosine, so the gradient norm and cosine are skipped here, and the
+            parameters after this step serve as the next step's starting point. The summary is
+            the same as without it.
+        """
         if probe:
             with torch.no_grad():
-                grads = [p.grad for p in self.params if p.grad is not None]
-                if grads:
-                    self._grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-                self._before = [p.detach().clone() for p in self.params]
+                if not followed:
+                    grads = [p.grad for p in self.params if p.grad is not None]
+                    if grads:
+                        self._grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+                if self._next_before is not None and self._next_before[0] == self._step:
+                    self._before = self._next_before[1]  # unchanged since the previous step ended
+                else:
+                    self._before = _flat_copy(self.params) if self.params else None
+                self._next_before = None
+            self._followed = followed
 
     def after_step(self, loss: torch.Tensor, probe: bool) -> None:
-        self._losses.append(loss.detach())
+        """Call after ``optimizer.step()`` with the step's loss."""
+        if loss.is_cpu:
+            self._losses.append(loss.item())
+        else:
+            self._losses.append(loss.detach())
+            self._loss_tensors = True
         if probe and self._before is not None:
             with torch.no_grad():
                 self._probe_update()
@@ -78,15 +117,18 @@ class TrainingMonitor:
 
     def _probe_update(self) -> None:
         assert self._before is not None
-        update = _flat([p.detach() - b for p, b in zip(self.params, self._before)])
-        pnorm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.detach() for p in self.params]))))
+        after = _flat_copy(self.params) if self._followed else _flat(self.params)
+        update = after - self._before  # elementwise as (p - before) per parameter
+        pnorm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.params))))
         unorm = float(torch.linalg.vector_norm(update))
         self._params_finite = self._params_finite and math.isfinite(pnorm)
         self._update_ratio = unorm / max(pnorm, 1e-12)
-        if self._prev_update is not None and self._prev_probe_step == self._step - 1:
-            denom = unorm * float(torch.linalg.vector_norm(self._prev_update))
+        if self._followed:
+            self._next_before = (self._step + 1, after)
+        elif self._prev_update is not None and self._prev_probe_step == self._step - 1:
+            denom = unorm * self._prev_unorm
             self._cosine = float(update @ self._prev_update) / denom if denom > 0 else 0.0
-        self._prev_update = update
+        self._prev_update, self._prev_unorm = update, unorm
         self._prev_probe_step = self._step
         self._before = None
 
@@ -94,8 +136,12 @@ class TrainingMonitor:
         """Summarise the steps since the last summary and start a new interval."""
         if not self._losses:
             return IntervalStats()
-        losses = torch.stack(self._losses).tolist()  # one device sync per interval
-        self._losses = []
+        losses = self._losses
+        if self._loss_tensors:  # one device sync for the interval
+            tensors = [v for v in losses if isinstance(v, torch.Tensor)]
+            read = iter(torch.stack(tensors).tolist())
+            losses = [next(read) if isinstance(v, torch.Tensor) else v for v in losses]
+        self._losses, self._loss_tensors = [], False
         stats = summarize_interval(losses, self._grad_norm, self._update_ratio, self._cosine, self._params_finite)
         self._grad_norm, self._update_ratio, self._cosine = float("nan"), float("nan"), 0.0
         self._params_finite = True

@@ -34,6 +34,8 @@ class Trainer(Protocol):
     def hparams(self, row: int) -> Hyperparams: ...
     def set_hparams(self, row: int, hp: Hyperparams) -> None: ...
     def examples_seen(self, row: int) -> int: ...
+    def capture_row(self, row: int) -> dict: ...
+    def restore_row(self, row: int, state: dict) -> None: ...
     def train_until(self, targets: dict[int, int]) -> dict[int, IntervalStats]: ...
     def evaluate(self, rows: list[int], split: str = "val") -> dict[int, tuple[float, float]]: ...
 
@@ -64,6 +66,12 @@ class RowSession:
     @property
     def done(self) -> bool:
         return self.examples_seen >= self.task.budget_examples
+
+    def capture(self) -> dict:
+        return self.trainer.capture_row(self.row)
+
+    def restore(self, state: dict) -> None:
+        self.trainer.restore_row(self.row, state)
 
     def release(self) -> None:
         self.trainer.remove_row(self.row)
@@ -126,6 +134,12 @@ class LoopTrainer:
 
     def examples_seen(self, row: int) -> int:
         return self.sessions[row].examples_seen
+
+    def capture_row(self, row: int) -> dict:
+        return self.sessions[row].capture()
+
+    def restore_row(self, row: int, state: dict) -> None:
+        self.sessions[row].restore(state)
 
     def train_until(self, targets: dict[int, int]) -> dict[int, IntervalStats]:
         return {row: self.sessions[row].train_until(t) for row, t in targets.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Iterator, Optional
 
 import torch
@@ -33,6 +34,12 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
         self._perm: Optional[torch.Tensor] = None
         self._pos = 0
         self._stream: Optional[Iterator[torch.Tensor]] = None
+        #: the size of the batch yielded last (None: none yet); a loader with workers prefetches,
+        #: so it can be ahead of the batch being trained
+        self.last_batch_size: Optional[int] = None
+        #: when a loader sets it to a deque, the size of every batch yielded is appended, in order
+        #: (a loader that hands batches out in order pops one per batch: exact with workers too)
+        self.yielded: Optional[deque] = None
 
     @property
     def batch_size(self) -> int:
@@ -57,6 +64,9 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
                 break
             batch = self._perm[self._pos : self._pos + bs]
             self._pos += bs
+            self.last_batch_size = n = len(batch)  # an epoch's last batch may be smaller
+            if self.yielded is not None:
+                self.yielded.append(n)
             yield batch
         self._perm = None
 

@@ -8,6 +8,7 @@ under :class:`rlhpo.Controller` reports to the same :class:`~rlhpo.training.moni
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable, Optional
 
 import torch
@@ -17,6 +18,53 @@ from rlhpo.tasks.base import Hyperparams, Task
 from rlhpo.training.hparams import write_hparams
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.snapshot import LoopState
+
+# -- validating a task once -------------------------------------------------------------------
+# Task.validate() scans every split for NaN and inf: milliseconds on the larger data sets, a few
+# per cent of a tiny task's whole episode, and the environment, the baselines and the benchmarks
+# train one task object again and again. So a task that passed is remembered together with what
+# validate() reads: the identity of every field it checks, and the version counter, storage and
+# shape of every data tensor (an in-place write bumps the version, a new tensor or split changes
+# an identity). Writes that bypass torch (through a numpy array sharing a tensor's memory) are not
+# seen; the first-batch loss check still names a task whose data turned non-finite that way.
+_VALID_TASKS: dict[int, tuple[weakref.ref, tuple, tuple]] = {}
+
+
+def _task_state(task: Task) -> tuple[tuple, tuple]:
+    """What :meth:`Task.validate` depends on: objects (compared by identity) and tensor metadata."""
+    objects: list = [task.model_fn, task.loss_fn, task.metric_fn, task.default_hparams]
+    objects += [task.budget_examples, task.eval_max_examples, task.optimizer]
+    meta: list = []
+    for split in (task.train, task.val, task.test):
+        for t in (split, getattr(split, "x", None), getattr(split, "y", None)):
+            objects.append(t)
+            if isinstance(t, torch.Tensor):
+                meta.append((t._version, t.data_ptr(), t.shape, t.stride(), t.dtype, t.device))
+    return tuple(objects), tuple(meta)
+
+
+def validate_task(task: Task) -> Task:
+    """``task.validate()``, skipped when this task object passed before and nothing it checks
+    changed since (a subclass that overrides ``validate`` is always checked)."""
+    if type(task).validate is not Task.validate:
+        return task.validate()
+    objects, meta = _task_state(task)
+    known = _VALID_TASKS.get(id(task))
+    if known is not None and known[0]() is task and known[2] == meta and all(a is b for a, b in zip(known[1], objects)):
+        return task
+    task.validate()
+    remember_valid(task, (objects, meta))
+    return task
+
+
+def remember_valid(task: Task, state: Optional[tuple[tuple, tuple]] = None) -> None:
+    """Record that ``task`` was just validated (as :meth:`TaskFamily.sample` does for its tasks)."""
+    key = id(task)
+    objects, meta = _task_state(task) if state is None else state
+    # the entry holds the checked objects, so their identities cannot be reused while it lives;
+    # it goes when the task does
+    _VALID_TASKS[key] = (weakref.ref(task, lambda _, key=key: _VALID_TASKS.pop(key, None)), objects, meta)
 
 
 def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optimizer:
@@ -42,7 +90,7 @@ class TrainingSession:
     """
 
     def __init__(self, task: Task, hparams: Optional[Hyperparams] = None, device: str = "cpu", seed: int = 0) -> None:
-        task.validate()
+        validate_task(task)
         self.task = task
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -117,30 +165,42 @@ class TrainingSession:
             (hypergradient descent reads gradients here)
         :param after_step: called after ``optimizer.step()`` (per-step lr schedules go here)
         """
-        self._target = max(self._target, min(int(target_examples), self.task.budget_examples))
-        model, opt, loss_fn, monitor = self.model, self.optimizer, self.task.loss_fn, self.monitor
-        x_all, y_all = self.train_split.x, self.train_split.y
-        model.train()
         budget = self.task.budget_examples
-        while self.examples_seen < self._target:
-            idx = self.sampler.next_batch()
-            if self.examples_seen + idx.shape[0] > budget:  # the last batch of the run: never past the budget
-                idx = idx[: budget - self.examples_seen]
-            if self.device.type != "cpu":
-                idx = idx.to(self.device, non_blocking=True)
+        target = self._target = max(self._target, min(int(target_examples), budget))
+        # the loop runs once per optimizer step: what it calls is looked up once, here
+        model, loss_fn, monitor, sampler = self.model, self.task.loss_fn, self.monitor, self.sampler
+        x_all, y_all = self.train_split.x, self.train_split.y
+        next_batch, zero_grad, opt_step = sampler.next_batch, self.optimizer.zero_grad, self.optimizer.step
+        should_probe, monitor_before, monitor_after = monitor.should_probe, monitor.before_step, monitor.after_step
+        device = None if self.device.type == "cpu" else self.device
+        hooked = before_step is not None or after_step is not None
+        model.train()
+        while self.examples_seen < target:
+            seen = self.examples_seen
+            idx = next_batch()
+            n = len(idx)
+            if seen + n > budget:  # the last batch of the run: never past the budget
+                n = budget - seen
+                idx = idx[:n]
+            if device is not None:
+                idx = idx.to(device, non_blocking=True)
             if self._checked_loss:
                 loss = loss_fn(model(x_all[idx]), y_all[idx])
             else:  # the first step: a malformed task fails here, with its name
                 loss = self._first_loss(x_all[idx], y_all[idx])
-            opt.zero_grad(set_to_none=True)
+            zero_grad(set_to_none=True)
             loss.backward()
-            probe = monitor.should_probe(self._target - self.examples_seen, self.sampler.batch_size)
-            monitor.before_step(probe)
+            remaining = target - seen
+            probe = should_probe(remaining, sampler.batch_size)
+            # a probe step that does not end the interval is followed by another (fewer examples
+            # remain, the batch size is the same); only hooks could change the parameters between
+            if probe:  # (before_step(False) does nothing)
+                monitor_before(True, followed=n < remaining and not hooked)
             if before_step is not None:
                 before_step(self)
-            opt.step()
-            monitor.after_step(loss, probe)
-            self.examples_seen += int(idx.shape[0])
+            opt_step()
+            monitor_after(loss, probe)
+            self.examples_seen = seen + n
             self.steps += 1
             if after_step is not None:
                 after_step(self)
@@ -204,7 +264,16 @@ class TrainingSession:
                 ) from e
         return loss, metric
 
-    # -- checkpointing ---------------------------------------------------------------------
+    # -- snapshots (the guard) and checkpoints ---------------------------------------------
+    def capture(self) -> dict:
+        """The training state (weights and buffers, optimizer state, batch order) in host memory,
+        for :class:`rlhpo.control.guard.Guard`; not the example clock, which a rollback never refunds."""
+        return LoopState(self.optimizer, self.model, self.sampler).capture()
+
+    def restore(self, state: dict) -> None:
+        """Put back a :meth:`capture`; the hyperparameters in effect and the clock stay."""
+        LoopState(self.optimizer, self.model, self.sampler).restore(state)
+
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),

@@ -185,6 +185,32 @@ class StackedTrainer:
     def examples_seen(self, row: int) -> int:
         return self._row(row).examples_seen
 
+    def capture_row(self, row: int) -> dict:
+        """A row's training state (weights, buffers, optimizer state, batch order), as
+        :meth:`TrainingSession.capture` holds a session's; never its example clock."""
+        with torch.no_grad():
+            return {
+                "flat": self.flat[row].clone(),
+                "state": {k: v[row].clone() for k, v in self.state.items()},
+                "buffers": {k: v[row].clone() for k, v in self.buffers.items()},
+                "t": self.t[row].clone(),
+                "sampler": self._row(row).sampler.state_dict(),
+            }
+
+    def restore_row(self, row: int, state: dict) -> None:
+        """Put back a row's training state; its hyperparameters and example clock stay."""
+        with torch.no_grad():
+            self.flat[row] = state["flat"]
+            for k, v in state["state"].items():
+                self.state[k][row] = v
+            for k, v in state["buffers"].items():
+                self.buffers[k][row] = v
+            self.t[row] = state["t"]
+        sampler = self._row(row).sampler
+        batch_size = sampler.batch_size
+        sampler.load_state_dict(state["sampler"])
+        sampler.batch_size = batch_size
+
     # -- training --------------------------------------------------------------------------
     def train_until(self, targets: dict[int, int]) -> dict[int, IntervalStats]:
         """Train each given row until it has seen its target number of examples (as

@@ -225,7 +225,7 @@ def test_state_dict_round_trip():
     s, hp = spec()
     hp = s.apply(np.array([0.3, -0.45, 0.9]), hp)
     state = s.state_dict()
-    assert set(state) == {"z"} and len(state["z"]) == 3
+    assert set(state) == {"z", "live"} and len(state["z"]) == 3 and state["live"] == [True, True, True]
     import json
 
     state = json.loads(json.dumps(state))  # plain data
@@ -311,3 +311,13 @@ def test_action_spec_validates_its_config():
     cfg = ActionConfig(lr=ControlConfig(True, 1.0, 0.5, 2.0))
     with pytest.raises(ConfigError, match="min"):
         ActionSpec(cfg)
+
+
+def test_a_control_held_off_for_a_run_ignores_its_action():
+    s = ActionSpec(ActionConfig())
+    start = Hyperparams(lr=1e-3, batch_size=32, weight_decay=0.0)
+    hp = s.reset(start, off=("weight_decay",))
+    assert hp.weight_decay == 0.0  # not clipped up to the bound
+    hp = s.apply(np.ones(3), hp)
+    assert hp.weight_decay == 0.0 and hp.lr == pytest.approx(2e-3) and hp.batch_size == 64
+    assert s.full_action(np.ones(3)).tolist() == [1.0, 1.0, 0.0]

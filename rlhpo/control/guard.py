@@ -1,0 +1,172 @@
+"""Do no harm: a run under the controller never ends diverged, nor far worse than its best point.
+
+At every decision whose interval passes the health check the guard keeps a snapshot of the
+training state (model parameters and buffers, optimizer state, sampler position) in host
+memory. When an interval diverges (:func:`rlhpo.control.decision.is_diverged`: a non-finite
+loss, gradient or parameter, or a validation loss above ``factor`` times the best so far) it
+restores the snapshot and the decision path cuts the learning rate; after ``freeze_after``
+rollbacks the policy may no longer move any hyperparameter upwards. The examples spent since
+the snapshot are not refunded: the run's clock goes on.
+
+The environment, :class:`rlhpo.Controller` and the evaluation runner all guard through this one
+class, so a policy is meta-trained under the rules it is deployed with. What it snapshots is
+any object with ``capture() -> state`` and ``restore(state)`` (:class:`Restorable`): the
+training session, one row of the stacked trainer, or a user's model + optimizer + sampler
+(:class:`LoopState`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.training.snapshot import LoopState, params_finite, to_host  # noqa: F401  (re-exported)
+
+
+@dataclass
+class GuardConfig:
+    """How the guard decides and responds.
+
+    :param enabled: snapshot and roll back (off: a diverged interval is only reported)
+    :param factor: a validation loss above ``factor`` x the best so far is divergence (chosen by
+        ``python -m rlhpo.bench.divergence_rule``; see README's reliability section)
+    :param lr_cut: the learning rate is multiplied by this at a rollback
+    :param freeze_after: after this many rollbacks no hyperparameter moves upwards again
+    :param restore_best: at the end of the run, restore the best-validation snapshot when the
+        final validation loss is worse (off by default: it acts like early stopping, which a
+        fair comparison must then give every method)
+    :param max_lr_ratio: the lr stays within [start / r, start * r] (None: only the policy's bounds)
+    """
+
+    enabled: bool = True
+    factor: float = 2.0
+    lr_cut: float = 0.5
+    freeze_after: int = 2
+    restore_best: bool = False
+    max_lr_ratio: Optional[float] = None
+
+    def validate(self, where: str = "guard") -> "GuardConfig":
+        for name in ("enabled", "restore_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{where}.{name} must be true or false, got {getattr(self, name)!r}")
+        if not (is_number(self.factor) and self.factor > 1):
+            raise ConfigError(f"{where}.factor must be a finite number > 1, got {self.factor!r}")
+        if not (is_number(self.lr_cut) and 0 < self.lr_cut < 1):
+            raise ConfigError(f"{where}.lr_cut must be a number in (0, 1), got {self.lr_cut!r}")
+        if not (is_int(self.freeze_after) and self.freeze_after >= 1):
+            raise ConfigError(f"{where}.freeze_after must be an integer >= 1, got {self.freeze_after!r}")
+        if self.max_lr_ratio is not None and not (is_number(self.max_lr_ratio) and self.max_lr_ratio > 1):
+            raise ConfigError(f"{where}.max_lr_ratio must be null or a number > 1, got {self.max_lr_ratio!r}")
+        return self
+
+
+def divergence_reason(nonfinite: bool, val_loss: float, best_val: float, factor: float) -> str:
+    """The one divergence rule; why an interval diverged, '' if it did not.
+
+    Diverged: a non-finite training loss, gradient or parameter in the interval, a non-finite
+    validation loss, or a validation loss above ``factor`` x the best so far. Relative to the best,
+    not to the first interval: a run that has come far down and then jumps 3x has lost most of
+    what it gained, whatever its start was. ``factor`` is chosen by measurement
+    (``python -m rlhpo.bench.divergence_rule``).
+    """
+    if nonfinite:
+        return "non-finite training loss, gradient or parameter"
+    if not math.isfinite(val_loss):
+        return "non-finite validation loss"
+    # val > factor x best, written so that it also holds for losses that can be negative
+    if math.isfinite(best_val) and val_loss - best_val > (factor - 1.0) * max(abs(best_val), 1e-12):
+        return f"validation loss {val_loss:.4g} above {factor:g} x the best so far ({best_val:.4g})"
+    return ""
+
+
+class Restorable(Protocol):
+    """What the guard snapshots: the training state, never the run's clock."""
+
+    def capture(self) -> dict: ...
+    def restore(self, state: dict) -> None: ...
+
+
+@dataclass
+class Verdict:
+    """What the guard made of one interval."""
+
+    diverged: bool
+    rolled_back: bool = False
+    val_loss: float = float("nan")  # the validation loss in effect after the verdict
+    reason: str = ""
+
+
+class Guard:
+    """Snapshots and rollbacks for one run (see the module docstring).
+
+    :param config: the rule and the response
+    :param target: what to snapshot and restore
+    """
+
+    def __init__(self, config: GuardConfig, target: Optional[Restorable]) -> None:
+        self.config = config.validate()
+        self.target = target
+        self.best_val = math.inf
+        self.rollbacks = 0
+        self._last: Optional[tuple[dict, float]] = None  # the last good state and its val loss
+        self._best: Optional[tuple[dict, float]] = None  # kept only with restore_best
+
+    @property
+    def frozen(self) -> bool:
+        """Whether upward moves are over for this run (divergence repeated)."""
+        return self.rollbacks >= self.config.freeze_after
+
+    def start(self) -> None:
+        """Snapshot the starting state: a first interval that diverges goes back to it."""
+        if self.active:
+            self._last = (self.target.capture(), math.inf)
+
+    @property
+    def active(self) -> bool:
+        """Whether it snapshots and rolls back (enabled, and given something to snapshot)."""
+        return self.config.enabled and self.target is not None
+
+    def review(self, nonfinite: bool, val_loss: float) -> Verdict:
+        """Judge an interval that just ended: snapshot a healthy state, restore after divergence."""
+        why = divergence_reason(nonfinite, val_loss, self.best_val, self.config.factor)
+        if not why:
+            self.best_val = min(self.best_val, val_loss)
+            if self.active:
+                self._last = (self.target.capture(), val_loss)
+                if self.config.restore_best and val_loss <= self.best_val:
+                    self._best = self._last
+            return Verdict(False, val_loss=val_loss)
+        if not self.active or self._last is None:
+            return Verdict(True, val_loss=val_loss, reason=why)
+        state, good_val = self._last
+        self.target.restore(state)
+        self.rollbacks += 1
+        return Verdict(True, rolled_back=True, val_loss=good_val, reason=why)
+
+    def finish(self, final_val: float) -> Optional[float]:
+        """At the end of the run, restore the best-validation snapshot when ``restore_best`` is
+        on and the final state is worse; returns the validation loss then in effect if restored."""
+        if not (self.active and self.config.restore_best and self._best is not None):
+            return None
+        state, best_val = self._best
+        if math.isfinite(final_val) and final_val <= best_val:
+            return None
+        self.target.restore(state)
+        return best_val
+
+    def state_dict(self) -> dict:
+        return {
+            "best_val": self.best_val,
+            "rollbacks": self.rollbacks,
+            "last": None if self._last is None else {"state": self._last[0], "val": self._last[1]},
+            "best": None if self._best is None else {"state": self._best[0], "val": self._best[1]},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_val = float(state["best_val"])
+        self.rollbacks = int(state["rollbacks"])
+        last, best = state.get("last"), state.get("best")
+        self._last = None if last is None else (last["state"], float(last["val"]))
+        self._best = None if best is None else (best["state"], float(best["val"]))

@@ -1,0 +1,127 @@
+"""What :class:`rlhpo.Controller` needs to sit in any training loop: counting the examples each
+step really trained, a loader that counts them as the user gets them, a checkpoint of plain
+types, and the messages for starting values the policy cannot use.
+
+Counting is exact when the controller sees the batches themselves: the loader of
+:meth:`~rlhpo.Controller.make_loader` pops the size of each batch its sampler yielded, in order,
+as it hands the batch out (worker processes prefetch ahead of training, so "the batch the
+sampler yielded last" would be ahead); :meth:`~rlhpo.Controller.batches` reads the size of
+each batch of any other loader; ``step(loss, batch=...)`` or ``step(loss, batch_size=...)``
+say it directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from rlhpo.control.actions import ActionConfig
+from rlhpo.tasks.base import Hyperparams
+
+
+def batch_len(batch: Any) -> Optional[int]:
+    """The number of examples in ``batch``: the first dimension of its first tensor (a tensor, a
+    tuple or list of them, a dict of them, nested); None when it has none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else None
+    if isinstance(batch, np.ndarray):
+        return int(batch.shape[0]) if batch.ndim > 0 else None
+    if isinstance(batch, Mapping):
+        items: Any = batch.values()
+    elif isinstance(batch, (list, tuple)):
+        items = batch
+    else:
+        return None
+    for item in items:
+        n = batch_len(item)
+        if n is not None:
+            return n
+    return None
+
+
+class CountingLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`~rlhpo.training.sampler.MutableBatchSampler` that tells
+    ``count(n)`` the size of each batch as it hands it out (made by ``Controller.make_loader``)."""
+
+    def __init__(self, *args: Any, count: Callable[[int], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._count = count
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.batch_sampler
+        sizes: deque = deque()
+        sampler.yielded = sizes  # type: ignore[union-attr]  # filled while workers prefetch
+        for batch in super().__iter__():
+            n = sizes.popleft() if sizes else batch_len(batch)
+            if n is not None:
+                self._count(n)
+            yield batch
+
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers, so that
+    ``torch.load(weights_only=True)`` reads it back."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v) for v in obj)
+    return obj
+
+
+def to_numpy(obj: Any) -> Any:
+    """The inverse of :func:`to_plain` for state that held numpy arrays (the policy's LSTM state)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_numpy(v) for v in obj)
+    return obj
+
+
+def clipping_message(asked: Hyperparams, start: Hyperparams, config: ActionConfig, controls: tuple[str, ...]) -> Optional[str]:
+    """One sentence per starting value the policy's bounds changed (None: none did)."""
+    parts = []
+    for name in controls:
+        a, s = float(getattr(asked, name)), float(getattr(start, name))
+        bound = getattr(config, name)
+        if a < bound.min and s != a:
+            parts.append(f"{name} {a:g} is below the policy's bound {name} >= {bound.min:g}: starting at {s:g}")
+        elif a > bound.max and s != a:
+            parts.append(f"{name} {a:g} is above the policy's bound {name} <= {bound.max:g}: starting at {s:g}")
+    if not parts:
+        return None
+    return (
+        "rlhpo Controller: the starting values are outside what the policy was trained on ("
+        + "; ".join(parts)
+        + "). See the model card of the policy for its bounds."
+    )
+
+
+def weight_decay_control(optimizer: torch.optim.Optimizer, wanted: bool) -> bool:
+    """Whether the controller sets weight decay in ``optimizer``; says once why not when the
+    optimizer rules it out (it has none, or every group starts at 0: never switched on)."""
+    groups, name = optimizer.param_groups, type(optimizer).__name__
+    if not wanted:
+        return False
+    if "weight_decay" not in groups[0]:
+        warnings.warn(f"{name} has no weight_decay: weight-decay control is off for this run", stacklevel=3)
+        return False
+    if all(not g.get("weight_decay") for g in groups):
+        warnings.warn(
+            f"every param group of {name} starts with weight_decay=0: weight-decay control is off for this run "
+            "(the controller does not switch weight decay on; start it above 0 to let the policy set it)",
+            stacklevel=3,
+        )
+        return False
+    return True

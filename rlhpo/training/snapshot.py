@@ -1,0 +1,73 @@
+"""Snapshots of a training loop's state in host memory: what the guard
+(:mod:`rlhpo.control.guard`) keeps and restores. The training session, the stacked trainer's
+rows and a user's loop (:class:`LoopState`) all capture the same things: weights and buffers,
+optimizer state, batch order; never the example clock or the hyperparameters in effect."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+
+def to_host(obj: Any) -> Any:
+    """A deep copy of ``obj`` with every tensor copied to host memory (non-blocking from a GPU)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type == "cpu":
+            return t.clone()
+        return t.to("cpu", non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(v) for v in obj)
+    return obj
+
+
+def params_finite(params: Any) -> bool:
+    """Whether every parameter is finite (one device sync for all)."""
+    ps = [p.detach() for p in params]
+    if not ps:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(ps))).all())
+
+
+class LoopState:
+    """A user's training loop as a :class:`Restorable`: its model (or, without one, the
+    optimizer's parameters), its optimizer and, if the controller has one, its batch sampler."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: Optional[torch.nn.Module] = None, sampler: Any = None) -> None:
+        self.optimizer, self.model, self.sampler = optimizer, model, sampler
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def capture(self) -> dict:
+        weights = self.model.state_dict() if self.model is not None else {str(i): p for i, p in enumerate(self._params())}
+        return to_host(
+            {
+                "weights": weights,
+                "optimizer": self.optimizer.state_dict(),
+                "sampler": None if self.sampler is None else self.sampler.state_dict(),
+            }
+        )
+
+    def restore(self, state: dict) -> None:
+        if self.model is not None:
+            self.model.load_state_dict(state["weights"])
+        else:
+            with torch.no_grad():
+                for i, p in enumerate(self._params()):
+                    p.copy_(state["weights"][str(i)])
+        # the optimizer's lr/weight decay are the decision path's: keep the current ones
+        groups = [{k: g[k] for k in ("lr", "weight_decay") if k in g} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for g, kept in zip(self.optimizer.param_groups, groups):
+            g.update(kept)
+        if self.sampler is not None and state["sampler"] is not None:
+            batch_size = self.sampler.batch_size
+            self.sampler.load_state_dict(state["sampler"])
+            self.sampler.batch_size = batch_size
+
+    def parameters(self) -> list[torch.Tensor]:
+        return self._params()

@@ -1,0 +1,173 @@
+"""The guard: the one divergence rule, snapshots, rollbacks, the lr cut and the freeze."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlhpo.control.actions import ActionConfig
+from rlhpo.control.decision import DecisionPath
+from rlhpo.control.guard import Guard, GuardConfig, LoopState, divergence_reason
+from rlhpo.errors import ConfigError
+from rlhpo.tasks import Hyperparams
+from rlhpo.training.monitor import IntervalStats
+from rlhpo.training.sampler import MutableBatchSampler
+
+
+def _loop():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sampler = MutableBatchSampler(64, 8, generator=torch.Generator().manual_seed(0))
+    return model, opt, sampler
+
+
+def _step(model, opt, lr_scale=1.0):
+    x = torch.randn(8, 3)
+    loss = (model(x) ** 2).mean() * lr_scale
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def test_divergence_reason_is_relative_to_the_best_and_works_for_negative_losses():
+    assert divergence_reason(False, 2.9, 1.0, 3.0) == ""
+    assert "above 3 x the best" in divergence_reason(False, 3.1, 1.0, 3.0)
+    assert "non-finite training" in divergence_reason(True, 1.0, 1.0, 3.0)
+    assert "non-finite validation" in divergence_reason(False, math.nan, 1.0, 3.0)
+    assert divergence_reason(False, 1e9, math.inf, 3.0) == ""  # no best yet: only non-finite counts
+    # a loss that can be negative (a Poisson NLL): 3x "worse" is best + 2|best|
+    assert divergence_reason(False, -1.5, -2.0, 3.0) == ""
+    assert divergence_reason(False, 2.5, -2.0, 3.0) != ""
+
+
+def test_loop_state_restores_weights_buffers_optimizer_and_batch_order_but_not_the_hyperparameters():
+    model, opt, sampler = _loop()
+    state = LoopState(opt, model, sampler)
+    _step(model, opt)
+    next(iter(sampler))
+    snap = state.capture()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    order_after_snapshot = [b.tolist() for b in iter(sampler)]
+    _step(model, opt, lr_scale=1e6)
+    opt.param_groups[0]["lr"] = 0.5
+    sampler.batch_size = 16
+    state.restore(snap)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert opt.param_groups[0]["lr"] == 0.5 and sampler.batch_size == 16  # the decision path's values stay
+    sampler.batch_size = 8
+    assert [b.tolist() for b in iter(sampler)] == order_after_snapshot
+
+
+def test_guard_rolls_back_a_real_blow_up_and_freezes_after_repeats():
+    model, opt, sampler = _loop()
+    guard = Guard(GuardConfig(factor=3.0, freeze_after=2), LoopState(opt, model, sampler))
+    guard.start()
+    _step(model, opt)
+    assert not guard.review(False, 1.0).diverged
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))  # the weights really are gone
+    v = guard.review(True, math.nan)
+    assert v.diverged and v.rolled_back and v.val_loss == 1.0 and "non-finite" in v.reason
+    assert all(torch.equal(model.state_dict()[k], good[k]) for k in good)
+    assert not guard.frozen
+    v = guard.review(False, 5.0)  # 5x the best: a finite blow-up
+    assert v.rolled_back and guard.frozen
+
+
+def test_first_interval_divergence_goes_back_to_the_start():
+    model, opt, sampler = _loop()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    guard = Guard(GuardConfig(), LoopState(opt, model, sampler))
+    guard.start()
+    _step(model, opt, lr_scale=1e9)
+    v = guard.review(True, math.inf)
+    assert v.rolled_back and math.isinf(v.val_loss)
+    assert all(torch.equal(model.state_dict()[k], start[k]) for k in start)
+
+
+def test_disabled_guard_reports_and_restores_nothing():
+    model, opt, sampler = _loop()
+    guard = Guard(GuardConfig(enabled=False), LoopState(opt, model, sampler))
+    guard.start()
+    guard.review(False, 1.0)
+    v = guard.review(False, 10.0)
+    assert v.diverged and not v.rolled_back and v.val_loss == 10.0
+
+
+def test_restore_best_at_the_end_only_when_worse():
+    model, opt, sampler = _loop()
+    guard = Guard(GuardConfig(restore_best=True), LoopState(opt, model, sampler))
+    guard.start()
+    guard.review(False, 1.0)
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    _step(model, opt)
+    guard.review(False, 1.5)
+    assert guard.finish(1.2) == 1.0
+    assert all(torch.equal(model.state_dict()[k], best[k]) for k in best)
+    assert guard.finish(0.9) is None
+
+
+def test_decision_path_cuts_the_lr_after_a_rollback_and_never_moves_up_once_frozen():
+    model, opt, sampler = _loop()
+    path = DecisionPath(ActionConfig(), total_examples=1000, n_intervals=10, guard=GuardConfig(freeze_after=1, lr_cut=0.25))
+    hp = path.start(Hyperparams(1e-2, 8, 1e-4), True, lambda h: h, LoopState(opt, model, sampler))
+    stats = IntervalStats(steps=4, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0)
+    path.observe(stats, 1.0, hp, 100)
+    hp = path.act(np.zeros(3), hp)
+    obs = path.observe(IntervalStats(steps=4, loss_mean=math.nan, nonfinite=True), math.nan, hp, 200)
+    assert obs.verdict.rolled_back and np.isfinite(obs.obs).all()
+    new = path.act(np.ones(3), hp)  # the policy asks for more: the rollback decides instead
+    assert new.lr == pytest.approx(hp.lr * 0.25) and new.batch_size == hp.batch_size
+    assert new.weight_decay == pytest.approx(hp.weight_decay)
+    path.observe(stats, 1.0, new, 300)
+    up = path.act(np.ones(3), new)  # frozen: no upward moves
+    assert up.lr == pytest.approx(new.lr) and up.batch_size == new.batch_size
+    down = path.act(-np.ones(3), up)
+    assert down.lr < up.lr
+
+
+def test_lr_cap_relative_to_the_start():
+    path = DecisionPath(ActionConfig(), 1000, 10, guard=GuardConfig(max_lr_ratio=4.0))
+    hp = path.start(Hyperparams(1e-3, 8, 1e-4), True, lambda h: h)
+    for _ in range(5):
+        path.observe(IntervalStats(steps=1, loss_mean=1.0), 1.0, hp, 0)
+        hp = path.act(np.ones(3), hp)
+    assert hp.lr == pytest.approx(4e-3)
+
+
+def test_guard_state_survives_torch_load_weights_only(tmp_path):
+    model, opt, sampler = _loop()
+    guard = Guard(GuardConfig(), LoopState(opt, model, sampler))
+    guard.start()
+    _step(model, opt)
+    guard.review(False, 1.0)
+    guard.review(False, 9.0)  # a rollback
+    torch.save(guard.state_dict(), tmp_path / "g.pt")
+    fresh = Guard(GuardConfig(), LoopState(opt, model, sampler))
+    fresh.load_state_dict(torch.load(tmp_path / "g.pt", weights_only=True))
+    assert fresh.rollbacks == 1 and fresh.best_val == 1.0
+    assert fresh.review(False, 10.0).val_loss == 1.0  # restores the same snapshot
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("factor", 1.0, r"guard.factor must be a finite number > 1, got 1.0"),
+        ("lr_cut", 1.5, r"guard.lr_cut must be a number in \(0, 1\), got 1.5"),
+        ("freeze_after", 0, r"guard.freeze_after must be an integer >= 1, got 0"),
+        ("max_lr_ratio", 0.5, r"guard.max_lr_ratio must be null or a number > 1, got 0.5"),
+        ("enabled", "yes", r"guard.enabled must be true or false, got 'yes'"),
+    ],
+)
+def test_bad_guard_config_is_one_clear_line(field, value, message):
+    cfg = GuardConfig()
+    setattr(cfg, field, value)
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()

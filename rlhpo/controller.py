@@ -27,7 +27,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.decision import DecisionPath, write_hparams
 from rlhpo.control.guard import LoopState
-from rlhpo.controller_loops import CountingLoader, batch_len, clipping_message, to_numpy, to_plain, weight_decay_control
+from rlhpo.controller_loops import (
+    CountingLoader,
+    batch_len,
+    clipping_message,
+    examples_of,
+    to_numpy,
+    to_plain,
+    weight_decay_control,
+)
 from rlhpo.errors import ControllerError, is_int
 from rlhpo.policy.artifact import PolicyArtifact, load_artifact
 from rlhpo.policy.driver import PolicyDriver
@@ -106,7 +114,7 @@ class Controller:
         self._declined = False
         self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
         self._ratios = GroupRatios.of(optimizer)
-        self._started = self._restart_pending = self._warned_clip = False
+        self._started = self._restart_pending = self._warned_clip = self._finished = False
         self.examples_seen = 0
         self._delivered = 0  # examples of the batches handed out since the last step
         self._boundary = self.decision.boundary
@@ -153,6 +161,7 @@ class Controller:
                     self._count(batch_len(batch) or 0)
                 yield batch
                 if self.done:
+                    self.finish()  # the guard's last word: a run never ends diverged
                     return
             if empty:
                 raise ControllerError("batches(loader): the loader yielded no batch")
@@ -264,29 +273,7 @@ class Controller:
     def _examples_of(self, batch_size: Optional[int], batch: Any) -> int:
         """The examples one step trained (see :meth:`step`)."""
         delivered, self._delivered = self._delivered, 0
-        if batch_size is not None:
-            if not (is_int(batch_size) and batch_size >= 1):
-                raise ControllerError(f"step(loss, batch_size): batch_size must be an integer >= 1, got {batch_size!r}")
-            return int(batch_size)
-        if batch is not None:
-            n = batch_len(batch)
-            if not n:
-                raise ControllerError(
-                    f"step(loss, batch): cannot tell how many examples a {type(batch).__name__} holds "
-                    "(no tensor with a first dimension in it); pass step(loss, batch_size=...)"
-                )
-            return n
-        if delivered:
-            return delivered
-        if self.sampler is not None:
-            return self.sampler.last_batch_size or self.sampler.batch_size
-        if self._declared_bs is not None:
-            return self._declared_bs
-        raise ControllerError(
-            "step(loss): the controller cannot tell how many examples this step trained; pass "
-            "step(loss, batch=batch) or step(loss, batch_size=len(x)), iterate controller.batches(loader), "
-            "or give Controller(batch_size=...) for a loader of fixed batch size"
-        )
+        return examples_of(batch_size, batch, delivered, self.sampler, self._declared_bs)
 
     def report_validation(self, val_loss: float) -> None:
         """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
@@ -301,9 +288,7 @@ class Controller:
     def _validation_loss(self, stats: IntervalStats) -> float:
         if self.val_loss_fn is not None:
             return float(self.val_loss_fn())
-        if self._last_val is not None:
-            return self._last_val
-        return stats.loss_mean
+        return self._last_val if self._last_val is not None else stats.loss_mean
 
     def decide(self, stats: IntervalStats, val_loss: float, examples_seen: Optional[int] = None) -> Hyperparams:
         """One control decision from an interval's statistics; applies and returns the new values.
@@ -364,6 +349,7 @@ class Controller:
             "started": self._started,
             "last_val": self._last_val,
             "decision": to_plain(self.decision.state_dict()),
+            "monitor": self.monitor.state_dict(),
             "driver": to_plain(self.driver.state_dict()),
             "sampler": None if self.sampler is None else self.sampler.state_dict(),
             "batch_size": self._used_bs,
@@ -375,6 +361,7 @@ class Controller:
     def load_state_dict(self, state: dict) -> None:
         self.examples_seen = int(state["examples_seen"])
         self.decision.load_state_dict(to_numpy(state["decision"]))
+        self.monitor.load_state_dict(state["monitor"])
         self._boundary = self.decision.boundary
         self._started = bool(state["started"])
         self._last_val = state["last_val"]
@@ -387,6 +374,24 @@ class Controller:
             self._ratios = GroupRatios(**state["ratios"])
         self._delivered = 0
         self.history = list(state["history"])
+
+    def finish(self, val_loss: Optional[float] = None) -> Optional[float]:
+        """End the run under the guard: after a divergence since the last decision the last good state
+        comes back (with ``restore_best``, the best one if the end is worse). ``batches()`` and the
+        Lightning/HF callbacks call it; returns the validation (else training) loss then in effect."""
+        if not self._started or self._finished:
+            return None
+        self._finished = True
+        stats = self.monitor.summary()
+        val = self._validation_loss(stats) if val_loss is None else float(val_loss)
+        verdict = self.decision.guard.review(stats.nonfinite, val)
+        if verdict.diverged:
+            log.warning("rlhpo controller: training diverged at the end of the run (%s); %s", verdict.reason,
+                        "the last good state is back" if verdict.rolled_back else "nothing to restore")
+            self.history.append(dict(examples=self.examples_seen, steps=int(stats.steps), val_loss=val, end=True,
+                                     diverged=True, rolled_back=verdict.rolled_back, **vars(self.hparams)))
+        restored = self.decision.guard.finish(verdict.val_loss)
+        return verdict.val_loss if restored is None else restored
 
     def close(self) -> None:
         """Remove the optimizer hook."""

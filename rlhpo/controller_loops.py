@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rlhpo.control.actions import ActionConfig
+from rlhpo.errors import ControllerError, is_int
 from rlhpo.tasks.base import Hyperparams
 
 
@@ -125,3 +126,31 @@ def weight_decay_control(optimizer: torch.optim.Optimizer, wanted: bool) -> bool
         )
         return False
     return True
+
+
+def examples_of(batch_size: Optional[int], batch: Any, delivered: int, sampler: Any, declared: Optional[int]) -> int:
+    """The examples one step trained: ``batch_size``, else the size of ``batch``, else the batches
+    handed out since the last step, else the sampler's last batch, else the declared batch size."""
+    if batch_size is not None:
+        if not (is_int(batch_size) and batch_size >= 1):
+            raise ControllerError(f"step(loss, batch_size): batch_size must be an integer >= 1, got {batch_size!r}")
+        return int(batch_size)
+    if batch is not None:
+        n = batch_len(batch)
+        if not n:
+            raise ControllerError(
+                f"step(loss, batch): cannot tell how many examples a {type(batch).__name__} holds "
+                "(no tensor with a first dimension in it); pass step(loss, batch_size=...)"
+            )
+        return n
+    if delivered:
+        return delivered
+    if sampler is not None:
+        return sampler.last_batch_size or sampler.batch_size
+    if declared is not None:
+        return declared
+    raise ControllerError(
+        "step(loss): the controller cannot tell how many examples this step trained; pass "
+        "step(loss, batch=batch) or step(loss, batch_size=len(x)), iterate controller.batches(loader), "
+        "or give Controller(batch_size=...) for a loader of fixed batch size"
+    )

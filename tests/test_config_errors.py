@@ -8,6 +8,7 @@ import torch
 from conftest import make_tiny_task
 
 import rlhpo
+from rlhpo.control.guard import GuardConfig
 from rlhpo.envs import EnvConfig
 from rlhpo.errors import ConfigError
 from rlhpo.tasks import TaskError
@@ -21,7 +22,7 @@ from rlhpo.tasks import TaskError
         (dict(families=["imagenet"]), r"unknown task family 'imagenet'; allowed: .*digits_mlp"),
         (dict(n_intervals=0), r"env\.n_intervals must be an integer >= 1"),
         (dict(device="tpu"), r"env\.device must be 'cpu', 'cuda'"),
-        (dict(divergence_factor=0.5), r"env\.divergence_factor must be a finite number > 1"),
+        (dict(guard=GuardConfig(factor=0.5)), r"env\.guard\.factor must be a finite number > 1"),
     ],
 )
 def test_bad_env_config(overrides, pattern):
@@ -99,7 +100,12 @@ TRAIN_ROWS = [
     ("env.budget_examples", 0, r"env.budget_examples must be null or an integer > 0, got 0"),
     ("env.budget_examples", 1.5, r"env.budget_examples must be null or an integer > 0, got 1.5"),
     ("env.divergence_penalty", -1.0, r"env.divergence_penalty must be a finite number >= 0"),
-    ("env.divergence_factor", 1.0, r"env.divergence_factor must be a finite number > 1, got 1.0"),
+    ("env.guard.factor", 1.0, r"env.guard.factor must be a finite number > 1, got 1.0"),
+    ("env.guard.lr_cut", 2.0, r"env.guard.lr_cut must be a number in \(0, 1\), got 2.0"),
+    ("env.guard.enabled", "on", r"env.guard.enabled must be true or false, got 'on'"),
+    ("env.guard.restore_best", 1, r"env.guard.restore_best must be true or false, got 1"),
+    ("env.guard.freeze_after", 0, r"env.guard.freeze_after must be an integer >= 1, got 0"),
+    ("env.guard.max_lr_ratio", 1.0, r"env.guard.max_lr_ratio must be null or a number > 1, got 1.0"),
     ("env.reward_clip", INF, r"env.reward_clip must be a finite number >= 0, got inf"),
     ("env.task_seeds", [1, -2], r"env.task_seeds must be a list of integers >= 0 \(empty: any seed\)"),
     ("env.device", "tpu", r"env.device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
@@ -330,11 +336,18 @@ def test_loss_that_turns_non_finite_later_is_divergence_not_an_error():
         loss = torch.nn.functional.cross_entropy(out, y)
         return loss if calls[0] == 1 else loss * float("inf")
 
-    env = rlhpo.make_env(n_intervals=3)
+    env = rlhpo.make_env(n_intervals=3, guard=GuardConfig(enabled=False))
     obs, info = env.reset(seed=0, options={"task": _tiny(loss_fn=loss_fn)})
     assert info["diverged"] and np.isfinite(obs).all()
     obs, r, term, trunc, info = env.step(np.zeros(3, dtype=np.float32))
     assert term and r == 0.0  # diverged in its first interval, before any action: ends at once
+    # under the guard (the default) the start comes back and the episode goes on, all finite
+    calls[0] = 0
+    env = rlhpo.make_env(n_intervals=3)
+    obs, info = env.reset(seed=0, options={"task": _tiny(loss_fn=loss_fn)})
+    assert info["diverged"] and info["rolled_back"] and np.isfinite(obs).all()
+    obs, r, term, trunc, info = env.step(np.zeros(3, dtype=np.float32))
+    assert not term and np.isfinite(obs).all() and np.isfinite(r) and info["rolled_back"]
 
 
 def test_val_split_the_model_cannot_take_is_named():

@@ -14,6 +14,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import torch
+
 from rlhpo.control.decision import DIVERGENCE_FACTOR, interval_end, is_diverged
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.monitor import IntervalStats
@@ -50,6 +52,15 @@ class Schedule:
     """Hooks into a :class:`TrainingSession`. Subclasses override what they need."""
 
     name = "schedule"
+    #: whether a guard (:mod:`rlhpo.control.guard`) restores a diverged interval; the runner stops
+    #: an unguarded run that diverges, and lets a guarded one go on
+    guarded = False
+
+    def make_optimizer(self, session: TrainingSession) -> Optional[torch.optim.Optimizer]:
+        """Called once before :meth:`start`: an optimizer to train with instead of the task's
+        (Schedule-Free, Prodigy), built over ``session.model.parameters()`` from the starting
+        ``session.hparams``; ``None`` (the default) keeps the task's optimizer."""
+        return None
 
     def start(self, session: TrainingSession, n_intervals: int) -> None:
         """Called once before training (hyperparameters are the task's defaults)."""
@@ -63,6 +74,13 @@ class Schedule:
     def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
         """After each control interval (the validation loss is that of the validation split)."""
 
+    def before_evaluate(self, session: TrainingSession) -> None:
+        """Before every evaluation of a split (validation after each interval, test at the end):
+        Schedule-Free switches its optimizer to the averaged weights here."""
+
+    def after_evaluate(self, session: TrainingSession) -> None:
+        """After every evaluation of a split, before training resumes."""
+
     # run_task passes the hooks only when overridden, so constant runs pay nothing per step
     def _hook(self, name: str) -> Optional[Any]:
         return getattr(self, name) if getattr(type(self), name) is not getattr(Schedule, name) else None
@@ -72,6 +90,8 @@ class ControllerSchedule(Schedule):
     """The learned controller: one decision per interval, through :class:`rlhpo.Controller`."""
 
     name = "controller"
+
+    guarded = True  # its guard rolls a diverged interval back: the runner does not stop the run
 
     def __init__(self, artifact: Any, deterministic: bool = True, writer: Any = None) -> None:
         self.artifact, self.deterministic, self.writer = artifact, deterministic, writer
@@ -85,6 +105,7 @@ class ControllerSchedule(Schedule):
             session.optimizer,
             session.budget,
             sampler=session.sampler,
+            model=session.model,  # the guard snapshots buffers too
             deterministic=self.deterministic,
             writer=self.writer,
             is_adaptive=session.task.optimizer != "sgd",
@@ -95,6 +116,8 @@ class ControllerSchedule(Schedule):
     def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
         if not session.done:
             self.controller.decide(stats, val_loss, examples_seen=session.examples_seen)
+        else:  # the last interval: no decision follows, the guard has the last word
+            self.controller.finish(val_loss)
 
 
 @dataclass
@@ -113,6 +136,8 @@ class RunResult:
     examples: int = 0
     diverged: bool = False
     compute_examples: int = 0  # all examples the method used, trials included (search methods)
+    steps: int = 0  # optimizer steps of this run (a search's final run)
+    info: dict = field(default_factory=dict)  # e.g. the start, a search's chosen values
 
     def schedule(self) -> list[Hyperparams]:
         """The hyperparameters used in each interval (for open-loop replay)."""
@@ -134,19 +159,21 @@ def train_interval(
     after: Optional[Any] = None,
     reference: Optional[float] = None,
     divergence_factor: float = DIVERGENCE_FACTOR,
+    schedule: Optional[Schedule] = None,
 ) -> tuple[dict, IntervalStats, bool]:
     """Train interval ``k`` of ``n_intervals`` (the decision path's clock) and validate.
 
     Divergence is the decision path's rule (:func:`~rlhpo.control.decision.is_diverged`), with
     ``reference`` the run's first validation loss and ``divergence_factor`` its factor, so every
-    method is scored as the controller is trained.
+    method is scored as the controller is trained. ``schedule``'s evaluation hooks (if given) run
+    around the validation.
 
     :return: the interval's record (the hyperparameters it trained with, losses, examples),
         its statistics, and whether it diverged
     """
     hp = session.hparams  # the values this interval trains with
     stats = session.train_until(interval_end(session.budget, n_intervals, k), before, after)
-    val_loss, val_metric = session.evaluate("val")
+    val_loss, val_metric = evaluate_split(session, "val", schedule)
     record = dict(
         interval=k,
         examples=session.examples_seen,
@@ -158,6 +185,18 @@ def train_interval(
         val_metric=val_metric,
     )
     return record, stats, is_diverged(stats, val_loss, reference, divergence_factor)
+
+
+def evaluate_split(session: TrainingSession, split: str, schedule: Optional[Schedule] = None) -> tuple[float, float]:
+    """``session.evaluate(split)`` between ``schedule``'s :meth:`~Schedule.before_evaluate` and
+    :meth:`~Schedule.after_evaluate` hooks."""
+    if schedule is None:
+        return session.evaluate(split)
+    schedule.before_evaluate(session)
+    try:
+        return session.evaluate(split)
+    finally:
+        schedule.after_evaluate(session)
 
 
 def run_task(
@@ -184,6 +223,9 @@ def run_task(
         never reads the test split)
     """
     session = TrainingSession(task, device=device, seed=seed)
+    optimizer = schedule.make_optimizer(session)
+    if optimizer is not None:
+        session.optimizer = optimizer
     schedule.start(session, n_intervals)
     before, after = schedule._hook("before_step"), schedule._hook("after_step")
     result = RunResult(task.name, task.family, method or schedule.name, seed)
@@ -191,22 +233,29 @@ def run_task(
     for k in range(n_intervals):
         if session.done:  # a large last batch of the previous interval already spent the budget
             break
-        record, stats, diverged = train_interval(session, k, n_intervals, before, after, reference, divergence_factor)
+        record, stats, diverged = train_interval(
+            session, k, n_intervals, before, after, reference, divergence_factor, schedule
+        )
         val_loss = record["val_loss"]
         if reference is None and math.isfinite(val_loss):
             reference = val_loss
         result.history.append(record)
         log_history(writer, result.method, [record])
-        if diverged:
+        if diverged and not schedule.guarded:
             result.diverged = True
             break
-        result.best_val_loss = min(result.best_val_loss, val_loss)
-        schedule.end_interval(session, stats, val_loss)
+        if not diverged:
+            result.best_val_loss = min(result.best_val_loss, val_loss)
+        schedule.end_interval(session, stats, val_loss)  # a guarded schedule rolls a divergence back here
+    final_val = result.history[-1]["val_loss"] if result.history else float("nan")
+    if schedule.guarded and result.history:  # the state in effect after the guard's last word
+        final_val = evaluate_split(session, "val", schedule)[0]
     result.examples = session.examples_seen
     result.compute_examples = session.examples_seen
-    result.final_val_loss = result.history[-1]["val_loss"] if not result.diverged else float("inf")
+    result.steps = session.steps
+    result.final_val_loss = final_val if not result.diverged else float("inf")
     if result.diverged:
         result.test_loss, result.test_metric = float("inf"), float("nan")
-    elif test_split:
-        result.test_loss, result.test_metric = session.evaluate("test")
+    elif test_split:  # the final weights, read once, after training
+        result.test_loss, result.test_metric = evaluate_split(session, "test", schedule)
     return result

@@ -89,4 +89,5 @@ class ControllerTrainerCallback(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
         if self.controller is not None:
+            self.controller.finish()  # the guard's last word: a run never ends diverged
             self.controller.close()

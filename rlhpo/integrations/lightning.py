@@ -114,6 +114,7 @@ class _ControllerCallback:
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.controller is not None:
+            self.controller.finish()  # the guard's last word: a run never ends diverged
             self.controller.close()
 
     def state_dict(self) -> dict:

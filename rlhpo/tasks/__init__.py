@@ -1,20 +1,31 @@
 """Task families and the meta-training / held-out split.
 
-The split is by dataset *and* architecture, never by seed alone:
+The split is by dataset *and* architecture, never by seed alone. Held-out families come in three
+groups: ``dev`` (for development decisions: model selection, ablations, tuning the controller),
+``final`` (only for the README's tables) and ``near`` (near transfer: they share data or the
+architecture generator with meta-training, so they are no test of transfer to new problems).
+Each family's ``data_source`` and ``architecture`` say what it is built from; a test checks that
+no ``dev``/``final`` family shares either with a meta-training family.
 
-============================  ===========  ===================================================
-family                        split        what it is
-============================  ===========  ===================================================
-synthetic_classification      meta-train   make_classification data, MLPs
-teacher_student               meta-train   regression onto a random MLP teacher, MLPs
-noisy_quadratic               meta-train   ill-conditioned noisy quadratic
-digits_mlp                    meta-train   digits flattened, MLPs
-digits_cnn                    held-out     new architecture: CNN
-tabular                       held-out     new datasets: breast cancer, wine, diabetes
-char_lm                       held-out     new data and architecture: GRU on text
-============================  ===========  ===================================================
+========================  ==========  ========================================================
+family                    group       what it is
+========================  ==========  ========================================================
+synthetic_classification  meta_train  make_classification data, MLPs
+teacher_student           meta_train  regression onto a random MLP teacher, MLPs
+noisy_quadratic           meta_train  ill-conditioned noisy quadratic
+digits_mlp                meta_train  digits flattened, MLPs
+algorithmic_seq           dev         tiny transformer on reverse/sort/cummax/count sequences
+friedman_resmlp           dev         residual MLP + LayerNorm on make_friedman1/2/3 regression
+count_poisson             dev         embedding + MLP log-link count model, Poisson loss
+series_conv               final       dilated 1-D CNN + BatchNorm forecasting generated series
+code_bow                  final       EmbeddingBag classifier of stdlib source snippets (words)
+char_lm                   final       character-level GRU on stdlib source text
+digits_cnn                near        new architecture (CNN) on digits_mlp's data
+tabular                   near        new datasets (breast cancer, wine, diabetes), meta-train MLPs
+========================  ==========  ========================================================
 
-Users add their own family with :func:`register_family`, or pass a :class:`Task` directly.
+``held_out`` is ``dev`` + ``final`` + ``near``. Users add their own family with
+:func:`register_family`, or pass a :class:`Task` directly.
 """
 
 from __future__ import annotations
@@ -22,8 +33,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from rlhpo.errors import TaskError
+from rlhpo.tasks.algorithmic import AlgorithmicSequence
 from rlhpo.tasks.base import (
     OPTIMIZERS,
+    SENSIBLE_STARTS,
+    START_REGIMES,
     Hyperparams,
     Split,
     Task,
@@ -34,12 +48,15 @@ from rlhpo.tasks.base import (
     r2_score,
 )
 from rlhpo.tasks.charlm import CharLM
+from rlhpo.tasks.regression import CountPoisson, FriedmanResMLP
+from rlhpo.tasks.series import SeriesConv
 from rlhpo.tasks.sklearn_data import DigitsCNN, DigitsMLP, Tabular
 from rlhpo.tasks.synthetic import (
     NoisyQuadratic,
     SyntheticClassification,
     TeacherStudent,
 )
+from rlhpo.tasks.text import CodeBagOfWords
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
@@ -51,13 +68,28 @@ FAMILIES: dict[str, type[TaskFamily]] = {
         DigitsCNN,
         Tabular,
         CharLM,
+        AlgorithmicSequence,
+        FriedmanResMLP,
+        CountPoisson,
+        SeriesConv,
+        CodeBagOfWords,
     )
 }
 META_TRAIN_FAMILIES: tuple[str, ...] = ("synthetic_classification", "teacher_student", "noisy_quadratic", "digits_mlp")
-HELD_OUT_FAMILIES: tuple[str, ...] = ("digits_cnn", "tabular", "char_lm")
+#: clean held-out families for development decisions (share neither data nor architecture with meta-training)
+DEV_FAMILIES: tuple[str, ...] = ("algorithmic_seq", "friedman_resmlp", "count_poisson")
+#: clean held-out families reserved for the README's tables: never for development decisions
+FINAL_FAMILIES: tuple[str, ...] = ("series_conv", "code_bow", "char_lm")
+#: near transfer: new architecture on meta-training data (digits_cnn), or new data with the
+#: meta-training MLP sampler (tabular)
+NEAR_FAMILIES: tuple[str, ...] = ("digits_cnn", "tabular")
+HELD_OUT_FAMILIES: tuple[str, ...] = DEV_FAMILIES + FINAL_FAMILIES + NEAR_FAMILIES
 #: names that expand to a list of families
 FAMILY_GROUPS: dict[str, tuple[str, ...]] = {
     "meta_train": META_TRAIN_FAMILIES,
+    "dev": DEV_FAMILIES,
+    "final": FINAL_FAMILIES,
+    "near": NEAR_FAMILIES,
     "held_out": HELD_OUT_FAMILIES,
     "all": tuple(FAMILIES),
 }
@@ -72,7 +104,8 @@ def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
 
 
 def resolve_families(names: str | Sequence[str]) -> list[str]:
-    """Expand group names ("meta_train", "held_out", "all") and check every name is known."""
+    """Expand group names ("meta_train", "dev", "final", "near", "held_out", "all") and check
+    every name is known."""
     if isinstance(names, str):
         names = [names]
     out: list[str] = []
@@ -99,10 +132,15 @@ def make_family(name: str, budget_scale: float = 1.0) -> TaskFamily:
 
 __all__ = [
     "FAMILIES",
+    "DEV_FAMILIES",
     "FAMILY_GROUPS",
+    "FINAL_FAMILIES",
     "HELD_OUT_FAMILIES",
     "META_TRAIN_FAMILIES",
+    "NEAR_FAMILIES",
     "OPTIMIZERS",
+    "SENSIBLE_STARTS",
+    "START_REGIMES",
     "Hyperparams",
     "Split",
     "Task",

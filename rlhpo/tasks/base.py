@@ -21,6 +21,17 @@ from rlhpo.errors import TaskError
 OptimizerName = Literal["sgd", "adam", "adamw"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 
+#: each optimizer's usual default, ``optimizer -> (lr, weight_decay)``: what a user runs without
+#: tuning (SGD with momentum 0.9, as :func:`rlhpo.training.session.make_optimizer` builds it).
+#: :meth:`Task.with_start` uses it for the ``"sensible"`` start regime.
+SENSIBLE_STARTS: dict[str, tuple[float, float]] = {
+    "adamw": (1e-3, 1e-2),
+    "adam": (1e-3, 0.0),
+    "sgd": (0.05, 5e-4),
+}
+#: the start regimes :meth:`Task.with_start` knows
+START_REGIMES: tuple[str, ...] = ("sensible", "random")
+
 
 def _is_real(v: object) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -125,6 +136,9 @@ class Task:
     :param default_hparams: the starting hyperparameters (what a user would run as a constant)
     :param optimizer: ``"sgd"`` (momentum 0.9), ``"adam"`` or ``"adamw"``
     :param eval_max_examples: evaluate losses on at most this many examples of a split
+    :param info: what the family sampled (architecture, dataset, ...), for reports
+    :param usual_batch_size: the batch size a user would pick for this kind of task without
+        tuning (the ``"sensible"`` start of :meth:`with_start` uses it, capped at the training size)
     """
 
     name: str
@@ -141,6 +155,7 @@ class Task:
     optimizer: OptimizerName = "adam"
     eval_max_examples: int = 1024
     info: dict = field(default_factory=dict)
+    usual_batch_size: int = 32
 
     def validate(self) -> "Task":
         """Check the task is well-formed; raise :class:`TaskError` naming the task otherwise."""
@@ -183,6 +198,9 @@ class Task:
             raise TaskError(f"{where}: eval_max_examples must be an integer >= 1, got {self.eval_max_examples!r}")
         if self.optimizer not in OPTIMIZERS:
             raise TaskError(f"{where}: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        ubs = self.usual_batch_size
+        if not isinstance(ubs, (int, np.integer)) or isinstance(ubs, bool) or ubs < 1:
+            raise TaskError(f"{where}: usual_batch_size must be an integer >= 1, got {ubs!r}")
         for fn in ("model_fn", "loss_fn", "metric_fn"):
             if not callable(getattr(self, fn)):
                 raise TaskError(f"{where}: {fn} must be callable, got {type(getattr(self, fn)).__name__}")
@@ -196,6 +214,24 @@ class Task:
     def with_budget(self, budget_examples: int) -> "Task":
         return replace(self, budget_examples=int(budget_examples))
 
+    def sensible_hparams(self) -> Hyperparams:
+        """The task's optimizer at its usual default (:data:`SENSIBLE_STARTS`) and the task's
+        usual batch size (at most the training-set size)."""
+        lr, wd = SENSIBLE_STARTS[self.optimizer]
+        return Hyperparams(lr=lr, batch_size=int(min(self.usual_batch_size, len(self.train))), weight_decay=wd)
+
+    def with_start(self, regime: str) -> "Task":
+        """A copy of this task started from ``regime``'s hyperparameters.
+
+        ``"sensible"``: :meth:`sensible_hparams` (same optimizer, its usual lr and weight decay,
+        the usual batch size); ``"random"``: the family's sampled start, unchanged. The copy shares
+        the data tensors and ``model_fn``; its ``info`` is a new dict with ``start=regime`` added.
+        """
+        if regime not in START_REGIMES:
+            raise TaskError(f"start regime must be one of {START_REGIMES}, got {regime!r}")
+        hp = self.sensible_hparams() if regime == "sensible" else self.default_hparams
+        return replace(self, default_hparams=hp, info={**self.info, "start": regime})
+
 
 class TaskFamily:
     """Samples tasks from a seed. Subclasses set ``name`` and implement :meth:`sample`.
@@ -207,6 +243,13 @@ class TaskFamily:
     description: str = ""
     #: what is new in this family relative to the meta-training families (held-out ones only)
     novelty: str = ""
+    #: where the data comes from, e.g. "sklearn.load_digits" (two families with the same string
+    #: share data; the held-out ``dev``/``final`` groups use none of the meta-training ones)
+    data_source: str = ""
+    #: the architecture generator, e.g. "make_mlp" (same rule as ``data_source``)
+    architecture: str = ""
+    #: the batch size a user would pick for this family's tasks (:attr:`Task.usual_batch_size`)
+    usual_batch_size: int = 32
 
     def __init__(self, budget_scale: float = 1.0) -> None:
         if not (budget_scale > 0 and math.isfinite(budget_scale)):
@@ -239,6 +282,7 @@ class TaskFamily:
         (the optimizer and its starting hyperparameters)."""
         optimizer, hparams = start
         train, val, test = splits
+        extra.setdefault("usual_batch_size", self.usual_batch_size)
         return Task(
             name=f"{self.name}-{variant}-{seed}" if variant else f"{self.name}-{seed}",
             family=self.name,

@@ -50,6 +50,9 @@ class CharLM(TaskFamily):
     name = "char_lm"
     description = "character-level GRU language model on Python standard-library source text"
     novelty = "recurrent architecture and text data (both never seen in meta-training)"
+    data_source = "stdlib source text, characters (argparse, textwrap, json.decoder, csv, difflib, fractions, calendar, shlex)"
+    architecture = "CharGRU (Embedding + GRU)"
+    usual_batch_size = 16
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         module = CORPUS_MODULES[int(rng.integers(len(CORPUS_MODULES)))]

@@ -54,6 +54,8 @@ def _digits_splits(rng: np.random.Generator) -> tuple[Split, Split, Split]:
 class DigitsMLP(TaskFamily):
     name = "digits_mlp"
     description = "scikit-learn digits (8x8, 10 classes) flattened, MLP classifier"
+    data_source = "sklearn.load_digits"
+    architecture = "make_mlp"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         train, val, test = _digits_splits(rng)
@@ -95,7 +97,9 @@ class SmallCNN(nn.Module):
 class DigitsCNN(TaskFamily):
     name = "digits_cnn"
     description = "scikit-learn digits as 1x8x8 images, two-layer CNN"
-    novelty = "convolutional architecture (never seen in meta-training)"
+    novelty = "convolutional architecture (never seen in meta-training); the data is digits_mlp's (near transfer)"
+    data_source = "sklearn.load_digits"
+    architecture = "SmallCNN (Conv2d + MaxPool2d)"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         train, val, test = _digits_splits(rng)
@@ -118,7 +122,12 @@ class DigitsCNN(TaskFamily):
 class Tabular(TaskFamily):
     name = "tabular"
     description = "scikit-learn breast cancer, wine (classification) and diabetes (regression), MLPs"
-    novelty = "real-world tabular datasets (never seen in meta-training), including regression on real data"
+    novelty = (
+        "real-world tabular datasets (never seen in meta-training), including regression on real data; "
+        "the MLPs come from the meta-training architecture sampler (near transfer)"
+    )
+    data_source = "sklearn.load_breast_cancer/load_wine/load_diabetes"
+    architecture = "make_mlp"
     DATASETS = ("breast_cancer", "wine", "diabetes")
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:

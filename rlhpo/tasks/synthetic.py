@@ -31,6 +31,8 @@ def _budget(rng: np.random.Generator, n_train: int, lo: int = 6000, hi: int = 40
 class SyntheticClassification(TaskFamily):
     name = "synthetic_classification"
     description = "scikit-learn make_classification data, MLP classifier"
+    data_source = "sklearn.make_classification"
+    architecture = "make_mlp"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         n = int(rng.integers(600, 3000))
@@ -66,6 +68,8 @@ class SyntheticClassification(TaskFamily):
 class TeacherStudent(TaskFamily):
     name = "teacher_student"
     description = "regression onto a random MLP teacher, student MLPs of varied depth/width/activation"
+    data_source = "random MLP teacher (make_mlp) on Gaussian inputs"
+    architecture = "make_mlp"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         n = int(rng.integers(1000, 4000))
@@ -109,6 +113,8 @@ class QuadraticModel(nn.Module):
 class NoisyQuadratic(TaskFamily):
     name = "noisy_quadratic"
     description = "noisy quadratic model (Zhang et al. 2019): ill-conditioned diagonal curvature, noisy minimum"
+    data_source = "noisy quadratic draws"
+    architecture = "QuadraticModel (diagonal quadratic)"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
         dim = int(rng.integers(10, 101))

@@ -132,6 +132,26 @@ class TrainingMonitor:
         self._prev_probe_step = self._step
         self._before = None
 
+    _STATE = ("_followed", "_prev_unorm", "_prev_probe_step", "_step", "_grad_norm", "_update_ratio", "_cosine", "_params_finite")
+
+    def state_dict(self) -> dict:
+        """The interval in progress (losses so far, probe measurements): a checkpoint taken between
+        two decisions resumes to the same next decision. Tensors and plain types only."""
+        losses = [float(v) for v in self._losses]
+        state = {k: getattr(self, k) for k in self._STATE}
+        nb = self._next_before
+        return {**state, "losses": losses, "prev_update": self._prev_update,
+                "next_before": None if nb is None else {"step": nb[0], "flat": nb[1]}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, state[k])
+        self._losses, self._loss_tensors = list(state["losses"]), False
+        self._prev_update = state["prev_update"]
+        nb = state["next_before"]
+        self._next_before = None if nb is None else (int(nb["step"]), nb["flat"])
+        self._before = None
+
     def summary(self) -> IntervalStats:
         """Summarise the steps since the last summary and start a new interval."""
         if not self._losses:

@@ -1,5 +1,7 @@
 """Unit tests of the task families (rlhpo.tasks): sampling, determinism, well-formed tasks,
-the meta-train / held-out split and the registry's errors.
+the meta-train / held-out split and the registry's errors. (The proof that the ``dev`` and
+``final`` held-out families share no data and no architecture with meta-training, and the start
+regimes, are in test_held_out_split.py.)
 
 Every family is sampled with a tiny budget scale and only a couple of seeds; samples are cached
 per module so each (family, seed) is built once (the slowest, noisy_quadratic, takes ~0.3 s).
@@ -39,6 +41,11 @@ BUILTIN = (
     "digits_cnn",
     "tabular",
     "char_lm",
+    "algorithmic_seq",
+    "friedman_resmlp",
+    "count_poisson",
+    "series_conv",
+    "code_bow",
 )
 
 _cache: dict[tuple[str, int], Task] = {}
@@ -206,6 +213,110 @@ def test_tabular_picks_a_known_dataset():
         assert task.metric_name == ("r2" if task.info["dataset"] == "diabetes" else "accuracy")
 
 
+def test_algorithmic_seq_targets_follow_the_operation_and_splits_share_no_sequence():
+    from rlhpo.tasks.algorithmic import _targets
+
+    ops = set()
+    for seed in range(6):
+        task = make_family("algorithmic_seq", budget_scale=SCALE).sample(seed)
+        op, vocab, length = task.info["operation"], task.info["vocab"], task.info["length"]
+        ops.add(op)
+        assert task.metric_name == "token_accuracy"
+        for split in (task.train, task.val, task.test):
+            assert split.x.dtype == torch.long and split.y.dtype == torch.long
+            assert split.x.shape[1:] == (length,) and split.y.shape == split.x.shape
+            assert int(split.x.min()) >= 0 and int(split.x.max()) < vocab
+            clean = torch.as_tensor(_targets(split.x.numpy(), op))
+            flipped = float((split.y != clean).float().mean())
+            assert flipped <= task.info["label_noise"] + 0.03  # only the label noise differs
+        rows = [set(map(tuple, s.x.tolist())) for s in (task.train, task.val, task.test)]
+        assert sum(map(len, rows)) == len(task.train) + len(task.val) + len(task.test)  # distinct
+        assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+        out = task.model_fn()(task.train.x[:3])
+        n_out = length + 1 if op == "count" else vocab
+        assert out.shape == (3, length, n_out) and int(task.train.y.max()) < n_out
+    assert len(ops) >= 2
+    a = torch.tensor([[3, 1, 2, 1]])
+    assert _targets(a.numpy(), "reverse").tolist() == [[1, 2, 1, 3]]
+    assert _targets(a.numpy(), "sort").tolist() == [[1, 1, 2, 3]]
+    assert _targets(a.numpy(), "cummax").tolist() == [[3, 3, 3, 3]]
+    assert _targets(a.numpy(), "count").tolist() == [[1, 2, 1, 2]]
+
+
+def test_friedman_resmlp_targets_are_standardised_on_training_data():
+    for seed in SEEDS:
+        task = sample("friedman_resmlp", seed)
+        assert task.info["generator"] in ("friedman1", "friedman2", "friedman3")
+        assert task.metric_name == "r2" and task.train.y.dtype == torch.float32 and task.train.y.dim() == 1
+        assert abs(float(task.train.y.mean())) < 1e-4 and abs(float(task.train.y.std()) - 1) < 1e-4
+        assert torch.allclose(task.train.x.mean(dim=0), torch.zeros(task.train.x.shape[1]), atol=1e-4)
+
+
+def test_count_poisson_loss_is_the_mean_poisson_deviance():
+    from sklearn.metrics import mean_poisson_deviance
+
+    from rlhpo.tasks.regression import deviance_explained, poisson_deviance
+
+    for seed in SEEDS:
+        task = sample("count_poisson", seed)
+        y = task.train.y
+        assert y.dtype == torch.float32 and y.dim() == 1
+        assert bool((y >= 0).all()) and torch.equal(y, y.round())
+        assert task.metric_name == "deviance_explained"
+        n_num = task.info["numeric"]
+        for j, card in enumerate(task.info["cards"]):  # categorical codes survive standardisation
+            codes = task.train.x[:, n_num + j]
+            assert torch.equal(codes, codes.round()) and int(codes.min()) >= 0 and int(codes.max()) < card
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = task.model_fn()(task.train.x[:200])
+        assert out.shape == (200,)
+        expected = mean_poisson_deviance(y[:200].numpy().astype(np.float64), out.exp().double().numpy())
+        assert float(poisson_deviance(out, y[:200])) == pytest.approx(expected, rel=1e-4)
+    y = torch.tensor([0.0, 1.0, 3.0, 7.0])
+    assert float(poisson_deviance(torch.log(y.clamp_min(1e-9)), y)) == pytest.approx(0.0, abs=1e-6)
+    assert deviance_explained(torch.full((4,), float(np.log(y.mean()))), y) == pytest.approx(0.0, abs=1e-9)
+    assert deviance_explained(torch.log(y.clamp_min(1e-12)), y) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_series_conv_splits_are_chronological_and_share_no_values():
+    for seed in SEEDS:
+        task = sample("series_conv", seed)
+        w, h = task.info["window"], task.info["horizon"]
+        assert task.train.x.shape[1:] == (w,) and task.train.y.shape[1:] == (h,)
+        assert task.metric_name == "r2"
+        # consecutive windows are shifted by one step
+        assert torch.equal(task.train.x[1:, :-1], task.train.x[:-1, 1:])
+        seen = torch.cat([task.train.x.flatten(), task.train.y.flatten()])
+        for split in (task.val, task.test):
+            values = torch.cat([split.x.flatten(), split.y.flatten()])
+            assert not bool(torch.isin(values, seen).any())
+        assert not bool(torch.isin(torch.cat([task.test.x.flatten(), task.test.y.flatten()]), task.val.x).any())
+        model = task.model_fn()
+        assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+        model.eval()
+        assert model(task.val.x[:1]).shape == (1, h)  # one example in eval mode works
+
+
+def test_code_bow_vocabulary_and_modules():
+    from rlhpo.tasks.charlm import CORPUS_MODULES
+    from rlhpo.tasks.text import BOW_MODULES, MeanBag
+
+    assert not set(BOW_MODULES) & set(CORPUS_MODULES)
+    for seed in SEEDS:
+        task = sample("code_bow", seed)
+        modules, vocab = task.info["modules"], task.info["vocab"]
+        assert set(modules) <= set(BOW_MODULES) and len(set(modules)) == task.info["classes"]
+        for split in (task.train, task.val, task.test):
+            assert split.x.dtype == torch.long and int(split.x.min()) >= 0 and int(split.x.max()) < vocab
+            assert bool(((split.x != 0).sum(dim=1) >= 3).all())  # no empty snippet
+            assert int(split.y.max()) < task.info["classes"]
+    bag = MeanBag(20, 4)
+    x = torch.tensor([[3, 4, 0, 0], [5, 1, 2, 0]])
+    reference = torch.nn.EmbeddingBag.from_pretrained(bag.embed.weight.detach(), mode="mean", padding_idx=0)
+    assert torch.allclose(bag(x), reference(x), atol=1e-6)
+
+
 def test_split_arrays_is_a_disjoint_partition():
     x = np.arange(50, dtype=np.float32).reshape(50, 1)
     y = np.arange(50, dtype=np.int64)
@@ -242,6 +353,7 @@ def test_meta_train_and_held_out_groups_do_not_overlap():
     assert meta and held
     assert not meta & held
     assert meta == set(META_TRAIN_FAMILIES) and held == set(HELD_OUT_FAMILIES)
+    assert META_TRAIN_FAMILIES == ("synthetic_classification", "teacher_student", "noisy_quadratic", "digits_mlp")
     assert meta | held == set(BUILTIN)
     assert set(FAMILY_GROUPS["all"]) >= set(BUILTIN)
     # held-out families say what is new about them; meta-training ones need not
@@ -253,7 +365,11 @@ def test_resolve_families_expands_groups_and_deduplicates():
     assert resolve_families("meta_train") == list(META_TRAIN_FAMILIES)
     assert resolve_families(["held_out"]) == list(HELD_OUT_FAMILIES)
     assert resolve_families("tabular") == ["tabular"]
-    assert resolve_families(["tabular", "held_out", "tabular"]) == ["tabular", "digits_cnn", "char_lm"]
+    assert resolve_families(["tabular", "held_out", "tabular"]) == ["tabular"] + [
+        f for f in HELD_OUT_FAMILIES if f != "tabular"
+    ]
+    assert resolve_families(["dev", "final"]) == list(FAMILY_GROUPS["dev"]) + list(FAMILY_GROUPS["final"])
+    assert resolve_families(["near"]) == ["digits_cnn", "tabular"]
     assert resolve_families(["meta_train", "held_out"]) == list(META_TRAIN_FAMILIES) + list(HELD_OUT_FAMILIES)
     assert set(resolve_families("all")) == set(FAMILIES)
 
@@ -271,7 +387,7 @@ def test_unknown_family_raises_listing_allowed_names(call):
     assert "no_such_family" in msg
     for name in BUILTIN:
         assert name in msg
-    for group in ("meta_train", "held_out", "all"):
+    for group in ("meta_train", "dev", "final", "near", "held_out", "all"):
         assert group in msg
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from rlhpo.control.actions import ActionConfig
 from rlhpo.errors import ControllerError, is_int
 from rlhpo.tasks.base import Hyperparams
+from rlhpo.training.snapshot import map_nested
 
 
 def batch_len(batch: Any) -> Optional[int]:
@@ -65,29 +66,21 @@ class CountingLoader(DataLoader):
             yield batch
 
 
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    return obj.item() if isinstance(obj, np.generic) else obj
+
+
 def to_plain(obj: Any) -> Any:
     """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers, so that
     ``torch.load(weights_only=True)`` reads it back."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.array(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_plain(v) for v in obj)
-    return obj
+    return map_nested(obj, _plain)
 
 
 def to_numpy(obj: Any) -> Any:
     """The inverse of :func:`to_plain` for state that held numpy arrays (the policy's LSTM state)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numpy()
-    if isinstance(obj, dict):
-        return {k: to_numpy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_numpy(v) for v in obj)
-    return obj
+    return map_nested(obj, lambda v: v.numpy() if isinstance(v, torch.Tensor) else v)
 
 
 def clipping_message(asked: Hyperparams, start: Hyperparams, config: ActionConfig, controls: tuple[str, ...]) -> Optional[str]:

@@ -103,6 +103,32 @@ def test_batched_env_matches_the_single_env_for_the_same_seeds_and_actions():
     assert dones.all() and t == 3  # five intervals: one at reset, four steps, truncated at the budget
 
 
+def test_batched_env_rolls_back_like_the_single_env():
+    """The guard in the batched env: a row that diverges is restored from its own snapshot, exactly
+    as a single env restores its session (weights, optimizer state, batch order)."""
+    # an lr so large that every row overflows at once: the verdicts cannot hinge on float noise
+    task = make_tiny_task(lr=1e4, optimizer="sgd", budget=480, batch_size=8, regression=True)
+    n = 3
+    venv = BatchedVecEnv(EnvConfig(n_intervals=6), n_envs=n)
+    venv.set_options([{"task": task, "session_seed": 20 + i} for i in range(n)])
+    venv.reset()
+    singles = [make_env(EnvConfig(n_intervals=6)) for _ in range(n)]
+    for i, env in enumerate(singles):
+        env.reset(seed=i, options={"task": task, "session_seed": 20 + i})
+    rolled = 0
+    for _ in range(6):
+        actions = np.ones((n, 3), dtype=np.float32)  # up and up: the rows blow up
+        _, rewards, dones, infos = venv.step(actions)
+        for i, env in enumerate(singles):
+            _, r, term, trunc, info = env.step(actions[i])
+            assert infos[i]["rolled_back"] == info["rolled_back"] and infos[i]["diverged"] == info["diverged"]
+            assert infos[i]["lr"] == pytest.approx(info["lr"]) and rewards[i] == pytest.approx(r, rel=1e-3, abs=1e-4)
+            rolled += info["rolled_back"]
+        if dones.all():
+            break
+    assert rolled > 0 and dones.all()
+
+
 def test_groups_share_a_task_and_sb3_auto_reset_works():
     config = EnvConfig(n_intervals=3, budget_scale=0.02)
     venv = BatchedVecEnv(config, n_envs=4, group_size=2)

@@ -71,7 +71,7 @@ def flagged(vals: list[float], factor: float) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", nargs="+", default=["meta_train"])
+    p.add_argument("--families", nargs="+", default=["meta_train", "dev", "near"], help="never final: a development decision")
     p.add_argument("--tasks", type=int, default=6, help="tasks per family")
     args = p.parse_args(argv)
     torch.set_num_threads(1)

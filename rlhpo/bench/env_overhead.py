@@ -8,17 +8,19 @@ Runs, side by side and interleaved, with ``n_intervals`` control intervals per e
   batch sampler); per optimizer step it records the loss and, on the last two steps of each
   interval, probes the gradient norm and the update; per interval it evaluates the model (in
   eval mode, no grad) on at most ``task.eval_max_examples`` validation examples for the loss
-  (the reward) and the task's metric (``info["val_metric"]``), builds the observation and
-  maps the action to hyperparameters.
+  (the reward) and the task's metric (``info["val_metric"]``), and runs the decision path
+  (the guard's verdict and, when it is on, its snapshot of the training state; the
+  observation; the action mapped to hyperparameters).
 * **plain loop**: what a user writes without rlhpo: the same model (same seed), optimizer,
-  batch size and number of examples; per step: shuffle (a fresh permutation per epoch), slice
-  the batch, forward, loss, backward, step. No validation.
+  batch size and examples (as many as the env episode trained: fewer than the budget when it
+  ended early, diverged); per step: shuffle (a fresh permutation per epoch), slice the batch,
+  forward, loss, backward, step. No validation.
 * **plain loop + val per interval** (the "validating loop"): the plain loop that also
   validates as often as the environment (every ``budget // n_intervals`` examples), as a user
   validates: ``model.eval()``, no grad, the same ``eval_max_examples`` validation examples,
   the loss and the task's metric, ``model.train()``. What remains between it and the env
-  episode is the environment's own work: the session's bookkeeping, the probes, the
-  features, the action mapping and the reset.
+  episode is the environment's own work: the session's bookkeeping, the probes, the decision
+  path and the reset.
 
 Reports the median wall time of each and the overhead ratios.
 

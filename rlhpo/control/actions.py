@@ -18,7 +18,9 @@ that round only when applied.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -97,6 +99,8 @@ class ActionSpec:
     :param max_batch_size: an extra cap on the batch size (the training-set size)
     """
 
+    # Plain Python on three floats: numpy's per-call overhead on 3-element arrays was most of the
+    # decision's cost on the tiny meta-training tasks (bench.env_overhead).
     def __init__(self, config: ActionConfig, max_batch_size: int | None = None) -> None:
         self.config = config.validate()
         self.controls = config.enabled
@@ -104,12 +108,22 @@ class ActionSpec:
             raise ConfigError("actions: at least one of lr, batch_size, weight_decay must be enabled")
         bs_max = config.batch_size.max if max_batch_size is None else min(config.batch_size.max, max_batch_size)
         bs_max = max(bs_max, 1)
-        self._lo = np.log([config.lr.min, min(config.batch_size.min, bs_max), config.weight_decay.min])
-        self._hi = np.log([config.lr.max, bs_max, config.weight_decay.max])
-        self._step = np.log([getattr(config, n).max_step_factor for n in CONTROLS])
-        self._mask = np.array([n in self.controls for n in CONTROLS])
-        self._live = self._mask.copy()  # the controls this run moves (reset() may hold some)
-        self.z = np.zeros(3)
+        self._lo = [math.log(config.lr.min), math.log(min(config.batch_size.min, bs_max)), math.log(config.weight_decay.min)]
+        self._hi = [math.log(config.lr.max), math.log(bs_max), math.log(config.weight_decay.max)]
+        self._step = [math.log(getattr(config, n).max_step_factor) for n in CONTROLS]
+        self._mask = tuple(n in self.controls for n in CONTROLS)
+        self._index = [i for i, on in enumerate(self._mask) if on]  # action entry k -> control index
+        self._live = list(self._mask)  # the controls this run moves (reset() may hold some)
+        self._z = [0.0, 0.0, 0.0]
+
+    @property
+    def z(self) -> np.ndarray:
+        """The log values of lr, batch size and weight decay."""
+        return np.array(self._z)
+
+    @z.setter
+    def z(self, value: Sequence[float]) -> None:
+        self._z = [float(v) for v in value]
 
     @property
     def n_actions(self) -> int:
@@ -118,36 +132,40 @@ class ActionSpec:
     def reset(self, start: Hyperparams, off: tuple[str, ...] = ()) -> Hyperparams:
         """Start from ``start``; enabled controls are clipped into their bounds. Controls named in
         ``off`` are held at their start for this run (their action entries are ignored)."""
-        self._live = self._mask & np.array([n not in off for n in CONTROLS])
-        self._start = np.log([start.lr, start.batch_size, max(start.weight_decay, 1e-30)])
-        self.z = np.where(self._live, np.clip(self._start, self._lo, self._hi), self._start)
+        self._live = [on and n not in off for on, n in zip(self._mask, CONTROLS)]
+        logs = [math.log(start.lr), math.log(start.batch_size), math.log(max(start.weight_decay, 1e-30))]
+        self._z = [_clip(v, lo, hi) if live else v for v, lo, hi, live in zip(logs, self._lo, self._hi, self._live)]
         return self.hparams(start)
 
-    def full_action(self, action: np.ndarray) -> np.ndarray:
+    def full_action(self, action: Sequence[float] | np.ndarray) -> np.ndarray:
         """The action as three entries (lr, batch size, wd), 0 for disabled controls."""
-        a = np.nan_to_num(np.asarray(action, dtype=np.float64).reshape(-1), nan=0.0)
-        if a.shape[0] != self.n_actions:
-            raise ValueError(f"action must have {self.n_actions} entries ({', '.join(self.controls)}), got {a.shape[0]}")
-        full = np.zeros(3)
-        full[self._mask] = np.clip(a, -1.0, 1.0)
-        full[~self._live] = 0.0
+        return np.array(self._full(action))
+
+    def _full(self, action: Sequence[float] | np.ndarray) -> list[float]:
+        a = action.reshape(-1).tolist() if isinstance(action, np.ndarray) else list(np.asarray(action, dtype=np.float64).reshape(-1))
+        if len(a) != self.n_actions:
+            raise ValueError(f"action must have {self.n_actions} entries ({', '.join(self.controls)}), got {len(a)}")
+        full = [0.0, 0.0, 0.0]
+        for k, i in enumerate(self._index):
+            v = float(a[k])
+            if self._live[i] and v == v:  # NaN -> 0
+                full[i] = -1.0 if v < -1.0 else (1.0 if v > 1.0 else v)
         return full
 
-    def apply(self, action: np.ndarray, current: Hyperparams) -> Hyperparams:
-        full = self.full_action(action)
-        self.z = np.where(self._live, np.clip(self.z + full * self._step, self._lo, self._hi), self.z)
+    def apply(self, action: Sequence[float] | np.ndarray, current: Hyperparams) -> Hyperparams:
+        full = self._full(action)
+        for i in range(3):
+            if self._live[i]:
+                self._z[i] = _clip(self._z[i] + full[i] * self._step[i], self._lo[i], self._hi[i])
         return self.hparams(current)
 
     def hparams(self, current: Hyperparams) -> Hyperparams:
-        lr, bs, wd = np.exp(self.z)
+        c, (lr, bs, wd), live = self.config, (math.exp(v) for v in self._z), self._live
         # clip again after exp(): exp(log(x)) can land one ulp outside the bounds
-        lr = np.clip(lr, self.config.lr.min, self.config.lr.max)
-        wd = np.clip(wd, self.config.weight_decay.min, self.config.weight_decay.max)
-        live = self._live
         return Hyperparams(
-            lr=float(lr) if live[0] else current.lr,
+            lr=_clip(lr, c.lr.min, c.lr.max) if live[0] else current.lr,
             batch_size=max(1, int(round(bs))) if live[1] else current.batch_size,
-            weight_decay=float(wd) if live[2] else current.weight_decay,
+            weight_decay=_clip(wd, c.weight_decay.min, c.weight_decay.max) if live[2] else current.weight_decay,
         )
 
     def scale(self, name: str, factor: float) -> None:
@@ -155,20 +173,24 @@ class ActionSpec:
         the guard's learning-rate cut after a rollback."""
         i = CONTROLS.index(name)
         if self._live[i]:
-            self.z[i] = float(np.clip(self.z[i] + np.log(factor), self._lo[i], self._hi[i]))
+            self._z[i] = _clip(self._z[i] + math.log(factor), self._lo[i], self._hi[i])
 
     def narrow(self, name: str, lo: float, hi: float) -> None:
         """Tighten one control's bounds to [lo, hi] within the configured ones (an lr cap
         relative to the start)."""
         i = CONTROLS.index(name)
-        self._lo[i] = max(self._lo[i], float(np.log(lo)))
-        self._hi[i] = min(self._hi[i], float(np.log(hi)))
-        self.z[i] = float(np.clip(self.z[i], self._lo[i], self._hi[i]))
+        self._lo[i] = max(self._lo[i], math.log(lo))
+        self._hi[i] = min(self._hi[i], math.log(hi))
+        self._z[i] = _clip(self._z[i], self._lo[i], self._hi[i])
 
     def state_dict(self) -> dict:
-        return {"z": self.z.tolist(), "live": self._live.tolist()}
+        return {"z": list(self._z), "live": list(self._live)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.z = np.asarray(state["z"], dtype=np.float64)
+        self._z = [float(v) for v in state["z"]]
         if "live" in state:
-            self._live = np.asarray(state["live"], dtype=bool)
+            self._live = [bool(v) for v in state["live"]]
+
+
+def _clip(v: float, lo: float, hi: float) -> float:
+    return lo if v < lo else (hi if v > hi else v)

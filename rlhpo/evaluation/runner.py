@@ -20,6 +20,7 @@ from rlhpo.control.decision import DIVERGENCE_FACTOR, interval_end, is_diverged
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.training.session import TrainingSession
+from rlhpo.training.snapshot import params_finite
 
 #: the per-interval values :func:`run_task` logs to TensorBoard
 HISTORY_KEYS: tuple[str, ...] = ("lr", "batch_size", "weight_decay", "train_loss", "val_loss", "val_metric")
@@ -137,6 +138,7 @@ class RunResult:
     diverged: bool = False
     compute_examples: int = 0  # all examples the method used, trials included (search methods)
     steps: int = 0  # optimizer steps of this run (a search's final run)
+    weights_finite: bool = True  # every parameter finite at the end (the do-no-harm check)
     info: dict = field(default_factory=dict)  # e.g. the start, a search's chosen values
 
     def schedule(self) -> list[Hyperparams]:
@@ -253,6 +255,7 @@ def run_task(
     result.examples = session.examples_seen
     result.compute_examples = session.examples_seen
     result.steps = session.steps
+    result.weights_finite = params_finite(session.model.parameters())
     result.final_val_loss = final_val if not result.diverged else float("inf")
     if result.diverged:
         result.test_loss, result.test_metric = float("inf"), float("nan")

@@ -18,7 +18,7 @@ from torch.func import functional_call, vmap
 
 from rlhpo.tasks.base import Hyperparams, Task
 from rlhpo.training.monitor import IntervalStats
-from rlhpo.training.session import TrainingSession
+from rlhpo.training.session import BudgetClock, TrainingSession
 
 _TRAIN_MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
 
@@ -40,7 +40,7 @@ class Trainer(Protocol):
     def evaluate(self, rows: list[int], split: str = "val") -> dict[int, tuple[float, float]]: ...
 
 
-class RowSession:
+class RowSession(BudgetClock):
     """The part of the :class:`~rlhpo.training.session.TrainingSession` interface the environment uses,
     for one row of a trainer."""
 
@@ -59,13 +59,6 @@ class RowSession:
     def examples_seen(self) -> int:
         return self.trainer.examples_seen(self.row)
 
-    @property
-    def budget(self) -> int:
-        return self.task.budget_examples
-
-    @property
-    def done(self) -> bool:
-        return self.examples_seen >= self.task.budget_examples
 
     def capture(self) -> dict:
         return self.trainer.capture_row(self.row)

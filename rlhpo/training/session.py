@@ -80,7 +80,22 @@ def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optim
 StepHook = Callable[["TrainingSession"], None]
 
 
-class TrainingSession:
+class BudgetClock:
+    """The example budget of a run over ``self.task``, and whether ``self.examples_seen`` spent it."""
+
+    task: Task
+    examples_seen: int
+
+    @property
+    def budget(self) -> int:
+        return self.task.budget_examples
+
+    @property
+    def done(self) -> bool:
+        return self.examples_seen >= self.task.budget_examples
+
+
+class TrainingSession(BudgetClock):
     """Trains one task, an interval at a time, with hyperparameters that may change between steps.
 
     :param task: the task to train
@@ -128,13 +143,6 @@ class TrainingSession:
         write_hparams(self.optimizer, hparams.validate(), self.sampler)
         return self.hparams
 
-    @property
-    def budget(self) -> int:
-        return self.task.budget_examples
-
-    @property
-    def done(self) -> bool:
-        return self.examples_seen >= self.task.budget_examples
 
     # -- training --------------------------------------------------------------------------
     def train(

@@ -5,23 +5,30 @@ optimizer state, batch order; never the example clock or the hyperparameters in 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 
+def map_nested(obj: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``obj`` rebuilt with ``leaf`` applied to everything that is not a dict, list or tuple."""
+    if isinstance(obj, dict):
+        return {k: map_nested(v, leaf) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_nested(v, leaf) for v in obj)
+    return leaf(obj)
+
+
+def _host(obj: Any) -> Any:
+    if not isinstance(obj, torch.Tensor):
+        return obj
+    t = obj.detach()
+    return t.clone() if t.device.type == "cpu" else t.to("cpu", non_blocking=True)
+
+
 def to_host(obj: Any) -> Any:
     """A deep copy of ``obj`` with every tensor copied to host memory (non-blocking from a GPU)."""
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach()
-        if t.device.type == "cpu":
-            return t.clone()
-        return t.to("cpu", non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: to_host(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_host(v) for v in obj)
-    return obj
+    return map_nested(obj, _host)
 
 
 def params_finite(params: Any) -> bool:

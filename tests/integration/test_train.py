@@ -19,7 +19,7 @@ from rlhpo.metatrain.checkpoints import list_checkpoints
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.train import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train_cli(*args: str, cwd: Path, timeout: float = 170, env=None) -> subprocess.CompletedProcess:

@@ -59,7 +59,7 @@ def test_user_task_factory_from_the_command_line(override, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "rlhpo.apply", override, f"policy={POLICY}", f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])])},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "task tiny-0" in proc.stdout
@@ -106,7 +106,7 @@ def test_decisions_json_is_strict_and_the_table_explains_val_and_test(tmp_path):
         [sys.executable, "-m", "rlhpo.apply", "task={_target_: test_apply.make_tiny, budget: 200}", "compare=true",
          f"policy={POLICY}", f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])])},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -13,7 +13,7 @@ from rlhpo.bench.soak import Sample, growth_after_warmup, report
 
 pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _series(mib_per_min: float, n: int = 12, start: float = 500.0) -> list[Sample]:

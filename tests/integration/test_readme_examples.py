@@ -12,8 +12,8 @@ import pytest
 
 from rlhpo.policy.artifact import load_artifact
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-MODEL_CARD = Path(__file__).resolve().parents[1] / "rlhpo" / "pretrained" / "default" / "MODEL_CARD.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
+MODEL_CARD = Path(__file__).resolve().parents[2] / "rlhpo" / "pretrained" / "default" / "MODEL_CARD.md"
 
 
 def using_it() -> str:

@@ -1,23 +1,32 @@
 """Evaluate the controller against baselines: ``python -m rlhpo.evaluate [overrides]``.
 
 Every method trains through :func:`rlhpo.evaluation.runner.run_task` (PBT through the same
-:class:`~rlhpo.training.session.TrainingSession`) with the same budget in training examples per run, on
-the held-out task families by default. The Hydra run directory receives:
+:class:`~rlhpo.training.session.TrainingSession`) with the same budget in training examples per run,
+from two start regimes reported apart ("sensible": each optimizer's usual default; "random": the
+family's sampled start), on the ``final`` held-out families by default (``families=[dev]`` for
+development decisions). Every method is scored on its final weights. The Hydra run directory
+receives:
 
-    runs.csv        one row per run: test loss and metric, best / final validation loss,
-                    examples, compute (search trials included), diverged, speedups
+    runs.csv        one row per run and start: start, test loss and metric, best / final
+                    validation loss, examples, steps, wall_s, compute (search trials included),
+                    diverged, the ratio to the best no-tuning baseline (chosen by validation),
+                    examples to reach the controller's final validation loss, start vs Optuna's lr
     histories.csv   every run's per-interval hyperparameters and losses
-    summary.md      the summary table per method, and whether the controller loses to a baseline
-    plots/          validation loss vs examples per task (first seed), the controller's lr /
-                    batch size / weight decay trajectories
+    summary.md      the tables (the README's), with bootstrap intervals over tasks
+    plots/          performance profiles per start; validation loss vs examples per task (first
+                    seed); the controller's lr / batch size / weight decay trajectories
+    results.jsonl   every finished job, appended as it completes: rerunning into the same
+                    folder (hydra.run.dir=...) resumes, skipping what is there
     tb/             TensorBoard logs: tb/<task>/<method>_seed<k>
     config.yaml     the resolved configuration
 
 Examples::
 
     python -m rlhpo.evaluate +experiment=smoke
+    python -m rlhpo.evaluate families=[dev] n_tasks=2 seeds=1
     python -m rlhpo.evaluate policy=outputs/2026-11-23/15-00-00/policy methods=[constant,cosine,controller]
     python -m rlhpo.evaluate launcher=ray n_jobs=8
+    python -m rlhpo.evaluation.calibrate      # re-choose the calibrated defaults (meta-training tasks)
 
 The library entry point is :func:`run`, which takes an :class:`EvaluateConfig` (no Hydra). This
 module is the Hydra edge only: the configuration lives in :mod:`rlhpo.evaluation.config`, the jobs
@@ -34,6 +43,7 @@ from rlhpo.cli import cli_errors, to_dataclass
 from rlhpo.evaluation.config import (
     LAUNCHERS,
     METHODS,
+    NO_TUNING,
     OPTIONAL_METHODS,
     POLICY_METHODS,
     REPLAY_SEED_OFFSET,
@@ -41,11 +51,12 @@ from rlhpo.evaluation.config import (
     register_configs,
 )
 from rlhpo.evaluation.jobs import Job, JobResult, TaskSpec, make_schedule, run, run_job
-from rlhpo.evaluation.report import histories_frame, plot, runs_frame, summarize
+from rlhpo.evaluation.report import histories_frame, plot, plot_profiles, readme_tables, runs_frame, summarize
 
 __all__ = [
     "LAUNCHERS",
     "METHODS",
+    "NO_TUNING",
     "OPTIONAL_METHODS",
     "POLICY_METHODS",
     "REPLAY_SEED_OFFSET",
@@ -57,6 +68,8 @@ __all__ = [
     "main",
     "make_schedule",
     "plot",
+    "plot_profiles",
+    "readme_tables",
     "register_configs",
     "run",
     "run_job",

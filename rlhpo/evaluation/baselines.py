@@ -1,7 +1,9 @@
 """The schedules a user would pick instead of the controller, as :class:`~rlhpo.evaluation.runner.Schedule`
-hooks: the task's values held constant, warm-up + cosine, step decay, ReduceLROnPlateau,
-hypergradient descent, and the open-loop replay of a recorded schedule (the ablation).
-torch's own schedulers do the work wherever one exists.
+hooks: the task's values held constant, warm-up + cosine (at the start's lr, or at a calibrated
+default), step decay, ReduceLROnPlateau, hypergradient descent, Schedule-Free AdamW/SGD, Prodigy
++ cosine, and the open-loop replay of a recorded schedule (the ablation).
+torch's own schedulers do the work wherever one exists; Schedule-Free and Prodigy are their
+packages' optimizers, used as their READMEs say.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class Replay(Schedule):
             session.set_hparams(self.per_interval[self._k])
 
 
+def total_steps(session: TrainingSession) -> int:
+    """Optimizer steps of a run that keeps its batch size: the budget over the batch size."""
+    return max(1, math.ceil(session.budget / session.sampler.batch_size))
+
+
 def torch_scheduler_hooks(make: Any) -> type:
     """Build a :class:`Schedule` class around a ``torch.optim.lr_scheduler`` stepped per step.
 
@@ -58,9 +65,13 @@ def torch_scheduler_hooks(make: Any) -> type:
     """
 
     class _TorchSchedule(Schedule):
+        def __init__(self, hparams: Optional[Hyperparams] = None) -> None:
+            self.hparams = hparams  # None: the start's values
+
         def start(self, session: TrainingSession, n_intervals: int) -> None:
-            total = max(1, math.ceil(session.budget / session.sampler.batch_size))
-            self.scheduler = make(session.optimizer, total)
+            if self.hparams is not None:
+                session.set_hparams(self.hparams)
+            self.scheduler = make(session.optimizer, total_steps(session))
 
         def after_step(self, session: TrainingSession) -> None:
             self.scheduler.step()
@@ -80,9 +91,130 @@ def _cosine(optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float
 
 
 class Cosine(torch_scheduler_hooks(_cosine)):  # type: ignore[misc]
-    """Cosine decay to zero with a linear warm-up over the first 5% of steps, at the default lr."""
+    """Cosine decay to zero with a linear warm-up over the first 5% of steps, at the start's lr
+    (or at given ``hparams``)."""
 
     name = "cosine"
+
+
+class Calibrated(Cosine):
+    """Warm-up + cosine at a calibrated default: one lr and weight decay per optimizer kind, chosen
+    once on the meta-training families (``python -m rlhpo.evaluation.calibrate``; stored in
+    ``conf/evaluate/calibrated.yaml``), the batch size of the start. AlgoPerf's
+    calibrated-baseline idea, applied to this project's optimizers.
+
+    :param defaults: ``{optimizer kind: {"lr": ..., "weight_decay": ...}}``
+    """
+
+    name = "calibrated"
+
+    def __init__(self, defaults: dict) -> None:
+        super().__init__()
+        self.defaults = defaults
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        kind = session.task.optimizer
+        if kind not in self.defaults:
+            raise ValueError(f"no calibrated default for optimizer {kind!r}; calibrated has {sorted(self.defaults)}")
+        d = self.defaults[kind]
+        self.hparams = Hyperparams(float(d["lr"]), session.sampler.batch_size, float(d["weight_decay"]))
+        super().start(session, n_intervals)
+
+
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class ScheduleFree(Schedule):
+    """Schedule-Free (Defazio et al. 2024; the ``schedulefree`` package): ``AdamWScheduleFree``
+    for Adam/AdamW tasks, ``SGDScheduleFree`` (momentum 0.9) for SGD tasks, replacing the task's
+    optimizer at the start's lr and weight decay, with a linear warm-up over the first 5% of the
+    steps and no schedule. ``optimizer.train()`` runs before training and after every
+    evaluation, ``optimizer.eval()`` before every evaluation (validation and test are read at
+    the averaged weights, as the package requires).
+
+    BatchNorm caveat (the package's README): running statistics gathered at the training-mode
+    weights are wrong for the averaged ones, so for a model with BatchNorm the statistics are
+    recomputed at the averaged weights on up to ``bn_batches`` training batches before each
+    evaluation. Adam tasks (coupled L2 decay) get AdamW's decoupled decay: the package has no
+    coupled variant.
+    """
+
+    name = "schedulefree"
+
+    def __init__(self, warmup_fraction: float = 0.05, bn_batches: int = 10) -> None:
+        self.warmup_fraction, self.bn_batches = warmup_fraction, bn_batches
+
+    def make_optimizer(self, session: TrainingSession) -> torch.optim.Optimizer:
+        import schedulefree
+
+        hp, params = session.hparams, session.model.parameters()
+        warmup = max(1, int(total_steps(session) * self.warmup_fraction))
+        if session.task.optimizer == "sgd":
+            opt = schedulefree.SGDScheduleFree(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay, warmup_steps=warmup)
+        else:
+            opt = schedulefree.AdamWScheduleFree(params, lr=hp.lr, weight_decay=hp.weight_decay, warmup_steps=warmup)
+        opt.train()
+        return opt
+
+    def before_evaluate(self, session: TrainingSession) -> None:
+        session.optimizer.eval()  # type: ignore[attr-defined]
+        if has_batchnorm(session.model) and self.bn_batches > 0:
+            self._recompute_bn(session)
+
+    def after_evaluate(self, session: TrainingSession) -> None:
+        session.optimizer.train()  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def _recompute_bn(self, session: TrainingSession) -> None:
+        """Running statistics at the averaged weights, from training batches in a fixed order
+        (a generator of its own: the session's batch order is not disturbed)."""
+        model, x = session.model, session.train_split.x
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+        g = torch.Generator().manual_seed(session.seed)
+        perm = torch.randperm(len(x), generator=g)
+        bs = session.sampler.batch_size
+        model.train()
+        for i in range(min(self.bn_batches, math.ceil(len(x) / bs))):
+            model(x[perm[i * bs : (i + 1) * bs]].to(x.device))
+
+
+class Prodigy(Schedule):
+    """Prodigy (Mishchenko & Defazio 2024; ``prodigyopt``) as its README recommends: lr 1.0 with
+    a cosine schedule (here after a 5% linear warm-up, hence ``safeguard_warmup=True``),
+    ``use_bias_correction=True``, the start's weight decay (decoupled, as AdamW, except on Adam
+    tasks, whose decay is coupled), the start's batch size. It replaces the task's optimizer,
+    whichever it was; it estimates the step size itself."""
+
+    name = "prodigy"
+
+    def __init__(self, warmup_fraction: float = 0.05) -> None:
+        self.warmup_fraction = warmup_fraction
+        self.scheduler: Any = None
+
+    def make_optimizer(self, session: TrainingSession) -> torch.optim.Optimizer:
+        import contextlib
+        import io
+
+        from prodigyopt import Prodigy as _Prodigy
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its weight-decay mode
+            return _Prodigy(
+                session.model.parameters(),
+                lr=1.0,
+                weight_decay=session.hparams.weight_decay,
+                decouple=session.task.optimizer != "adam",
+                use_bias_correction=True,
+                safeguard_warmup=True,
+            )
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        self.scheduler = _cosine(session.optimizer, total_steps(session), self.warmup_fraction)
+
+    def after_step(self, session: TrainingSession) -> None:
+        self.scheduler.step()
 
 
 # -- baselines for the evaluation harness (python -m rlhpo.evaluate) ----------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 from rlhpo.errors import ConfigError, check_device, is_int
 from rlhpo.tasks import TaskError, resolve_families
@@ -15,6 +15,9 @@ from rlhpo.tasks import TaskError, resolve_families
 METHODS: tuple[str, ...] = (
     "constant",
     "cosine",
+    "calibrated",
+    "schedulefree",
+    "prodigy",
     "step",
     "plateau",
     "hypergradient",
@@ -23,13 +26,40 @@ METHODS: tuple[str, ...] = (
     "controller",
     "replay",
 )
+#: the no-tuning baselines a user picks today: one run from the start, nothing searched per task.
+#: "best no-tuning" is, per task-seed, the one of these with the lowest final VALIDATION loss
+NO_TUNING: tuple[str, ...] = ("constant", "cosine", "calibrated", "schedulefree", "prodigy")
+#: methods that search their own hyperparameters and ignore the start: one search per task and
+#: seed, listed under every start regime
+START_FREE_METHODS: tuple[str, ...] = ("optuna", "pbt")
+#: the start regimes (rlhpo.tasks.base.START_REGIMES), in the order the report lists them
+STARTS: tuple[str, ...] = ("sensible", "random")
 #: methods that need the policy artifact
 POLICY_METHODS: tuple[str, ...] = ("controller", "replay")
 #: optional methods: (module to import, pip extra that provides it)
-OPTIONAL_METHODS: dict[str, tuple[str, str]] = {"optuna": ("optuna", "search"), "pbt": ("ray.tune", "ray")}
+OPTIONAL_METHODS: dict[str, tuple[str, str]] = {
+    "optuna": ("optuna", "search"),
+    "pbt": ("ray.tune", "ray"),
+    "schedulefree": ("schedulefree", "baselines"),
+    "prodigy": ("prodigyopt", "baselines"),
+}
 #: the replay ablation runs on these fresh seeds (seed + offset), never seen by the main runs
 REPLAY_SEED_OFFSET = 1000
 LAUNCHERS: tuple[str, ...] = ("joblib", "ray")
+
+
+def calibrated_defaults() -> dict:
+    """The committed output of ``python -m rlhpo.evaluation.calibrate`` (conf/evaluate/calibrated.yaml):
+    ``{"calibrated": {kind: {lr, weight_decay}}, "hypergradient_beta": beta}``; empty if missing."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    try:
+        text = (resources.files("rlhpo.conf.evaluate") / "calibrated.yaml").read_text()
+    except (FileNotFoundError, ModuleNotFoundError):
+        return {}
+    return OmegaConf.to_container(OmegaConf.create(text))  # type: ignore[return-value]
 
 
 @dataclass
@@ -37,7 +67,10 @@ class EvaluateConfig:
     """``python -m rlhpo.evaluate``: the controller against baselines on held-out tasks.
 
     :param methods: methods to run, from ``METHODS``; ``replay`` also runs the controller
-    :param families: task families (or groups "held_out", "meta_train", "all") to evaluate on
+    :param families: task families or groups: "final" (the README's held-out split), "dev" (the
+        held-out split for development decisions), "held_out", "meta_train", "all"
+    :param starts: start regimes, reported separately: "sensible" (each optimizer's usual
+        default) and/or "random" (the family's sampled start)
     :param n_tasks: task seeds per family
     :param task_seed_start: the first task seed (2000+: apart from meta-training's evaluation seeds)
     :param seeds: run seeds per task (0 .. seeds-1): model initialisation and batch order
@@ -45,16 +78,22 @@ class EvaluateConfig:
     :param n_intervals: control intervals per run (the controller decides once per interval)
     :param policy: the controller's artifact: a pretrained name ("default") or a folder
     :param optuna_trials: Optuna trials per task and seed
+    :param search_seeds: run seeds (0 .. search_seeds-1) on which the search methods (Optuna, PBT)
+        run; ``None``: every seed. Their comparisons use those task-seeds only
     :param pbt_population: PBT population size
     :param pbt_interval: control intervals between PBT's exploit/explore steps
     :param hypergradient_beta: the hypergradient learning rate of hypergradient descent
+        (calibrated on meta-training tasks: conf/evaluate/calibrated.yaml)
+    :param calibrated: the calibrated baseline's ``{optimizer kind: {lr, weight_decay}}``, chosen
+        on meta-training tasks by ``python -m rlhpo.evaluation.calibrate`` (conf/evaluate/calibrated.yaml)
     :param n_jobs: runs in parallel (-1: one per CPU); also the CPUs of a Ray instance started here
     :param launcher: ``joblib`` (loky processes) or ``ray`` (Ray remote tasks)
     :param device: where target networks train ("cpu", "cuda", "cuda:N")
     """
 
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    families: list[str] = field(default_factory=lambda: ["held_out"])
+    families: list[str] = field(default_factory=lambda: ["final"])
+    starts: list[str] = field(default_factory=lambda: list(STARTS))
     n_tasks: int = 2
     task_seed_start: int = 2000
     seeds: int = 5
@@ -62,9 +101,11 @@ class EvaluateConfig:
     n_intervals: int = 20
     policy: str = "default"
     optuna_trials: int = 20
+    search_seeds: Optional[int] = None
     pbt_population: int = 4
     pbt_interval: int = 4
-    hypergradient_beta: float = 0.02
+    hypergradient_beta: float = field(default_factory=lambda: float(calibrated_defaults().get("hypergradient_beta", 0.02)))
+    calibrated: dict[str, dict[str, float]] = field(default_factory=lambda: dict(calibrated_defaults().get("calibrated", {})))
     n_jobs: int = 2
     launcher: str = "joblib"
     device: str = "cpu"
@@ -87,6 +128,25 @@ class EvaluateConfig:
             self.families = resolve_families(list(self.families))
         except TaskError as e:
             raise ConfigError(f"families: {e}") from None
+        if isinstance(self.starts, str) or not isinstance(self.starts, Sequence) or not self.starts:
+            raise ConfigError(f"starts must be a non-empty list of {list(STARTS)}, got {self.starts!r}")
+        bad = [s for s in self.starts if s not in STARTS]
+        if bad:
+            raise ConfigError(f"starts: unknown start regime(s) {bad}; allowed: {list(STARTS)}")
+        self.starts = list(dict.fromkeys(self.starts))
+        if "calibrated" in self.methods:
+            from rlhpo.tasks.base import OPTIMIZERS
+
+            missing = [k for k in OPTIMIZERS if k not in (self.calibrated or {})]
+            if missing:
+                raise ConfigError(
+                    f"calibrated: no default for optimizer(s) {missing}; run python -m rlhpo.evaluation.calibrate "
+                    "(conf/evaluate/calibrated.yaml) or drop 'calibrated' from methods"
+                )
+            for kind, d in self.calibrated.items():
+                lr, wd = (d or {}).get("lr"), (d or {}).get("weight_decay")
+                if not (isinstance(lr, (int, float)) and lr > 0 and isinstance(wd, (int, float)) and wd >= 0):
+                    raise ConfigError(f"calibrated.{kind} must be {{lr: > 0, weight_decay: >= 0}}, got {d!r}")
 
     def _validate_counts(self) -> None:
         for name, low in (
@@ -101,6 +161,8 @@ class EvaluateConfig:
             v = getattr(self, name)
             if not is_int(v) or v < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.search_seeds is not None and (not is_int(self.search_seeds) or self.search_seeds < 1):
+            raise ConfigError(f"search_seeds must be an integer >= 1 or null (every seed), got {self.search_seeds!r}")
         if "pbt" in self.methods and self.pbt_interval >= self.n_intervals:
             raise ConfigError(
                 f"pbt_interval ({self.pbt_interval}) must be below n_intervals ({self.n_intervals}), "

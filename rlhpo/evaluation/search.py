@@ -1,6 +1,8 @@
 """Hyperparameter-search baselines for the evaluation harness: Optuna TPE and Ray Tune PBT.
 
-Both search over the controller's three hyperparameters (lr, batch size, weight decay), score
+Both search over the controller's three hyperparameters (lr, batch size, weight decay; Optuna
+also over the schedule: constant or warm-up + cosine), and neither uses the task's starting
+values (a search has no start: one search per task and seed serves every start regime). They score
 candidates on the VALIDATION loss only, and report one run's test loss. Their
 ``compute_examples`` counts every example any trial or population member trained on, so they
 can be compared with single-run methods at equal (or stated) compute.
@@ -23,7 +25,7 @@ from typing import Any, Optional
 import torch
 
 from rlhpo.distributed import start_ray
-from rlhpo.evaluation.baselines import Constant
+from rlhpo.evaluation.baselines import Constant, Cosine
 from rlhpo.evaluation.runner import RunResult, log_history, run_task, train_interval
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.session import TrainingSession
@@ -31,6 +33,8 @@ from rlhpo.training.session import TrainingSession
 #: trials train on this offset of the evaluation seed, so the search never sees the seed it is
 #: reported on (its model initialisation and batch order)
 TRIAL_SEED_OFFSET = 10_000
+#: the schedules Optuna chooses between (at the searched values)
+OPTUNA_SCHEDULES: dict[str, Any] = {"constant": Constant, "cosine": Cosine}
 #: what PBT sees for a diverged member: finite, so its quantile arithmetic stays well defined
 _DIVERGED_SCORE = 1e30
 
@@ -81,7 +85,8 @@ def optuna_search(
 ) -> RunResult:
     """Static hyperparameter search with Optuna's TPE sampler, then one run with the best values.
 
-    Each trial is a full :func:`~rlhpo.evaluation.runner.run_task` with constant hyperparameters on seed
+    Each trial is a full :func:`~rlhpo.evaluation.runner.run_task` with the trial's values held
+    constant or under warm-up + cosine (the ``schedule`` searched too), on seed
     ``seed + TRIAL_SEED_OFFSET``, scored on its final validation loss (a diverged trial scores
     ``inf``). The best hyperparameters are then trained on ``seed`` and reported on test.
 
@@ -107,7 +112,8 @@ def optuna_search(
             batch_size=trial.suggest_int("batch_size", *space.batch_size, log=True),
             weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
         )
-        r = run_task(task, Constant(hp), seed=seed + TRIAL_SEED_OFFSET, n_intervals=n_intervals, device=device)
+        schedule = OPTUNA_SCHEDULES[trial.suggest_categorical("schedule", list(OPTUNA_SCHEDULES))](hp)
+        r = run_task(task, schedule, seed=seed + TRIAL_SEED_OFFSET, n_intervals=n_intervals, device=device)
         spent += r.compute_examples
         return _finite_or_inf(r.final_val_loss)
 
@@ -115,8 +121,10 @@ def optuna_search(
     study.optimize(objective, n_trials=n_trials)
     p = study.best_params
     best = Hyperparams(float(p["lr"]), int(p["batch_size"]), float(p["weight_decay"]))
-    result = run_task(task, Constant(best), seed=seed, n_intervals=n_intervals, device=device, writer=writer, method="optuna")
+    schedule = OPTUNA_SCHEDULES[p["schedule"]](best)
+    result = run_task(task, schedule, seed=seed, n_intervals=n_intervals, device=device, writer=writer, method="optuna")
     result.compute_examples += spent
+    result.info.update(tuned_lr=best.lr, tuned_batch_size=best.batch_size, tuned_weight_decay=best.weight_decay, tuned_schedule=p["schedule"])
     return result
 
 
@@ -182,7 +190,7 @@ def _pbt_member(
         if (k + 1) % checkpoint_every and not last:
             tune.report(metrics)
             continue
-        meta = dict(history=history, interval=k + 1, diverged=diverged, examples=session.examples_seen)
+        meta = dict(history=history, interval=k + 1, diverged=diverged, examples=session.examples_seen, steps=session.steps)
         if last:  # the test split is read once, after training, for the report only
             test = (float("inf"), float("nan")) if diverged else session.evaluate("test")
             meta.update(test_loss=test[0], test_metric=test[1])
@@ -328,6 +336,7 @@ def _pbt_result(task: Task, seed: int, meta: dict, compute_examples: int, writer
     result.final_val_loss = float("inf") if result.diverged else float(result.history[-1]["val_loss"])
     result.test_loss, result.test_metric = float(meta["test_loss"]), float(meta["test_metric"])
     result.examples = int(meta["examples"])
+    result.steps = int(meta.get("steps", 0))
     result.compute_examples = compute_examples
     log_history(writer, "pbt", result.history)  # the scalars run_task logs, for the reported member's lineage
     return result

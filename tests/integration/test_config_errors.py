@@ -167,6 +167,9 @@ APPLY_ROWS = [
 ]
 
 EVALUATE_ROWS = [
+    ("starts", ["good"], r"starts: unknown start regime\(s\) \['good'\]"),
+    ("search_seeds", 0, r"search_seeds must be an integer >= 1 or null"),
+    ("calibrated", {"adam": {"lr": 1e-3, "weight_decay": 0.0}}, r"calibrated: no default for optimizer\(s\)"),
     ("methods", ["constant", "bayesopt"], r"methods: unknown method\(s\) \['bayesopt'\]; allowed:"),
     ("families", ["imagenet"], r"families: unknown task family 'imagenet'; allowed:"),
     ("n_tasks", 0, r"n_tasks must be an integer >= 1, got 0"),

@@ -19,7 +19,7 @@ from rlhpo.evaluation.baselines import Constant, Replay
 from rlhpo.evaluation.runner import ControllerSchedule, log_history, run_task
 from rlhpo.policy.artifact import load_artifact
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +28,14 @@ def policy_artifact(smoke_policy: Path) -> Path:
     return smoke_policy
 
 
+CALIBRATED = {"adam": {"lr": 1e-3, "weight_decay": 0.0}, "adamw": {"lr": 1e-3, "weight_decay": 1e-2}, "sgd": {"lr": 0.05, "weight_decay": 5e-4}}
+
+
 def tiny_config(**overrides: object) -> EvaluateConfig:
-    base = dict(families=["tabular"], n_tasks=1, seeds=1, budget_scale=0.03, n_intervals=5, n_jobs=1)
+    base = dict(
+        families=["tabular"], n_tasks=1, seeds=1, budget_scale=0.03, n_intervals=5, n_jobs=1, starts=["sensible"],
+        calibrated=CALIBRATED,
+    )
     base.update(overrides)
     return EvaluateConfig(**base)  # type: ignore[arg-type]
 
@@ -49,6 +55,10 @@ def tiny_config(**overrides: object) -> EvaluateConfig:
         (dict(n_jobs=0), r"n_jobs must be an integer >= 1, or -1"),
         (dict(launcher="dask"), r"launcher must be one of \['joblib', 'ray'\], got 'dask'"),
         (dict(device="tpu"), r"device must be 'cpu', 'cuda' or 'cuda:N'"),
+        (dict(starts=["good"]), r"starts: unknown start regime\(s\) \['good'\]; allowed: \['sensible', 'random'\]"),
+        (dict(starts=[]), r"starts must be a non-empty list"),
+        (dict(methods=["calibrated"], calibrated={}), r"calibrated: no default for optimizer\(s\)"),
+        (dict(search_seeds=0), r"search_seeds must be an integer >= 1 or null"),
     ],
 )
 def test_config_errors_name_the_field(overrides: dict, pattern: str, tmp_path: Path) -> None:
@@ -61,8 +71,8 @@ def test_controller_keeps_budget_and_replay_reproduces_its_schedule(policy_artif
     task = make_tiny_task()
     ctrl = run_task(task, ControllerSchedule(load_artifact(policy_artifact)), seed=0, n_intervals=5)
     assert ctrl.method == "controller" and not ctrl.diverged and len(ctrl.history) == 5
-    # the controller may change the batch size: over the budget by less than its largest batch
-    assert task.budget_examples <= ctrl.examples < task.budget_examples + max(h["batch_size"] for h in ctrl.history)
+    # whatever batch sizes the controller picks, the run spends exactly the budget
+    assert ctrl.examples == task.budget_examples and ctrl.steps > 0
     replay = run_task(task, Replay(ctrl.schedule()), seed=1000, n_intervals=5)
     assert replay.schedule() == ctrl.schedule()
 
@@ -70,14 +80,17 @@ def test_controller_keeps_budget_and_replay_reproduces_its_schedule(policy_artif
 def test_run_controller_replay_and_baselines(policy_artifact: Path, tmp_path: Path) -> None:
     cfg = tiny_config(methods=["constant", "cosine", "controller", "replay"], seeds=2, policy=str(policy_artifact))
     df = run(cfg, tmp_path)
+    assert set(df.start) == {"sensible"}
     main, ablation = df[df.group == "main"], df[df.group == "replay"]
     assert sorted(main.method) == sorted(["constant", "cosine", "controller"] * 2)
     assert sorted(ablation.method) == ["controller", "controller", "replay", "replay"]
     assert set(ablation.seed) == {1000, 1001}
     assert (main[main.method == "constant"].norm_test_loss == 1.0).all()
     ctrl = main[main.method == "controller"]
-    assert ctrl.speedup_vs_cosine.notna().all() and ctrl.speedup_vs_constant.notna().all()
+    assert ctrl.best_no_tuning.isin(["constant", "cosine"]).all() and ctrl.ratio_vs_best_no_tuning.notna().all()
+    assert main[main.method != "controller"].to_controller_final_val.notna().all()  # time-to-target, per baseline run
     assert (df.compute_examples == df.examples).all()  # single runs: compute is the run itself
+    assert (df.examples == df.examples.iloc[0]).all() and (df.steps > 0).all() and (df.wall_s >= 0).all()
     # the replayed hyperparameters are the controller's on the same task and run seed
     hist = pd.read_csv(tmp_path / "histories.csv")
     for seed in (0, 1):
@@ -85,12 +98,12 @@ def test_run_controller_replay_and_baselines(policy_artifact: Path, tmp_path: Pa
         b = hist[(hist.method == "replay") & (hist.seed == seed + 1000)]
         assert a.lr.tolist() == pytest.approx(b.lr.tolist()) and a.batch_size.tolist() == b.batch_size.tolist()
     summary = (tmp_path / "summary.md").read_text()
-    assert "| controller | 2 |" in summary and "Schedule-replay ablation" in summary
-    assert "On median normalised test loss the controller" in summary
+    assert "| controller | 2 |" in summary and "Schedule-replay ablation (sensible start)" in summary
+    assert "#### Where the controller loses" in summary
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
-        f"{df.task[0]}_{kind}.png" for kind in ("val_loss", "controller_hparams")
+        [f"{df.task[0]}_{kind}.png" for kind in ("val_loss", "controller_hparams")] + ["performance_profile_sensible.png"]
     )
-    assert (tmp_path / "tb" / df.task[0] / "replay_seed1001").is_dir()
+    assert (tmp_path / "tb" / df.task[0] / "sensible" / "replay_seed1001").is_dir()
 
 
 def test_log_history_writes_finite_values_at_their_examples() -> None:
@@ -131,6 +144,31 @@ def test_missing_policy_skips_controller_methods(tmp_path: Path, capsys: pytest.
     assert "The controller was not evaluated" in (tmp_path / "out" / "summary.md").read_text()
 
 
+def test_a_rerun_into_the_same_folder_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished jobs are read back from results.jsonl; only the missing ones run."""
+    from rlhpo.evaluation import jobs
+
+    ran: list[str] = []
+    real = jobs.run_job
+
+    def counting(job: jobs.Job) -> jobs.JobResult:
+        ran.append(job.method)
+        return real(job)
+
+    monkeypatch.setattr(jobs, "run_job", counting)
+    first = run(tiny_config(methods=["constant", "cosine"], starts=["sensible", "random"]), tmp_path)
+    assert sorted(ran) == ["constant", "constant", "cosine", "cosine"]
+    ran.clear()
+    second = run(tiny_config(methods=["constant", "cosine", "hypergradient"], starts=["sensible", "random"]), tmp_path)
+    assert sorted(ran) == ["hypergradient", "hypergradient"]
+    old = second[second.method != "hypergradient"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old[["task", "start", "method", "test_loss", "steps"]], first[["task", "start", "method", "test_loss", "steps"]])
+    # other run-defining settings: nothing is reused
+    ran.clear()
+    run(tiny_config(methods=["constant"], n_intervals=4), tmp_path)
+    assert ran == ["constant"]
+
+
 def test_missing_policy_fails_when_only_the_controller_was_asked_for(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no_such_policy"):
         run(tiny_config(methods=["controller"], policy=str(tmp_path / "no_such_policy")), tmp_path / "out")
@@ -162,18 +200,28 @@ def test_cli_config_error_is_clear(tmp_path: Path) -> None:
 
 
 def test_smoke_cli_runs_every_method(policy_artifact: Path, tmp_path: Path) -> None:
-    """The user's smoke run: every method on one tiny task (bounded to < 3 minutes)."""
+    """The user's smoke run: every method on one tiny task from both starts (about a minute)."""
     pytest.importorskip("optuna")
     pytest.importorskip("ray.tune")
+    pytest.importorskip("schedulefree")
+    pytest.importorskip("prodigyopt")
     proc = _cli("+experiment=smoke", f"policy={policy_artifact}", f"hydra.run.dir={tmp_path}", timeout=170)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_csv(tmp_path / "runs.csv")
     assert set(df.method) == set(METHODS)
-    assert len(df) == len(METHODS) + 1  # plus the controller on the replay's fresh seed
+    for column in ("start", "wall_s", "steps", "test_loss", "test_metric", "metric", "examples", "compute_examples"):
+        assert column in df.columns
+    assert set(df.start) == {"sensible", "random"}
+    # per start: every method once, plus the controller on the replay's fresh seed
+    assert (df.groupby("start").size() == len(METHODS) + 1).all()
     assert not df.diverged.any() and df.test_loss.map(math.isfinite).all()
-    search = df.set_index("method").loc[["optuna", "pbt"]]
+    assert (df.examples == df.examples.iloc[0]).all()  # one budget for every run
+    search = df[df.method.isin(["optuna", "pbt"])]
     assert (search.compute_examples > search.examples).all()  # trials / population members counted
+    # one search per task-seed, listed under both starts
+    assert search.groupby("method").test_loss.nunique().eq(1).all()
     summary = (tmp_path / "summary.md").read_text()
     assert all(f"| {m} |" in summary for m in METHODS if m != "replay")
-    assert "| method | runs | median norm. test loss |" in proc.stdout  # the table is printed too
-    assert len(list((tmp_path / "tb").glob("*/*_seed*"))) == len(df)
+    assert "| method | runs | test loss / best no-tuning" in proc.stdout  # the table is printed too
+    tb_runs = len(df[~df.method.isin(["optuna", "pbt"])]) + 2  # a search's run is logged once
+    assert len(list((tmp_path / "tb").glob("*/*/*_seed*"))) == tb_runs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
@@ -23,3 +23,15 @@ def test_readme_has_the_examples():
     assert len(BLOCKS) >= 3
     assert any("Controller.from_pretrained" in b for b in BLOCKS)
     assert any("Task(" in b for b in BLOCKS)
+
+
+def test_readme_results_tables_are_the_committed_csv_s():
+    """The README's result tables are regenerated from docs/results/evaluate_runs.csv and must be
+    in the README verbatim: the tables and the results cannot drift apart. After a new evaluation,
+    `python -m rlhpo.evaluation.report docs/results/evaluate_runs.csv --readme README.md`."""
+    import pandas as pd
+
+    from rlhpo.evaluation.report import readme_block
+
+    csv = README.parent / "docs" / "results" / "evaluate_runs.csv"
+    assert readme_block(pd.read_csv(csv)) in README.read_text()

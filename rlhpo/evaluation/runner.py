@@ -249,6 +249,13 @@ def run_task(
         if not diverged:
             result.best_val_loss = min(result.best_val_loss, val_loss)
         schedule.end_interval(session, stats, val_loss)  # a guarded schedule rolls a divergence back here
+    _finish(result, session, schedule, test_split)
+    return result
+
+
+def _finish(result: RunResult, session: TrainingSession, schedule: Schedule, test_split: bool) -> None:
+    """Fill in ``result`` after :func:`run_task`'s last interval: the final validation loss (after
+    a guard's last word), the counts, and the test split (read once, unless diverged or skipped)."""
     final_val = result.history[-1]["val_loss"] if result.history else float("nan")
     if schedule.guarded and result.history:  # the state in effect after the guard's last word
         final_val = evaluate_split(session, "val", schedule)[0]
@@ -261,4 +268,3 @@ def run_task(
         result.test_loss, result.test_metric = float("inf"), float("nan")
     elif test_split:  # the final weights, read once, after training
         result.test_loss, result.test_metric = evaluate_split(session, "test", schedule)
-    return result

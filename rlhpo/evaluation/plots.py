@@ -1,0 +1,105 @@
+"""The evaluation's plots: validation loss and the controller's hyperparameters per task
+(:func:`plot`), and performance profiles per start regime (:func:`plot_profiles`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from rlhpo.evaluation.config import METHODS, NO_TUNING, STARTS
+from rlhpo.evaluation.frames import RunRecord, safe_name
+from rlhpo.evaluation.stats import performance_profile
+
+
+def plot(results: Sequence[RunRecord], plot_dir: Path) -> None:
+    """Validation loss vs examples of every method per task (first seed), and the controller's
+    hyperparameter trajectories per task (all seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    main = [r for r in results if r.job.group == "main" and getattr(r.job.task, "start", "random") in ("sensible", "any")]
+    if not any(getattr(r.job.task, "start", "") == "sensible" for r in main):  # no sensible start: the random one
+        main = [r for r in results if r.job.group == "main" and getattr(r.job.task, "start", "random") in ("random", "any")]
+    order = {m: i for i, m in enumerate(METHODS)}
+    for task in sorted({r.result.task for r in main}):
+        runs = sorted((r for r in main if r.result.task == task), key=lambda r: (order[r.job.method], r.job.seed))
+        _plot_val_loss(task, runs, plot_dir)
+        ctrl = [r for r in runs if r.job.method == "controller"]
+        if ctrl:
+            _plot_controller_hparams(task, ctrl, plot_dir)
+
+
+def _plot_val_loss(task: str, runs: list[RunRecord], plot_dir: Path) -> None:
+    """Validation loss vs examples of every method on ``task``, its first seed."""
+    import matplotlib.pyplot as plt
+
+    first = min(r.job.seed for r in runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive = True
+    for r in runs:
+        if r.job.seed != first:
+            continue
+        pts = [(h["examples"], h["val_loss"]) for h in r.result.history if math.isfinite(h["val_loss"])]
+        if pts:
+            positive &= all(v > 0 for _, v in pts)
+            ax.plot(*zip(*pts), marker=".", label=r.job.method + (" (diverged)" if r.result.diverged else ""))
+    if positive:
+        ax.set_yscale("log")
+    ax.set(xlabel="training examples", ylabel="validation loss", title=f"{task} (seed {first})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plot_dir / f"{safe_name(task)}_val_loss.png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_controller_hparams(task: str, ctrl: list[RunRecord], plot_dir: Path) -> None:
+    """The controller's lr / batch size / weight decay on ``task``, every seed."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key in zip(axes, ("lr", "batch_size", "weight_decay")):
+        for r in ctrl:
+            h = r.result.history  # the value used during each interval, which ends at "examples"
+            xs = [0] + [x["examples"] for x in h]
+            ax.step(xs, [x[key] for x in h] + [h[-1][key]], where="post", label=f"seed {r.job.seed}")
+        ax.set(xlabel="training examples", ylabel=key, yscale="log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"controller on {task}")
+    fig.tight_layout()
+    fig.savefig(plot_dir / f"{safe_name(task)}_controller_hparams.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_profiles(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
+    """One performance-profile plot per start regime: ``performance_profile_<start>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    taus = np.exp(np.linspace(0.0, np.log(4.0), 200))
+    paths = []
+    for start in [s for s in STARTS if s in set(df.start)]:
+        prof = performance_profile(df, start, taus)
+        if not prof:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for m, rho in prof.items():
+            ax.step(taus, rho, where="post", label=m, lw=2.2 if m == "controller" else 1.2, ls="-" if m in NO_TUNING or m == "controller" else "--")
+        ax.set(xscale="log", xlabel="tau (test loss within tau x the best method's)", ylabel="fraction of task-seeds",
+               title=f"Performance profiles, {start} start", ylim=(0, 1.02))
+        ax.set_xticks([1, 1.5, 2, 3, 4], labels=["1", "1.5", "2", "3", "4"])
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        path = plot_dir / f"performance_profile_{start}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

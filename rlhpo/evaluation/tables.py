@@ -1,0 +1,242 @@
+"""The markdown an evaluation reports, from runs.csv alone: the per-start tables, where the
+controller loses, the summary with its explanation, and the README's generated block."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from rlhpo.evaluation.config import NO_TUNING, REPLAY_SEED_OFFSET, STARTS
+from rlhpo.evaluation.stats import _main, _methods, _quantiles, _ratio, compare
+
+
+def _fmt(x: Optional[float], digits: int = 3, inf: str = "never") -> str:
+    """A number with ``digits`` decimals; inf is ``inf`` ("never": a target never reached; "inf":
+    a ratio to a diverged run), NaN "n/a"."""
+    if x is None or math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return inf if x > 0 else "-inf"
+    return f"{x:.{digits}f}"
+
+
+def _ci(t: tuple[float, float, float], digits: int = 2) -> str:
+    return f"{_fmt(t[0], digits, 'inf')} [{_fmt(t[1], digits, 'inf')}, {_fmt(t[2], digits, 'inf')}]"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def method_table(df: pd.DataFrame, start: str) -> str:
+    """Every method against the best no-tuning baseline per task-seed, from ``start``."""
+    d = _main(df, start)
+    rows = []
+    for m in _methods(d):
+        x = d[d.method == m]
+        c = compare(d, m, "best_no_tuning")
+        rows.append([
+            m,
+            str(len(x)),
+            _ci(c["ratio"]) if c["n"] else "n/a",
+            _ci(c["win"]) if c["n"] else "n/a",
+            _fmt(c.get("metric_win", float("nan")), 2),
+            _fmt(float(x.wall_s.median()), 1),
+            f"{int(x.steps.median()):,}",
+            f"{int(x.compute_examples.sum()):,}",
+            str(int(x.diverged.sum())),
+        ])
+    header = [
+        "method", "runs", "test loss / best no-tuning: median [95% CI]", "win rate vs best no-tuning [95% CI]",
+        "metric win rate", "median wall s", "median steps", "compute (examples)", "diverged",
+    ]
+    return _markdown(header, rows)
+
+
+def controller_table(df: pd.DataFrame, start: str) -> str:
+    """The controller against each baseline, and the time-to-target distribution."""
+    d = _main(df, start)
+    if "controller" not in set(d.method):
+        return "The controller was not evaluated."
+    rows = []
+    refs = [m for m in _methods(d) if m not in ("controller", "replay")] + ["best_no_tuning"]
+    for ref in refs:
+        c = compare(d, "controller", ref)
+        if not c["n"]:
+            continue
+        if ref == "best_no_tuning":
+            b = d[d.method.isin(NO_TUNING) & (d.method == d.best_no_tuning)]
+        else:
+            b = d[d.method == ref]
+        ttt = b.to_controller_final_val.dropna()
+        reach = float(np.isfinite(ttt).mean()) if len(ttt) else float("nan")
+        q = _quantiles(ttt)
+        rows.append([
+            "best no-tuning (by val)" if ref == "best_no_tuning" else ref,
+            f"{c['n_wins']}/{c['n']}",
+            _ci(c["win"]),
+            _ci(c["ratio"]),
+            _fmt(reach, 2),
+            " / ".join(_fmt(v, 2) for v in q),
+        ])
+    header = [
+        "baseline", "controller wins", "controller win rate [95% CI]", "controller / baseline test loss: median [95% CI]",
+        "baseline reaches controller's final val loss", "examples it needs / budget: 25% / 50% / 75%",
+    ]
+    return _markdown(header, rows)
+
+
+def family_table(df: pd.DataFrame, start: str) -> str:
+    """Per family: the controller against the best no-tuning baseline, and how far the start is
+    from Optuna's optimum."""
+    d = _main(df, start)
+    rows = []
+    for fam in sorted(set(d.family)):
+        f = d[d.family == fam]
+        c = compare(f, "controller", "best_no_tuning") if "controller" in set(f.method) else dict(n=0)
+        dist = f[f.method == "constant"].start_lr_log10_vs_optuna.dropna()
+        best = f[f.method.isin(NO_TUNING) & (f.method == f.best_no_tuning)].method.value_counts()
+        rows.append([
+            fam,
+            str(f.task.nunique()),
+            _fmt(float(c["ratio"][0]), 3, "inf") if c["n"] else "n/a",
+            f"{c['n_wins']}/{c['n']}" if c["n"] else "n/a",
+            _fmt(float(dist.median()) if len(dist) else float("nan"), 2),
+            ", ".join(f"{m} {k}" for m, k in best.items()),
+        ])
+    header = [
+        "family", "tasks", "controller / best no-tuning (median)", "controller wins",
+        "median log10(start lr / Optuna lr)", "best no-tuning picked (runs)",
+    ]
+    return _markdown(header, rows)
+
+
+def losses_list(df: pd.DataFrame) -> list[str]:
+    """Where the controller loses, one plain line each: families and baselines, per start."""
+    out: list[str] = []
+    for start in [s for s in STARTS if s in set(df.start)]:
+        d = _main(df, start)
+        if "controller" not in set(d.method):
+            continue
+        for fam in sorted(set(d.family)):
+            c = compare(d[d.family == fam], "controller", "best_no_tuning")
+            if c["n"] and (c["ratio"][0] > 1 or c["n_wins"] * 2 < c["n"]):
+                out.append(
+                    f"- {start} start, {fam}: test loss {_fmt(c['ratio'][0], 2, 'inf')}x the best no-tuning baseline's "
+                    f"(median); the controller wins {c['n_wins']} of {c['n']} task-seeds."
+                )
+        for ref in [m for m in _methods(d) if m not in ("controller", "replay")]:
+            c = compare(d, "controller", ref)
+            if c["n"] and c["n_wins"] * 2 < c["n"]:
+                out.append(
+                    f"- {start} start, against {ref}: the controller wins {c['n_wins']} of {c['n']} task-seeds "
+                    f"(median test-loss ratio {_fmt(c['ratio'][0], 2, 'inf')})."
+                )
+        ctrl, const = d[d.method == "controller"], d[d.method == "constant"]
+        if len(ctrl) and len(const) and const.wall_s.median() > 0:
+            r = ctrl.wall_s.median() / const.wall_s.median()
+            if r > 1.1:
+                out.append(f"- {start} start, wall-clock: the controller's median run takes {r:.1f}x constant's at the same example budget.")
+        n_div = int(ctrl.diverged.sum())
+        if n_div:
+            out.append(f"- {start} start: {n_div} controller run(s) diverged.")
+    return out or ["- nowhere in these runs."]
+
+
+def _replay_line(df: pd.DataFrame, start: str) -> str:
+    rep = df[(df.group == "replay") & (df.start == start)]
+    ctrl = rep[rep.method == "controller"].set_index(["task", "seed"]).test_loss
+    replay = rep[rep.method == "replay"].set_index(["task", "seed"]).test_loss
+    both = ctrl.index.intersection(replay.index)
+    if not len(both):
+        return ""
+    ratio = pd.Series(_ratio(replay[both], ctrl[both]))
+    wins = int((ctrl[both] < replay[both]).sum())
+    return (
+        f"Schedule-replay ablation ({start} start): the controller's per-interval hyperparameters replayed open-loop on "
+        f"fresh seeds (seed + {REPLAY_SEED_OFFSET}): median test-loss ratio replay / closed-loop controller "
+        f"{_fmt(float(ratio.median()) if ratio.notna().any() else float('nan'), 3, 'inf')}; the closed loop is better on {wins} of "
+        f"{len(both)} task-seeds."
+    )
+
+
+EXPLANATION = (
+    "Scoring: every method is scored on its FINAL weights (no method keeps its best-validation "
+    "weights), test split read once after training. \"Best no-tuning\" = per task-seed, whichever of "
+    + ", ".join(NO_TUNING)
+    + " has the lowest final VALIDATION loss (never chosen by test). Ratios are test loss / the reference's "
+    "(below 1: better); medians are over tasks of each task's median over seeds; win rate = fraction of "
+    "task-seeds with a lower test loss; metric win rate = the same on the task's metric (accuracy, R², "
+    "higher is better). 95% intervals: bootstrap over tasks (2000 resamples, seed 0). Optuna and PBT "
+    "search their own values and ignore the start: one search per task-seed, listed under both starts; "
+    "their wall time and compute include every trial. \"examples it needs / budget\": examples the baseline "
+    "needed to first reach the controller's final validation loss, over the budget (quantiles over task-seeds; "
+    "never = not within the budget)."
+)
+
+
+def readme_tables(df: pd.DataFrame) -> str:
+    """The README's result tables, generated from runs.csv alone (a test checks the README holds
+    exactly this text): sensible start first, then random start, per family, where the
+    controller loses."""
+    text: list[str] = []
+    n_tasks = df[df.group == "main"].task.nunique()
+    n_seeds = df[df.group == "main"].seed.nunique()
+    fams = ", ".join(sorted(set(df.family)))
+    for i, start in enumerate([s for s in STARTS if s in set(df.start)]):
+        title = "Sensible start (each optimizer's usual default)" if start == "sensible" else "Random start (the families' sampled start)"
+        text += [
+            f"#### {'Headline: ' if i == 0 else ''}{title}: {n_tasks} tasks ({fams}) x {n_seeds} seeds",
+            "",
+            method_table(df, start),
+            "",
+            "The controller against each baseline:",
+            "",
+            controller_table(df, start),
+            "",
+            "Per family:",
+            "",
+            family_table(df, start),
+            "",
+        ]
+        line = _replay_line(df, start)
+        if line:
+            text += [line, ""]
+    text += ["#### Where the controller loses", ""] + losses_list(df)
+    return "\n".join(text) + "\n"
+
+
+def summarize(df: pd.DataFrame, skipped: Optional[dict[str, str]] = None) -> str:
+    """The markdown summary: the README's tables (:func:`readme_tables`) with their explanation."""
+    if df.empty:
+        return "# Evaluation summary\n\nNo runs.\n"
+    text = ["# Evaluation summary", "", EXPLANATION, "", readme_tables(df)]
+    if skipped:
+        text += ["", "Skipped methods:", ""] + [f"- {m}: {why}" for m, why in skipped.items()]
+    return "\n".join(text) + "\n"
+
+
+#: the README's generated block lies between these lines
+README_BEGIN = "<!-- evaluate tables: generated by python -m rlhpo.evaluation.report docs/results/evaluate_runs.csv --readme README.md -->"
+README_END = "<!-- end of evaluate tables -->"
+
+
+def readme_block(df: pd.DataFrame) -> str:
+    """The README's generated block, markers included."""
+    return f"{README_BEGIN}\n\n{readme_tables(df)}\n{README_END}"
+
+
+def update_readme(csv: Path, readme: Path) -> None:
+    """Replace the README's generated block with the tables from ``csv``."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no generated block ({README_BEGIN!r} ... {README_END!r})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + readme_block(pd.read_csv(csv)) + tail)

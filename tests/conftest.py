@@ -94,3 +94,31 @@ def smoke_policy(tmp_path_factory):
     from rlhpo.train import run
 
     return run(tiny_train_config(), tmp_path_factory.mktemp("smoke_run"))
+
+
+class HFTinyModel(nn.Module):
+    """A two-class MLP with the Hugging Face Trainer's calling convention (a dict with the loss)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+class HFTinyDataset(torch.utils.data.Dataset):
+    """96 examples of 4 features, label = sign of the first: items as the HF Trainer wants them."""
+
+    def __init__(self, n: int = 96):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}

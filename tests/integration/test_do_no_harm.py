@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_task
+from conftest import HFTinyDataset, HFTinyModel, make_tiny_task
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -137,27 +137,6 @@ def test_huggingface_run_that_blows_up_ends_finite(tmp_path):
     pytest.importorskip("accelerate")
     from rlhpo.integrations.huggingface import ControllerTrainerCallback
 
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-
-        def forward(self, x, labels=None):
-            logits = self.net(x)
-            return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
-
-    class DS(torch.utils.data.Dataset):
-        def __init__(self):
-            g = torch.Generator().manual_seed(0)
-            self.x = torch.randn(96, 4, generator=g)
-            self.y = (self.x[:, 0] > 0).long()
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"x": self.x[i], "labels": self.y[i]}
-
     class Wreck(transformers.TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step == BLOW_UP_AT:
@@ -167,9 +146,9 @@ def test_huggingface_run_that_blows_up_ends_finite(tmp_path):
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=60, learning_rate=1e-2,
         weight_decay=1e-4, report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,
     )
-    model = Model()
+    model = HFTinyModel()
     cb = ControllerTrainerCallback(policy="default")
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=DS(), callbacks=[cb, Wreck()])
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=HFTinyDataset(), callbacks=[cb, Wreck()])
     trainer.train()
     assert _finite(model.parameters())
     assert any(h.get("rolled_back") for h in cb.controller.history)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import HFTinyDataset, HFTinyModel
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -94,33 +95,13 @@ def test_huggingface_trainer_callback(smoke_policy, tmp_path):
     pytest.importorskip("accelerate")
     from rlhpo.integrations.huggingface import ControllerTrainerCallback
 
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-
-        def forward(self, x, labels=None):
-            logits = self.net(x)
-            loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-            return {"loss": loss, "logits": logits}
-
-    class DS(torch.utils.data.Dataset):
-        def __init__(self):
-            self.x, self.y = _data()
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"x": self.x[i], "labels": self.y[i]}
-
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=30, learning_rate=1e-2,
         weight_decay=1e-4, report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
         lr_scheduler_type="linear", disable_tqdm=True,
     )
     cb = ControllerTrainerCallback(policy=smoke_policy)
-    trainer = transformers.Trainer(model=Model(), args=args, train_dataset=DS(), callbacks=[cb])
+    trainer = transformers.Trainer(model=HFTinyModel(), args=args, train_dataset=HFTinyDataset(), callbacks=[cb])
     trainer.train()
     c = cb.controller
     assert c is not None and len(c.history) == c.spec.n_intervals - 1

@@ -21,17 +21,17 @@ import os
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.decision import DecisionPath, write_hparams
-from rlhpo.control.guard import LoopState
+from rlhpo.control.guard import GuardConfig, LoopState
 from rlhpo.controller_loops import (
     CountingLoader,
     batch_len,
     clipping_message,
     examples_of,
+    loss_value,
     to_numpy,
     to_plain,
     weight_decay_control,
@@ -72,6 +72,8 @@ class Controller:
     :param control_weight_decay: set the weight decay (off by itself, with a warning, when the
         optimizer has none or every group starts at 0)
     :param model: the model, for the guard's snapshots (without it: the optimizer's parameters)
+    :param guard: the divergence guard (default: the one the policy was trained under), e.g. to
+        cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Controller:
         control_batch_size: bool = True,
         control_weight_decay: bool = True,
         model: Optional[torch.nn.Module] = None,
+        guard: Optional[GuardConfig] = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ControllerError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -103,7 +106,7 @@ class Controller:
         self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
         self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
-        self.decision = DecisionPath(action_config, self.total_examples, self.spec.n_intervals, self.spec.guard_config())
+        self.decision = DecisionPath(action_config, self.total_examples, self.spec.n_intervals, guard or self.spec.guard_config())
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.sampler, self.model = sampler, model
@@ -278,12 +281,7 @@ class Controller:
     def report_validation(self, val_loss: float) -> None:
         """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
         divergence); the next decision uses it."""
-        if isinstance(val_loss, torch.Tensor) and val_loss.numel() == 1:
-            val_loss = val_loss.item()
-        if isinstance(val_loss, bool) or not isinstance(val_loss, (int, float, np.integer, np.floating)):
-            what = f"Tensor of shape {tuple(val_loss.shape)}" if isinstance(val_loss, torch.Tensor) else type(val_loss).__name__
-            raise ControllerError(f"report_validation(val_loss): val_loss must be a number or a scalar tensor, got {what}")
-        self._last_val = float(val_loss)
+        self._last_val = loss_value(val_loss, "report_validation(val_loss): val_loss")
 
     def _validation_loss(self, stats: IntervalStats) -> float:
         if self.val_loss_fn is not None:

@@ -147,3 +147,13 @@ def examples_of(batch_size: Optional[int], batch: Any, delivered: int, sampler: 
         "step(loss, batch=batch) or step(loss, batch_size=len(x)), iterate controller.batches(loader), "
         "or give Controller(batch_size=...) for a loader of fixed batch size"
     )
+
+
+def loss_value(value: Any, where: str) -> float:
+    """A loss given as a number or a scalar tensor, as a float; a clear error for anything else."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        what = f"Tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ControllerError(f"{where} must be a number or a scalar tensor, got {what}")
+    return float(value)

@@ -156,3 +156,17 @@ def test_controller_start_clips_into_the_policy_bounds_like_the_env():
     c.begin()
     assert c.hparams.lr == info["lr"] == art.spec.action_config().lr.max
     assert math.isfinite(c.hparams.weight_decay)
+
+
+def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch):
+    import dataclasses
+
+    art = load_artifact("default")
+    monkeypatch.setattr(PolicyDriver, "act", lambda self, obs, deterministic=True: np.ones(3, np.float32))
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    guard = dataclasses.replace(art.spec.guard_config(), max_lr_ratio=4.0)
+    c = Controller(art, opt, total_examples=2000, batch_size=10, guard=guard, control_batch_size=False)
+    for k in range(6):
+        c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
+    assert opt.param_groups[0]["lr"] == pytest.approx(4e-3)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.decision import DecisionPath, write_hparams
-from rlhpo.control.guard import GuardConfig, LoopState
+from rlhpo.control.guard import GuardConfig
 from rlhpo.controller_loops import (
     CountingLoader,
     batch_len,
@@ -43,6 +43,7 @@ from rlhpo.tasks import Hyperparams
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.snapshot import LoopState
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,14 @@ from rlhpo.evaluation.config import (
     register_configs,
 )
 from rlhpo.evaluation.jobs import Job, JobResult, TaskSpec, make_schedule, run, run_job
-from rlhpo.evaluation.report import histories_frame, plot, plot_profiles, readme_tables, runs_frame, summarize
+from rlhpo.evaluation.report import (
+    histories_frame,
+    plot,
+    plot_profiles,
+    readme_tables,
+    runs_frame,
+    summarize,
+)
 
 __all__ = [
     "LAUNCHERS",

@@ -19,7 +19,6 @@ import time
 
 import torch
 
-from rlhpo.control.guard import GuardConfig
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import Task, make_family, resolve_families

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rlhpo.errors import ConfigError, is_int, is_number  # noqa: F401  (re-exported)
+from rlhpo.errors import ConfigError, is_number
 from rlhpo.tasks.base import Hyperparams
 
 CONTROLS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")

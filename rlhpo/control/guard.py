@@ -2,7 +2,7 @@
 
 At every decision whose interval passes the health check the guard keeps a snapshot of the
 training state (model parameters and buffers, optimizer state, sampler position) in host
-memory. When an interval diverges (:func:`rlhpo.control.decision.is_diverged`: a non-finite
+memory. When an interval diverges (:func:`divergence_reason`: a non-finite
 loss, gradient or parameter, or a validation loss above ``factor`` times the best so far) it
 restores the snapshot and the decision path cuts the learning rate; after ``freeze_after``
 rollbacks the policy may no longer move any hyperparameter upwards. The examples spent since
@@ -12,7 +12,7 @@ The environment, :class:`rlhpo.Controller` and the evaluation runner all guard t
 class, so a policy is meta-trained under the rules it is deployed with. What it snapshots is
 any object with ``capture() -> state`` and ``restore(state)`` (:class:`Restorable`): the
 training session, one row of the stacked trainer, or a user's model + optimizer + sampler
-(:class:`LoopState`).
+(:class:`rlhpo.training.snapshot.LoopState`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 from rlhpo.errors import ConfigError, is_int, is_number
-from rlhpo.training.snapshot import LoopState, params_finite, to_host  # noqa: F401  (re-exported)
 
 
 @dataclass

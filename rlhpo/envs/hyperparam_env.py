@@ -116,12 +116,10 @@ class HyperparamControlEnv(gym.Env):
         self.decision = DecisionPath(c.actions, task.budget_examples, c.n_intervals, c.guard)
         target = self.session if c.guard.enabled else None
         self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target)
-        self._ref_val = None
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)
-        self._ref_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
-        self._prev_val = self._ref_val
+        self._prev_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
         self._diverged_at_reset = lost
         return obs, info
 

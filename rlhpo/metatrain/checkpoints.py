@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from rlhpo.errors import CheckpointError, CheckpointWriteError  # noqa: F401  (CheckpointError re-exported)
+from rlhpo.errors import CheckpointError, CheckpointWriteError
 from rlhpo.output import describe_os_error
 
 log = logging.getLogger(__name__)

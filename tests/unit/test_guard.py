@@ -10,11 +10,12 @@ import torch
 
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath
-from rlhpo.control.guard import Guard, GuardConfig, LoopState, divergence_reason
+from rlhpo.control.guard import Guard, GuardConfig, divergence_reason
 from rlhpo.errors import ConfigError
 from rlhpo.tasks import Hyperparams
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.snapshot import LoopState
 
 
 def _loop():

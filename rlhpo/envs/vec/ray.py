@@ -46,7 +46,7 @@ except ImportError as e:  # Ray is the optional extra "ray"
     raise ImportError(f"vec_env=ray needs Ray ({e}); pip install 'rlhpo[ray]'") from e
 
 from rlhpo.distributed import start_ray  # noqa: E402
-from rlhpo.errors import ActorRestartLimitError  # noqa: E402  (re-exported)
+from rlhpo.errors import ActorRestartLimitError  # noqa: E402  (after the optional-import guard)
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs, _worker
 
-from rlhpo.errors import WorkerCrashError  # noqa: F401  (re-exported)
+from rlhpo.errors import WorkerCrashError
 
 log = logging.getLogger(__name__)
 

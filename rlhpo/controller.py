@@ -107,7 +107,9 @@ class Controller:
         self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
         self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
-        self.decision = DecisionPath(action_config, self.total_examples, self.spec.n_intervals, guard or self.spec.guard_config())
+        self.decision = DecisionPath(
+            action_config, self.total_examples, self.spec.n_intervals, guard or self.spec.guard_config(), **self.spec.decision_kwargs()
+        )
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.sampler, self.model = sampler, model

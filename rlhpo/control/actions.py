@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -38,12 +38,16 @@ class ControlConfig:
     :param min: lower bound
     :param max: upper bound
     :param max_step_factor: the largest multiplicative change in one control interval
+    :param min_start_ratio: if set, a lower bound relative to the run's start value (1.0 for the
+        batch size: never below the start, so a run takes no more optimizer steps, and no more
+        wall-clock, than a constant run at the same example budget)
     """
 
     enabled: bool = True
     min: float = 1e-6
     max: float = 10.0
     max_step_factor: float = 2.0
+    min_start_ratio: Optional[float] = None
 
 
 def _lr() -> ControlConfig:
@@ -79,6 +83,9 @@ class ActionConfig:
                     raise ConfigError(f"{where}.{name}.{key} must be a finite number > 0, got {v!r}")
             if c.min >= c.max:
                 raise ConfigError(f"{where}.{name}: min ({c.min}) must be below max ({c.max})")
+            r = c.min_start_ratio
+            if r is not None and not (is_number(r) and r > 0):
+                raise ConfigError(f"{where}.{name}.min_start_ratio must be null or a finite number > 0, got {r!r}")
             if c.max_step_factor <= 1.0:
                 raise ConfigError(f"{where}.{name}.max_step_factor must be > 1, got {c.max_step_factor}")
         if self.batch_size.min < 1:
@@ -167,6 +174,10 @@ class ActionSpec:
             batch_size=max(1, int(round(bs))) if live[1] else current.batch_size,
             weight_decay=_clip(wd, c.weight_decay.min, c.weight_decay.max) if live[2] else current.weight_decay,
         )
+
+    def live(self, name: str) -> bool:
+        """Whether this run moves ``name`` (enabled, and not held by :meth:`reset`)."""
+        return self._live[CONTROLS.index(name)]
 
     def scale(self, name: str, factor: float) -> None:
         """Multiply one control's value by ``factor`` (within its bounds), outside any action:

@@ -26,8 +26,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from rlhpo.control.actions import ActionConfig, ActionSpec
-from rlhpo.control.features import FeatureExtractor
+from rlhpo.control.actions import CONTROLS, ActionConfig, ActionSpec
+from rlhpo.control.features import FEATURE_VERSION, FeatureExtractor
 from rlhpo.control.guard import (
     Guard,
     GuardConfig,
@@ -44,6 +44,26 @@ def interval_end(total_examples: int, n_intervals: int, k: int) -> int:
     """Examples seen at the end of interval ``k`` (0-based): the budget split evenly, integer
     arithmetic so every caller lands on the same example."""
     return total_examples * min(k + 1, n_intervals) // n_intervals
+
+
+#: base schedules the policy's learning rate multiplies (``none``: the policy sets the lr itself)
+BASE_SCHEDULES: tuple[str, ...] = ("none", "cosine")
+
+
+def base_factor(schedule: str, k: int, n_intervals: int) -> float:
+    """The base schedule's lr multiplier for interval ``k`` (0-based) of ``n_intervals``.
+
+    ``cosine``: the first interval is a linear warm-up (its mean factor, 0.5), then cosine decay
+    to zero, evaluated at each interval's midpoint. The policy's lr state is a *level* the
+    schedule multiplies: a policy whose actions are all zero runs warm-up + cosine from the start,
+    so the controller builds on the strongest cheap baseline instead of re-learning it.
+    """
+    if schedule == "none" or n_intervals <= 1:
+        return 1.0
+    if k <= 0:
+        return 0.5
+    t = min((k - 0.5) / (n_intervals - 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 #: a run with no guard (a baseline) is lost, and stops, above this multiple of a reference
@@ -81,6 +101,8 @@ class DecisionPath:
     :param n_intervals: decisions per run (the policy's)
     :param guard: the divergence rule and the response (:class:`~rlhpo.control.guard.GuardConfig`)
     :param max_batch_size: an extra cap on the batch size (the training-set size)
+    :param feature_version: the feature set the policy observes (its spec's)
+    :param base_schedule: ``none`` or ``cosine`` (:func:`base_factor`): what the lr level multiplies
     """
 
     def __init__(
@@ -90,9 +112,14 @@ class DecisionPath:
         n_intervals: int,
         guard: Optional[GuardConfig] = None,
         max_batch_size: Optional[int] = None,
+        feature_version: int = FEATURE_VERSION,
+        base_schedule: str = "none",
     ) -> None:
+        if base_schedule not in BASE_SCHEDULES:
+            raise ValueError(f"base_schedule must be one of {BASE_SCHEDULES}, got {base_schedule!r}")
         self.actions = ActionSpec(actions, max_batch_size=max_batch_size)
-        self.features = FeatureExtractor()
+        self.features = FeatureExtractor(feature_version)
+        self.base_schedule = base_schedule
         self.total_examples = int(total_examples)
         self.n_intervals = int(n_intervals)
         self.guard_config = (guard or GuardConfig()).validate()
@@ -128,7 +155,11 @@ class DecisionPath:
         r = self.guard_config.max_lr_ratio
         if r is not None:
             self.actions.narrow("lr", start.lr / r, start.lr * r)
-        start = write(start)
+        for name in CONTROLS:
+            floor = getattr(self.actions.config, name).min_start_ratio
+            if floor is not None and getattr(start, name) > 0:
+                self.actions.narrow(name, getattr(start, name) * floor, math.inf)
+        start = write(self._scheduled(start, 0))
         self.features.reset(start.lr, start.batch_size, start.weight_decay, adaptive)
         self.interval = 0
         self.last_action = np.zeros(3)
@@ -172,7 +203,14 @@ class DecisionPath:
         if self._verdict.rolled_back:
             self.actions.scale("lr", self.guard_config.lr_cut)
             new = self.actions.hparams(new)
-        return new
+        return self._scheduled(new, self.interval)
+
+    def _scheduled(self, hp: Hyperparams, k: int) -> Hyperparams:
+        """``hp`` with the lr level times the base schedule's factor for interval ``k`` (a run
+        whose lr the policy does not set keeps its lr)."""
+        if self.base_schedule == "none" or not self.actions.live("lr"):
+            return hp
+        return Hyperparams(hp.lr * base_factor(self.base_schedule, k, self.n_intervals), hp.batch_size, hp.weight_decay)
 
     def state_dict(self) -> dict:
         return {

@@ -16,8 +16,9 @@ import numpy as np
 
 from rlhpo.training.monitor import IntervalStats
 
-FEATURE_VERSION = 1
-FEATURE_NAMES: tuple[str, ...] = (
+#: the feature set an environment or a controller computes unless told otherwise
+FEATURE_VERSION = 2
+FEATURE_NAMES_V1: tuple[str, ...] = (
     "progress",  # fraction of the example budget spent
     "log_train_loss_ratio",  # log(train loss / train loss of the first interval)
     "log_val_loss_ratio",  # log(val loss / val loss after the first interval)
@@ -38,32 +39,57 @@ FEATURE_NAMES: tuple[str, ...] = (
     "last_action_batch_size",
     "last_action_weight_decay",
 )
+#: version 2: scale-free only (no absolute lr, no optimizer identity: a policy cannot memorise a
+#: per-optimizer lr prior), and loss comparisons that survive zero or negative losses
+FEATURE_NAMES_V2: tuple[str, ...] = tuple(n for n in FEATURE_NAMES_V1 if n not in ("log10_lr", "adaptive_optimizer"))
+FEATURE_SETS: dict[int, tuple[str, ...]] = {1: FEATURE_NAMES_V1, 2: FEATURE_NAMES_V2}
+FEATURE_NAMES = FEATURE_SETS[FEATURE_VERSION]
 N_FEATURES = len(FEATURE_NAMES)
 CLIP = 5.0
+_V1_ONLY = (FEATURE_NAMES_V1.index("log10_lr"), FEATURE_NAMES_V1.index("adaptive_optimizer"))
+
+
+def feature_names(version: int) -> tuple[str, ...]:
+    """The feature names of ``version``; a clear error for a version this rlhpo does not compute."""
+    if version not in FEATURE_SETS:
+        raise ValueError(f"unknown feature version {version!r}; this rlhpo computes versions {sorted(FEATURE_SETS)}")
+    return FEATURE_SETS[version]
 
 
 def _log_ratio(a: float, b: float) -> float:
-    """log(a / b) for positive losses; losses may be zero or negative for some tasks, so shift."""
+    """log(a / b) for positive losses (version 1 clamps zero and negative losses at 1e-12)."""
     if not (math.isfinite(a) and math.isfinite(b)):
         return CLIP if not math.isfinite(a) else 0.0
     a, b = max(a, 1e-12), max(b, 1e-12)
     return math.log(a / b)
 
 
+def loss_gap(a: float, b: float, positive: bool, scale: float) -> float:
+    """How much larger loss ``a`` is than loss ``b``, scale-free: ``log(a / b)`` while the run's
+    losses are all positive, else ``(a - b) / scale`` with ``scale`` the run's loss range (free of
+    both the losses' scale and their offset, so a loss that goes negative is fine). Non-finite
+    ``a`` reads as a blow-up (+CLIP); a non-finite ``b`` as no information (0)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return CLIP if not math.isfinite(a) else 0.0
+    if positive and a > 0 and b > 0:
+        return math.log(a / b)
+    return (a - b) / scale
+
+
 class FeatureExtractor:
     """Builds observation vectors; stateful over one training run (call :meth:`reset` per run).
 
-    :param initial_lr, initial_batch_size, initial_weight_decay: the run's starting hyperparameters
-    :param adaptive: whether the optimizer is adaptive (Adam/AdamW)
+    :param version: the feature set (:data:`FEATURE_SETS`): 2 by default; 1 for policies made
+        before it (absolute lr and optimizer flag, losses clamped at 1e-12)
     """
 
-    version = FEATURE_VERSION
-    names = FEATURE_NAMES
-
-    def __init__(self) -> None:
+    def __init__(self, version: int = FEATURE_VERSION) -> None:
+        self.names = feature_names(version)
+        self.version = version
         self.reset(1e-3, 32, 1e-4, True)
 
     def reset(self, initial_lr: float, initial_batch_size: int, initial_weight_decay: float, adaptive: bool) -> None:
+        """Start a run from these hyperparameters (``adaptive``: Adam/AdamW, version 1 only)."""
         self.lr0 = max(float(initial_lr), 1e-12)
         self.bs0 = max(int(initial_batch_size), 1)
         self.wd0 = max(float(initial_weight_decay), 1e-8)
@@ -73,6 +99,22 @@ class FeatureExtractor:
         self.grad_ref: Optional[float] = None
         self.best_val = math.inf
         self.prev_val: Optional[float] = None
+        self.positive = True  # every finite loss seen so far > 0 (version 2's log ratios)
+        self.low = math.inf  # the lowest finite loss seen (train or val): version 2's loss range
+        self.scale = 1.0  # the run's loss range (first losses - lowest), version 2 only
+
+    def _gap_fn(self, train: float, val_loss: float):
+        """Version 1: clamped log ratio. Version 2: :func:`loss_gap` over this run's loss range."""
+        if self.version == 1:
+            return _log_ratio
+        for v in (train, val_loss):
+            if math.isfinite(v):
+                self.positive = self.positive and v > 0
+                self.low = min(self.low, v)
+        refs = [r for r in (self.train_ref, self.val_ref) if r is not None]
+        self.scale = max([r - self.low for r in refs] + [1e-6 * (1.0 + max((abs(r) for r in refs), default=0.0))])
+        positive, scale = self.positive, self.scale
+        return lambda a, b: loss_gap(a, b, positive, scale)
 
     def observe(
         self,
@@ -99,7 +141,11 @@ class FeatureExtractor:
         prev_val = self.prev_val if self.prev_val is not None else val_loss
         if math.isfinite(val_loss):
             self.best_val = min(self.best_val, val_loss)
-        noise = stats.loss_std / abs(train) if (math.isfinite(train) and abs(train) > 1e-12) else 0.0
+        gap = self._gap_fn(train, val_loss)
+        if self.version == 1 or self.positive:
+            noise = stats.loss_std / abs(train) if (math.isfinite(train) and abs(train) > 1e-12) else 0.0
+        else:  # spread of minibatch losses relative to the run's loss range
+            noise = stats.loss_std / self.scale if math.isfinite(stats.loss_std) else 0.0
         lr = max(float(lr), 1e-12)
         wd = max(float(weight_decay), 1e-8)
         # Python floats throughout (numpy scalars make every comparison below slower)
@@ -107,12 +153,12 @@ class FeatureExtractor:
         a += [0.0] * (3 - len(a))
         obs = [
             progress,
-            _log_ratio(train, self.train_ref or train),
-            _log_ratio(val_loss, self.val_ref or val_loss),
-            _log_ratio(val_loss, train),
-            _log_ratio(val_loss, self.best_val if math.isfinite(self.best_val) else val_loss),
-            _log_ratio(val_loss, prev_val) * 5.0,
-            _log_ratio(stats.loss_second_half, stats.loss_first_half) * 5.0,
+            gap(train, self.train_ref or train),
+            gap(val_loss, self.val_ref or val_loss),
+            gap(val_loss, train),
+            gap(val_loss, self.best_val if math.isfinite(self.best_val) else val_loss),
+            gap(val_loss, prev_val) * 5.0,
+            gap(stats.loss_second_half, stats.loss_first_half) * 5.0,
             math.log(max(noise, 1e-4)) / 3.0 + 1.0,
             _log_ratio(stats.grad_norm, self.grad_ref or stats.grad_norm) / 3.0 if math.isfinite(stats.grad_norm) else 0.0,
             (math.log10(max(stats.update_ratio, 1e-12)) + 3.0) / 2.0 if math.isfinite(stats.update_ratio) else 0.0,
@@ -126,6 +172,8 @@ class FeatureExtractor:
             a[1],
             a[2],
         ]
+        if self.version != 1:
+            del obs[_V1_ONLY[1]], obs[_V1_ONLY[0]]
         if math.isfinite(val_loss):
             self.prev_val = val_loss
         # NaN -> 0, then clip (inf -> +-CLIP); plain Python: np.nan_to_num costs more than all the

@@ -6,9 +6,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rlhpo.control.actions import ActionConfig
+from rlhpo.control.decision import BASE_SCHEDULES
+from rlhpo.control.features import FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
+
+
+#: the environment's rewards (see :class:`EnvConfig`)
+REWARDS: tuple[str, ...] = ("delta", "reference")
 
 
 @dataclass
@@ -26,6 +32,19 @@ class EnvConfig:
     :param reward_clip: per-step rewards are clipped to [-reward_clip, reward_clip]
     :param task_seeds: a fixed instance set of task seeds (DACBench style); empty: any seed
     :param device: where target networks train ("cpu", "cuda", "cuda:N")
+    :param feature_version: the observation's feature set (:data:`rlhpo.control.features.FEATURE_SETS`)
+    :param base_schedule: what the policy's lr level multiplies: ``none`` or ``cosine``
+        (:func:`rlhpo.control.decision.base_factor`)
+    :param reward: ``delta``: the decrease of the log validation loss per interval (version 1);
+        ``reference``: the change, per interval, of the run's lead over a reference run on the
+        same task from the same start and seed with all-zero actions (warm-up + cosine under the
+        ``cosine`` base schedule), compared at the same examples seen; the return is the final lead
+    :param reference_cache: a directory where reference curves are kept between episodes and
+        processes (None: in memory, per process)
+    :param sensible_fraction: the fraction of episodes that start from the task's sensible
+        defaults (:meth:`rlhpo.tasks.Task.with_start`), the lr multiplied by one of
+        ``sensible_lr_jitter``; the others start from the family's wide random start
+    :param sensible_lr_jitter: lr factors of the sensible starts (small perturbations)
     """
 
     families: list[str] = field(default_factory=lambda: ["meta_train"])
@@ -38,6 +57,12 @@ class EnvConfig:
     reward_clip: float = 5.0
     task_seeds: list[int] = field(default_factory=list)
     device: str = "cpu"
+    feature_version: int = FEATURE_VERSION
+    base_schedule: str = "none"
+    reward: str = "delta"
+    reference_cache: Optional[str] = None
+    sensible_fraction: float = 0.0
+    sensible_lr_jitter: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
 
     def validate(self) -> "EnvConfig":
         fams = self.families
@@ -71,4 +96,17 @@ class EnvConfig:
         if not isinstance(self.actions, ActionConfig):
             raise ConfigError(f"env.actions must be an ActionConfig (lr, batch_size, weight_decay), got {self.actions!r}")
         self.actions.validate("env.actions")
+        if self.feature_version not in FEATURE_SETS:
+            raise ConfigError(f"env.feature_version must be one of {sorted(FEATURE_SETS)}, got {self.feature_version!r}")
+        if self.base_schedule not in BASE_SCHEDULES:
+            raise ConfigError(f"env.base_schedule must be one of {list(BASE_SCHEDULES)}, got {self.base_schedule!r}")
+        if self.reward not in REWARDS:
+            raise ConfigError(f"env.reward must be one of {list(REWARDS)}, got {self.reward!r}")
+        if not (is_number(self.sensible_fraction) and 0 <= self.sensible_fraction <= 1):
+            raise ConfigError(f"env.sensible_fraction must be a number in [0, 1], got {self.sensible_fraction!r}")
+        jit = self.sensible_lr_jitter
+        if isinstance(jit, (str, bytes)) or not hasattr(jit, "__iter__") or not list(jit) or any(
+            not (is_number(x) and x > 0) for x in jit
+        ):
+            raise ConfigError(f"env.sensible_lr_jitter must be a non-empty list of numbers > 0, got {jit!r}")
         return self

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import zlib
+from dataclasses import replace
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -10,9 +12,10 @@ import numpy as np
 from gymnasium import spaces
 
 from rlhpo.control.decision import DecisionPath
-from rlhpo.control.features import CLIP, N_FEATURES
+from rlhpo.control.features import CLIP, feature_names
 from rlhpo.envs.config import EnvConfig
-from rlhpo.tasks import FAMILIES, Task, TaskFamily
+from rlhpo.envs.reference import ReferenceCurves, lead
+from rlhpo.tasks import FAMILIES, Hyperparams, Task, TaskFamily
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.training.session import TrainingSession, remember_valid
 
@@ -57,7 +60,9 @@ class HyperparamControlEnv(gym.Env):
         self._family_names = list(self._families)
         n_actions = len(config.actions.enabled)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n_actions,), dtype=np.float32)
-        self.observation_space = spaces.Box(-CLIP, CLIP, shape=(N_FEATURES,), dtype=np.float32)
+        n_features = len(feature_names(config.feature_version))
+        self.observation_space = spaces.Box(-CLIP, CLIP, shape=(n_features,), dtype=np.float32)
+        self.references = ReferenceCurves(self, config.reference_cache) if config.reward == "reference" else None
         self.decision: Optional[DecisionPath] = None
         self.session: Optional[TrainingSession] = None
         self.task: Optional[Task] = None
@@ -87,7 +92,18 @@ class HyperparamControlEnv(gym.Env):
         task = self._families[family].sample(seed)
         if type(self._families[family]).sample is TaskFamily.sample:
             remember_valid(task)  # TaskFamily.sample has just validated it: the session need not again
-        return task
+        return self._sample_start(task, rng)
+
+    def _sample_start(self, task: Task, rng: np.random.Generator) -> Task:
+        """The start mixture: with probability ``sensible_fraction`` the task's sensible defaults
+        with the lr times one of ``sensible_lr_jitter``, else the family's random start."""
+        c = self.config
+        if c.sensible_fraction <= 0 or rng.random() >= c.sensible_fraction:
+            return task
+        task = task.with_start("sensible")
+        factor = float(c.sensible_lr_jitter[int(rng.integers(len(c.sensible_lr_jitter)))])
+        hp = task.default_hparams
+        return replace(task, default_hparams=Hyperparams(hp.lr * factor, hp.batch_size, hp.weight_decay))
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -110,16 +126,26 @@ class HyperparamControlEnv(gym.Env):
         if self.config.budget_examples is not None and task.budget_examples != self.config.budget_examples:
             task = task.with_budget(self.config.budget_examples)
         self.task = task
-        session_seed = int(self.np_random.integers(2**31 - 1))
-        self.session = self._new_session(task, int(options.get("session_seed", session_seed)))
+        if self.references is not None:
+            # the reference run and the episode share the network's initialisation and batch order
+            session_seed = zlib.crc32(task.name.encode()) % (2**31 - 1)
+        else:
+            session_seed = int(self.np_random.integers(2**31 - 1))
+        session_seed = int(options.get("session_seed", session_seed))
         c = self.config
-        self.decision = DecisionPath(c.actions, task.budget_examples, c.n_intervals, c.guard)
+        self._reference = self.references.curve(task, session_seed) if self.references is not None else None
+        self.session = self._new_session(task, session_seed)
+        self.decision = DecisionPath(
+            c.actions, task.budget_examples, c.n_intervals, c.guard,
+            feature_version=c.feature_version, base_schedule=c.base_schedule,
+        )
         target = self.session if c.guard.enabled else None
         self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target)
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)
         self._prev_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
+        self._prev_lead = self._lead(0, info["val_loss"])
         self._diverged_at_reset = lost
         return obs, info
 
@@ -146,11 +172,18 @@ class HyperparamControlEnv(gym.Env):
             reward = -self.config.divergence_penalty
             if math.isfinite(val):
                 self._prev_val = val
+        elif self._reference is not None:
+            c = float(self.config.reward_clip)
+            now = self._lead(self.decision.interval - 1, val)
+            reward = min(max(now - self._prev_lead, -c), c)
+            self._prev_lead, self._prev_val = now, val
         else:
             c = float(self.config.reward_clip)
             # both losses are finite here (else the step diverged): min/max clip as np.clip does, without numpy's cost
             reward = min(max(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c), c)
             self._prev_val = val
+        if info["diverged"] and self._reference is not None and math.isfinite(val):
+            self._prev_lead = self._lead(self.decision.interval - 1, val)
         truncated = self.session.done and not lost
         return obs, reward, lost, truncated, info
 
@@ -166,6 +199,12 @@ class HyperparamControlEnv(gym.Env):
         return self.decision.boundary
 
     # -- internals -------------------------------------------------------------------------
+
+    def _lead(self, k: int, val: float) -> float:
+        """The episode's lead over the reference run after interval ``k`` (0 without one)."""
+        if self._reference is None or not math.isfinite(val):
+            return 0.0
+        return lead(self._reference, min(k, len(self._reference.curve) - 1), val)
 
     def _new_session(self, task: Task, seed: int) -> TrainingSession:
         return TrainingSession(task, device=self.config.device, seed=seed)

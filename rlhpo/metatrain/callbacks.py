@@ -13,7 +13,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.tensorboard import SummaryWriter
 
-from rlhpo.control.features import FEATURE_NAMES
+from rlhpo.control.features import feature_names
 from rlhpo.envs.config import EnvConfig
 from rlhpo.evaluation.baselines import Constant
 from rlhpo.evaluation.runner import (
@@ -31,11 +31,13 @@ from rlhpo.tasks import Task, make_family
 TRAJECTORY_KEYS: tuple[str, ...] = ("lr", "batch_size", "weight_decay", "val_loss")
 
 
-
 def policy_spec(env_config: EnvConfig, model: Any, trained_on: Sequence[str] = ()) -> PolicySpec:
     """What a policy meta-trained in environments of ``env_config`` observes and controls, and
     the guard it was trained under: the spec of its artifact (saved, or held in memory)."""
     return PolicySpec(
+        feature_version=env_config.feature_version,
+        feature_names=list(feature_names(env_config.feature_version)),
+        base_schedule=env_config.base_schedule,
         controls=list(env_config.actions.enabled),
         actions=asdict(env_config.actions),
         n_intervals=env_config.n_intervals,
@@ -44,6 +46,7 @@ def policy_spec(env_config: EnvConfig, model: Any, trained_on: Sequence[str] = (
         trained_on=list(trained_on),
         timesteps=int(model.num_timesteps),
     )
+
 
 class ThroughputCallback(BaseCallback):
     """Logs ``throughput/env_steps_per_s`` and ``throughput/examples_per_s``, and the final
@@ -152,7 +155,7 @@ class HeldOutEvalCallback(BaseCallback):
         norm = (
             ObsNormalization(venv.obs_rms.mean.copy(), venv.obs_rms.var.copy(), venv.clip_obs, venv.epsilon)
             if venv is not None and venv.norm_obs
-            else ObsNormalization.identity(len(FEATURE_NAMES))
+            else ObsNormalization.identity(len(feature_names(self.env_config.feature_version)))
         )
         spec = policy_spec(self.env_config, self.model)
         return PolicyArtifact(self.model, norm, spec, path=Path("<in memory>"))

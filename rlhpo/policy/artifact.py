@@ -34,7 +34,8 @@ from typing import Any, Optional
 import numpy as np
 
 from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
-from rlhpo.control.features import FEATURE_NAMES, FEATURE_VERSION
+from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
+from rlhpo.control.decision import BASE_SCHEDULES
 from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
@@ -53,6 +54,8 @@ class PolicySpec:
     controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     actions: dict = field(default_factory=lambda: asdict(ActionConfig()))
     n_intervals: int = 20
+    # what the lr level multiplies (rlhpo.control.decision.base_factor); older artifacts: none
+    base_schedule: str = "none"
     # the guard the policy was meta-trained under (older artifacts: the defaults)
     guard: dict = field(default_factory=lambda: asdict(GuardConfig()))
     algorithm: str = "PPO"
@@ -62,18 +65,27 @@ class PolicySpec:
     def guard_config(self) -> GuardConfig:
         return GuardConfig(**self.guard)
 
+    def decision_kwargs(self) -> dict:
+        """What a :class:`~rlhpo.control.decision.DecisionPath` needs from the spec besides the
+        actions, the interval count and the guard."""
+        return {"feature_version": self.feature_version, "base_schedule": self.base_schedule}
+
     def action_config(self) -> ActionConfig:
         return ActionConfig(**{k: ControlConfig(**v) for k, v in self.actions.items()})
 
     def check_compatible(self, where: str) -> None:
         if self.format != ARTIFACT_FORMAT:
             raise ArtifactError(f"{where}: artifact format {self.format}, this rlhpo reads format {ARTIFACT_FORMAT}")
-        if self.feature_version != FEATURE_VERSION or list(self.feature_names) != list(FEATURE_NAMES):
+        known = FEATURE_SETS.get(self.feature_version)
+        if known is None or list(self.feature_names) != list(known):
             raise ArtifactError(
                 f"{where}: the policy was trained on feature version {self.feature_version} "
-                f"({len(self.feature_names)} features); this rlhpo computes version {FEATURE_VERSION} "
-                f"({len(FEATURE_NAMES)} features). Re-train it with this version, or install the rlhpo that made it."
+                f"({len(self.feature_names)} features); this rlhpo computes versions {sorted(FEATURE_SETS)} "
+                f"(version {FEATURE_VERSION}: {len(FEATURE_NAMES)} features). Re-train it with this version, "
+                "or install the rlhpo that made it."
             )
+        if self.base_schedule not in BASE_SCHEDULES:
+            raise ArtifactError(f"{where}: unknown base_schedule {self.base_schedule!r}; allowed: {', '.join(BASE_SCHEDULES)}")
         if self.algorithm not in ALGORITHMS:
             raise ArtifactError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
 

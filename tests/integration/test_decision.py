@@ -30,7 +30,8 @@ from rlhpo.training.session import make_optimizer
 
 def _env_trajectory(art, task, session_seed):
     env = rlhpo.make_env(
-        n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), guard=art.spec.guard_config()
+        n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), guard=art.spec.guard_config(),
+        **art.spec.decision_kwargs(),
     )
     driver = PolicyDriver.from_artifact(art)
     obs, info = env.reset(seed=0, options={"task": task, "session_seed": session_seed})

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from rlhpo.control.features import FEATURE_NAMES
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.artifact import load_artifact
 
@@ -72,7 +73,7 @@ def test_tampered_spec(artifact_copy):
 
 def test_bad_normalization(artifact_copy):
     (artifact_copy / "normalization.json").write_text('{"mean": [1, 2], "var": [1, 1]}')
-    with pytest.raises(ArtifactError, match="normalization.json must hold 19 finite means"):
+    with pytest.raises(ArtifactError, match=f"normalization.json must hold {len(FEATURE_NAMES)} finite means"):
         load_artifact(artifact_copy)
 
 

@@ -13,14 +13,17 @@ from torch import nn
 from rlhpo.control.features import (
     CLIP,
     FEATURE_NAMES,
+    FEATURE_NAMES_V1,
     FEATURE_VERSION,
     N_FEATURES,
     FeatureExtractor,
+    feature_names,
 )
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor, summarize_interval
 
 NAN, INF = float("nan"), float("inf")
 IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+IDX_V1 = {name: i for i, name in enumerate(FEATURE_NAMES_V1)}
 
 
 def stats(
@@ -39,8 +42,8 @@ def stats(
     )
 
 
-def extractor(lr=1e-3, bs=32, wd=1e-4, adaptive=True) -> FeatureExtractor:
-    fx = FeatureExtractor()
+def extractor(lr=1e-3, bs=32, wd=1e-4, adaptive=True, version=FEATURE_VERSION) -> FeatureExtractor:
+    fx = FeatureExtractor(version)
     fx.reset(lr, bs, wd, adaptive)
     return fx
 
@@ -50,12 +53,13 @@ def observe(fx, s=None, val=1.0, lr=1e-3, bs=32, wd=1e-4, progress=0.1, last_act
 
 
 def f(obs, name) -> float:
-    return float(obs[IDX[name]])
+    """A feature by name, in a version-1 vector (19 entries) or the current one."""
+    return float(obs[(IDX_V1 if len(obs) == len(FEATURE_NAMES_V1) else IDX)[name]])
 
 
 def check_vector(obs):
     assert isinstance(obs, np.ndarray)
-    assert obs.shape == (N_FEATURES,)
+    assert obs.shape in ((N_FEATURES,), (len(FEATURE_NAMES_V1),))
     assert obs.dtype == np.float32
     assert np.all(np.isfinite(obs)), dict(zip(FEATURE_NAMES, obs.tolist()))
     assert np.all(np.abs(obs) <= CLIP), dict(zip(FEATURE_NAMES, obs.tolist()))
@@ -66,8 +70,12 @@ def check_vector(obs):
 
 def test_names_match_the_vector():
     assert len(FEATURE_NAMES) == N_FEATURES == len(set(FEATURE_NAMES))
-    assert FeatureExtractor.names == FEATURE_NAMES
-    assert FeatureExtractor.version == FEATURE_VERSION
+    assert FeatureExtractor().names == FEATURE_NAMES == feature_names(FEATURE_VERSION)
+    assert FeatureExtractor().version == FEATURE_VERSION == 2
+    assert FeatureExtractor(1).names == FEATURE_NAMES_V1 and len(observe(extractor(version=1))) == 19
+    assert "log10_lr" not in FEATURE_NAMES and "adaptive_optimizer" not in FEATURE_NAMES
+    with pytest.raises(ValueError, match="unknown feature version 7"):
+        FeatureExtractor(7)
     obs = observe(extractor())
     assert len(obs) == len(FEATURE_NAMES)
     check_vector(obs)
@@ -127,7 +135,7 @@ def test_log_val_over_best_is_never_negative():
 
 
 def test_hyperparameter_ratio_features_follow_their_formulas():
-    fx = extractor(lr=1e-3, bs=32, wd=1e-4)
+    fx = extractor(lr=1e-3, bs=32, wd=1e-4, version=1)
     observe(fx)
     obs = observe(fx, lr=2e-3, bs=64, wd=1e-3)
     assert f(obs, "log_lr_ratio") == pytest.approx(math.log10(2) / 2, rel=1e-5)
@@ -144,7 +152,7 @@ def test_hyperparameter_ratio_features_follow_their_formulas():
 
 
 def test_ratio_features_use_the_reset_hyperparameters():
-    fx = extractor(lr=0.1, bs=128, wd=1e-2)
+    fx = extractor(lr=0.1, bs=128, wd=1e-2, version=1)
     obs = observe(fx, lr=0.1, bs=128, wd=1e-2)
     assert f(obs, "log_lr_ratio") == f(obs, "log_batch_ratio") == f(obs, "log_wd_ratio") == 0.0
     assert f(obs, "log10_lr") == pytest.approx(1.0, rel=1e-5)
@@ -169,7 +177,7 @@ def test_loss_noise_has_a_floor():
 
 @pytest.mark.parametrize("adaptive,expected", [(True, 1.0), (False, 0.0)])
 def test_adaptive_optimizer_flag(adaptive, expected):
-    fx = extractor(adaptive=adaptive)
+    fx = extractor(adaptive=adaptive, version=1)
     assert f(observe(fx), "adaptive_optimizer") == expected
     assert f(observe(fx), "adaptive_optimizer") == expected
 
@@ -198,7 +206,7 @@ def test_last_action_passes_through():
 
 
 def test_reset_clears_state():
-    fx = extractor()
+    fx = extractor(version=1)
     observe(fx, stats(loss=5.0, grad=9.0), val=5.0)
     observe(fx, stats(loss=1.0, grad=1.0), val=0.5)
     fx.reset(1e-2, 16, 1e-3, False)
@@ -257,7 +265,7 @@ def test_hostile_inputs_give_finite_clipped_features(case):
 
 
 def test_huge_values_clip_to_the_bound():
-    fx = extractor(lr=1e-3)
+    fx = extractor(lr=1e-3, version=1)
     observe(fx, stats(loss=1.0), val=1.0)
     obs = observe(fx, stats(loss=1e30), val=1e30, lr=1e300)
     assert f(obs, "log_lr_ratio") == CLIP
@@ -578,3 +586,44 @@ def test_monitor_with_no_trainable_parameters_still_counts_losses():
     assert s.steps == 2 and s.loss_mean == 2.0
     assert math.isnan(s.grad_norm) and math.isnan(s.update_ratio) and s.update_cosine == 0.0
     assert s.nonfinite is False
+
+
+# --------------------------------------------------------------------------- version 2: losses of any sign
+
+
+def test_v2_has_no_absolute_lr_or_optimizer_identity():
+    """Two runs that differ only in the absolute lr and the optimizer kind observe the same."""
+    a, b = extractor(lr=1e-3, adaptive=True), extractor(lr=0.05, adaptive=False)
+    for loss, val in ((2.0, 2.1), (1.0, 1.2), (0.5, 0.7)):
+        oa = observe(a, stats(loss=loss), val=val, lr=2e-3)
+        ob = observe(b, stats(loss=loss), val=val, lr=0.1)
+        np.testing.assert_array_equal(oa, ob)
+
+
+def test_v2_positive_losses_keep_the_log_ratios():
+    fx = extractor()
+    observe(fx, stats(loss=2.0), val=2.0)
+    obs = observe(fx, stats(loss=1.0), val=0.5)
+    assert f(obs, "log_val_loss_ratio") == pytest.approx(math.log(0.25), rel=1e-6)
+    assert f(obs, "log_train_loss_ratio") == pytest.approx(math.log(0.5), rel=1e-6)
+
+
+def test_v2_negative_losses_are_compared_over_the_run_range():
+    """A Gaussian NLL goes below zero: version 1 clamps it at 1e-12 and saturates, version 2 is
+    invariant to adding a constant to every loss."""
+    def run(offset, version=2):
+        fx = extractor(version=version)
+        out = []
+        for loss, val in ((1.0, 1.1), (0.2, 0.3), (-0.5, -0.3), (-0.8, -0.7)):
+            out.append(observe(fx, stats(loss=loss + offset, first=loss + offset, second=loss + offset), val=val + offset))
+        return out
+
+    shifted, plain = run(-3.0), run(0.0)
+    for o1, o2 in zip(shifted[2:], plain[2:]):
+        check_vector(o1)
+        for name in ("log_val_loss_ratio", "log_val_change", "log_val_over_best", "log_generalisation_gap"):
+            assert f(o1, name) == pytest.approx(f(o2, name), abs=1e-5), name
+    # improving from -0.3 to -0.7 reads as an improvement, not as a clamp at the bound
+    assert -CLIP < f(plain[3], "log_val_loss_ratio") < 0
+    v1 = run(0.0, version=1)[3]
+    assert f(v1, "log_val_loss_ratio") == -CLIP  # what version 1 did: the clamp saturates

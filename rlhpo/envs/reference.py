@@ -1,0 +1,133 @@
+"""Reference runs for the ``reference`` reward: what the policy's null action does on the same task.
+
+A reference run trains the episode's task from the episode's start with the same network
+initialisation and batch order, through the same environment code with every action zero: under
+the ``cosine`` base schedule that is warm-up + cosine from the user's start, the strongest cheap
+baseline (LHOPT measures its reward against an Adam baseline the same way). The reward of a step
+is the change of the episode's *lead* over the reference at the same examples seen, so an
+episode's return is its final lead: a bad start no longer leaves free reward to collect, and a
+policy earns only what it adds to the schedule it would otherwise run.
+
+A reference curve depends on the task, the start, the seed and the environment's rules; it is
+computed once and kept in memory, and in ``reference_cache`` (one small JSON file per curve,
+written atomically) when several processes share the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from rlhpo.tasks import Task
+
+
+@dataclass
+class Reference:
+    """A reference run's validation loss after each interval, and how to compare with it.
+
+    :param curve: the validation loss in effect after each interval (the guard's verdict)
+    :param positive: every loss of the curve is positive: leads are log ratios
+    :param scale: the curve's range (first - lowest): leads are differences over it otherwise
+    """
+
+    curve: list[float]
+    positive: bool
+    scale: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Reference":
+        curve: list[float] = []
+        for v in values:  # a lost reference run keeps its last finite loss
+            curve.append(v if math.isfinite(v) else (curve[-1] if curve else math.inf))
+        finite = [v for v in curve if math.isfinite(v)]
+        positive = bool(finite) and min(finite) > 0
+        scale = max(finite[0] - min(finite), 1e-6 * (1.0 + abs(finite[0]))) if finite else 1.0
+        return cls(curve, positive, scale)
+
+
+def lead(reference: Reference, k: int, val: float) -> float:
+    """How far a run whose validation loss after interval ``k`` is ``val`` is ahead of the
+    reference: ``log(reference / val)`` for positive losses, else ``(reference - val) / scale``."""
+    r = reference.curve[k]
+    if not (math.isfinite(r) and math.isfinite(val)):
+        return 0.0
+    if reference.positive and val > 0:
+        return math.log(r / val)
+    return (r - val) / reference.scale
+
+
+class ReferenceCurves:
+    """Computes and caches reference curves for the episodes of one environment.
+
+    :param env: the environment whose rules the reference follows (its class and config)
+    :param cache_dir: a directory shared between processes, or None (memory only)
+    """
+
+    def __init__(self, env: Any, cache_dir: Optional[str] = None) -> None:
+        self._env_type = type(env)
+        self._config = replace(env.config, reward="delta", reference_cache=None, sensible_fraction=0.0)
+        self._memory: dict[str, Reference] = {}
+        self._dir = Path(cache_dir) if cache_dir else None
+        self.computed = 0  # reference runs this object trained (not read from a cache)
+
+    def key(self, task: Task, seed: int) -> str:
+        c = self._config
+        what = {
+            "task": task.name,
+            "optimizer": task.optimizer,
+            "start": asdict(task.default_hparams),
+            "budget": task.budget_examples,
+            "seed": int(seed),
+            "n_intervals": c.n_intervals,
+            "base_schedule": c.base_schedule,
+            "actions": asdict(c.actions),
+            "guard": asdict(c.guard),
+        }
+        return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+    def curve(self, task: Task, seed: int) -> Reference:
+        key = self.key(task, seed)
+        if key in self._memory:
+            return self._memory[key]
+        path = self._dir / f"{key}.json" if self._dir is not None else None
+        values: Optional[list[float]] = None
+        if path is not None and path.exists():
+            try:
+                values = [float(v) for v in json.loads(path.read_text())["curve"]]
+            except (OSError, ValueError, KeyError):
+                values = None  # a damaged file: compute again
+        if values is None:
+            values = self._run(task, seed)
+            self.computed += 1
+            if path is not None:
+                _write_json(path, {"task": task.name, "seed": int(seed), "curve": values})
+        ref = self._memory[key] = Reference.of(values)
+        return ref
+
+    def _run(self, task: Task, seed: int) -> list[float]:
+        env = self._env_type(replace(self._config))
+        _, info = env.reset(seed=int(seed), options={"task": task, "session_seed": int(seed)})
+        values = [float(info["val_loss"])]
+        zero = np.zeros(env.action_space.shape, dtype=np.float32)
+        done = False
+        while not done:
+            _, _, terminated, truncated, info = env.step(zero)
+            done = terminated or truncated
+            values.append(float(info["val_loss"]))
+        return values[: env.config.n_intervals]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)

@@ -145,7 +145,7 @@ class HyperparamControlEnv(gym.Env):
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)
         self._prev_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
-        self._prev_lead = self._lead(0, info["val_loss"])
+        self._prev_lead = self._lead(info["val_loss"])
         self._diverged_at_reset = lost
         return obs, info
 
@@ -174,7 +174,7 @@ class HyperparamControlEnv(gym.Env):
                 self._prev_val = val
         elif self._reference is not None:
             c = float(self.config.reward_clip)
-            now = self._lead(self.decision.interval - 1, val)
+            now = self._lead(val)
             reward = min(max(now - self._prev_lead, -c), c)
             self._prev_lead, self._prev_val = now, val
         else:
@@ -183,7 +183,7 @@ class HyperparamControlEnv(gym.Env):
             reward = min(max(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c), c)
             self._prev_val = val
         if info["diverged"] and self._reference is not None and math.isfinite(val):
-            self._prev_lead = self._lead(self.decision.interval - 1, val)
+            self._prev_lead = self._lead(val)
         truncated = self.session.done and not lost
         return obs, reward, lost, truncated, info
 
@@ -200,11 +200,11 @@ class HyperparamControlEnv(gym.Env):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _lead(self, k: int, val: float) -> float:
-        """The episode's lead over the reference run after interval ``k`` (0 without one)."""
-        if self._reference is None or not math.isfinite(val):
+    def _lead(self, val: float) -> float:
+        """The episode's lead over the reference run at the examples seen (0 without one)."""
+        if self._reference is None or self.session is None:
             return 0.0
-        return lead(self._reference, min(k, len(self._reference.curve) - 1), val)
+        return lead(self._reference, self.session.examples_seen, val)
 
     def _new_session(self, task: Task, seed: int) -> TrainingSession:
         return TrainingSession(task, device=self.config.device, seed=seed)

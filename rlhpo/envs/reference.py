@@ -34,29 +34,39 @@ class Reference:
     """A reference run's validation loss after each interval, and how to compare with it.
 
     :param curve: the validation loss in effect after each interval (the guard's verdict)
+    :param examples: the examples seen at each point of ``curve``
     :param positive: every loss of the curve is positive: leads are log ratios
     :param scale: the curve's range (first - lowest): leads are differences over it otherwise
     """
 
     curve: list[float]
+    examples: list[int]
     positive: bool
     scale: float
 
+    def at(self, examples: int) -> float:
+        """The reference's validation loss at ``examples`` seen: its last point at or before them
+        (a run whose batch overshoots an interval's end is compared at matched progress)."""
+        k = 0
+        while k + 1 < len(self.examples) and self.examples[k + 1] <= examples:
+            k += 1
+        return self.curve[k]
+
     @classmethod
-    def of(cls, values: list[float]) -> "Reference":
+    def of(cls, values: list[float], examples: Optional[list[int]] = None) -> "Reference":
         curve: list[float] = []
         for v in values:  # a lost reference run keeps its last finite loss
             curve.append(v if math.isfinite(v) else (curve[-1] if curve else math.inf))
         finite = [v for v in curve if math.isfinite(v)]
         positive = bool(finite) and min(finite) > 0
         scale = max(finite[0] - min(finite), 1e-6 * (1.0 + abs(finite[0]))) if finite else 1.0
-        return cls(curve, positive, scale)
+        return cls(curve, list(examples) if examples is not None else list(range(len(curve))), positive, scale)
 
 
-def lead(reference: Reference, k: int, val: float) -> float:
-    """How far a run whose validation loss after interval ``k`` is ``val`` is ahead of the
-    reference: ``log(reference / val)`` for positive losses, else ``(reference - val) / scale``."""
-    r = reference.curve[k]
+def lead(reference: Reference, examples: int, val: float) -> float:
+    """How far a run whose validation loss at ``examples`` seen is ``val`` is ahead of the
+    reference there: ``log(reference / val)`` for positive losses, else ``(reference - val) / scale``."""
+    r = reference.at(examples)
     if not (math.isfinite(r) and math.isfinite(val)):
         return 0.0
     if reference.positive and val > 0:
@@ -98,31 +108,33 @@ class ReferenceCurves:
         if key in self._memory:
             return self._memory[key]
         path = self._dir / f"{key}.json" if self._dir is not None else None
-        values: Optional[list[float]] = None
+        run: Optional[dict] = None
         if path is not None and path.exists():
             try:
-                values = [float(v) for v in json.loads(path.read_text())["curve"]]
-            except (OSError, ValueError, KeyError):
-                values = None  # a damaged file: compute again
-        if values is None:
-            values = self._run(task, seed)
+                run = json.loads(path.read_text())
+                run = {"curve": [float(v) for v in run["curve"]], "examples": [int(e) for e in run["examples"]]}
+            except (OSError, ValueError, KeyError, TypeError):
+                run = None  # a damaged file: compute again
+        if run is None:
+            run = self._run(task, seed)
             self.computed += 1
             if path is not None:
-                _write_json(path, {"task": task.name, "seed": int(seed), "curve": values})
-        ref = self._memory[key] = Reference.of(values)
+                _write_json(path, {"task": task.name, "seed": int(seed), **run})
+        ref = self._memory[key] = Reference.of(run["curve"], run["examples"])
         return ref
 
-    def _run(self, task: Task, seed: int) -> list[float]:
+    def _run(self, task: Task, seed: int) -> dict:
         env = self._env_type(replace(self._config))
         _, info = env.reset(seed=int(seed), options={"task": task, "session_seed": int(seed)})
-        values = [float(info["val_loss"])]
+        infos = [info]
         zero = np.zeros(env.action_space.shape, dtype=np.float32)
         done = False
         while not done:
             _, _, terminated, truncated, info = env.step(zero)
             done = terminated or truncated
-            values.append(float(info["val_loss"]))
-        return values[: env.config.n_intervals]
+            if info["examples"] > infos[-1]["examples"]:
+                infos.append(info)
+        return {"curve": [float(i["val_loss"]) for i in infos], "examples": [int(i["examples"]) for i in infos]}
 
 
 def _write_json(path: Path, obj: dict) -> None:

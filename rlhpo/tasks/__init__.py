@@ -14,6 +14,15 @@ synthetic_classification  meta_train  make_classification data, MLPs
 teacher_student           meta_train  regression onto a random MLP teacher, MLPs
 noisy_quadratic           meta_train  ill-conditioned noisy quadratic
 digits_mlp                meta_train  digits flattened, MLPs
+seq_recurrent             meta_train  LSTM / tanh RNN on parity, majority and recall token sequences
+set_attention             meta_train  nn.MultiheadAttention set network on generated 2-D point-set shapes
+shapes_conv               meta_train  Conv2d + GroupNorm/BatchNorm2d (residual) CNN on generated pattern images
+toy_lnresnet              meta_train  residual net + LayerNorm on lifted moons/circles/quantiles/blobs
+categorical_fm            meta_train  DeepFM on generated categorical records, 20-50 classes
+manifold_ae               meta_train  denoising autoencoder on swiss roll / S-curve / helix in 8-32 dims
+robust_regression         meta_train  wide-and-deep net, Huber or L1 loss, make_regression with outliers
+poisson_counts            meta_train  Fourier-feature log-link net, Poisson NLL on generated intensity counts
+hetero_gaussian           meta_train  mean + variance net, heteroscedastic Gaussian NLL (goes negative)
 algorithmic_seq           dev         tiny transformer on reverse/sort/cummax/count sequences
 friedman_resmlp           dev         residual MLP + LayerNorm on make_friedman1/2/3 regression
 count_poisson             dev         embedding + MLP log-link count model, Poisson loss
@@ -48,6 +57,10 @@ from rlhpo.tasks.base import (
     r2_score,
 )
 from rlhpo.tasks.charlm import CharLM
+from rlhpo.tasks.meta_regression import HeteroGaussian, PoissonCounts, RobustRegression
+from rlhpo.tasks.meta_sequence import RecurrentSequence, SetAttention
+from rlhpo.tasks.meta_tabular import CategoricalFM, ManifoldAutoencoder, ToyLNResNet
+from rlhpo.tasks.meta_vision import ShapesConv
 from rlhpo.tasks.regression import CountPoisson, FriedmanResMLP
 from rlhpo.tasks.series import SeriesConv
 from rlhpo.tasks.sklearn_data import DigitsCNN, DigitsMLP, Tabular
@@ -65,6 +78,15 @@ FAMILIES: dict[str, type[TaskFamily]] = {
         TeacherStudent,
         NoisyQuadratic,
         DigitsMLP,
+        RecurrentSequence,
+        SetAttention,
+        ShapesConv,
+        ToyLNResNet,
+        CategoricalFM,
+        ManifoldAutoencoder,
+        RobustRegression,
+        PoissonCounts,
+        HeteroGaussian,
         DigitsCNN,
         Tabular,
         CharLM,
@@ -75,7 +97,21 @@ FAMILIES: dict[str, type[TaskFamily]] = {
         CodeBagOfWords,
     )
 }
-META_TRAIN_FAMILIES: tuple[str, ...] = ("synthetic_classification", "teacher_student", "noisy_quadratic", "digits_mlp")
+META_TRAIN_FAMILIES: tuple[str, ...] = (
+    "synthetic_classification",
+    "teacher_student",
+    "noisy_quadratic",
+    "digits_mlp",
+    "seq_recurrent",
+    "set_attention",
+    "shapes_conv",
+    "toy_lnresnet",
+    "categorical_fm",
+    "manifold_ae",
+    "robust_regression",
+    "poisson_counts",
+    "hetero_gaussian",
+)
 #: clean held-out families for development decisions (share neither data nor architecture with meta-training)
 DEV_FAMILIES: tuple[str, ...] = ("algorithmic_seq", "friedman_resmlp", "count_poisson")
 #: clean held-out families reserved for the README's tables: never for development decisions

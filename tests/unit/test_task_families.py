@@ -33,11 +33,24 @@ from rlhpo.tasks.base import sample_default_hparams, split_arrays
 
 SCALE = 0.01  # every budget shrinks to max(64, 1% of the family's budget)
 SEEDS = (0, 1)
+#: the broad meta-training families (rlhpo.tasks.meta_*; tests/unit/test_meta_families.py tests them further)
+META_BROAD = (
+    "seq_recurrent",
+    "set_attention",
+    "shapes_conv",
+    "toy_lnresnet",
+    "categorical_fm",
+    "manifold_ae",
+    "robust_regression",
+    "poisson_counts",
+    "hetero_gaussian",
+)
 BUILTIN = (
     "synthetic_classification",
     "teacher_student",
     "noisy_quadratic",
     "digits_mlp",
+    *META_BROAD,
     "digits_cnn",
     "tabular",
     "char_lm",
@@ -353,7 +366,7 @@ def test_meta_train_and_held_out_groups_do_not_overlap():
     assert meta and held
     assert not meta & held
     assert meta == set(META_TRAIN_FAMILIES) and held == set(HELD_OUT_FAMILIES)
-    assert META_TRAIN_FAMILIES == ("synthetic_classification", "teacher_student", "noisy_quadratic", "digits_mlp")
+    assert META_TRAIN_FAMILIES == ("synthetic_classification", "teacher_student", "noisy_quadratic", "digits_mlp") + META_BROAD
     assert meta | held == set(BUILTIN)
     assert set(FAMILY_GROUPS["all"]) >= set(BUILTIN)
     # held-out families say what is new about them; meta-training ones need not

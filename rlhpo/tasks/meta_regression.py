@@ -5,14 +5,15 @@
   under a Huber or an L1 loss;
 * ``poisson_counts``: event counts drawn from a smooth random intensity over 1-4 numeric
   inputs (Gaussian bumps plus a trend); a Fourier-feature network with a log link under the
-  Poisson negative log-likelihood (``poisson_nll_loss``, which omits the ``log y!`` term and
-  so goes negative for large counts);
+  Poisson negative log-likelihood (with its ``log y!`` term, so it stays positive);
 * ``hetero_gaussian``: a random smooth mean with input-dependent noise; a network with a mean
   and a variance head under the heteroscedastic Gaussian negative log-likelihood, which goes
   below zero once the predicted variance is small (the data's noise is well below unit variance).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,7 +41,9 @@ from rlhpo.tasks.regression import deviance_explained
 # --------------------------------------------------------------------------- robust regression
 
 
-def huber(delta: float):  # type: ignore[no-untyped-def]
+def huber(delta: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The Huber loss with threshold ``delta`` (quadratic below it, linear above)."""
+
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return nn.functional.huber_loss(output.reshape(target.shape), target, delta=delta)
 
@@ -131,8 +134,11 @@ class RobustRegression(TaskFamily):
 
 
 def poisson_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``exp(o) - y o`` averaged: the Poisson NLL of log-rates ``o`` without the ``log y!`` term."""
-    return nn.functional.poisson_nll_loss(output.reshape(target.shape), target, log_input=True, full=False)
+    """The Poisson NLL of counts ``y`` given log-rates ``o``, ``exp(o) - y o + log y!`` averaged
+    (``log y!`` by Stirling's formula for ``y > 1``). With the ``log y!`` term it is a true
+    negative log-likelihood, so it stays > 0: only ``hetero_gaussian`` has a loss that goes
+    negative."""
+    return nn.functional.poisson_nll_loss(output.reshape(target.shape), target, log_input=True, full=True)
 
 
 POISSON_NLL = Objective(poisson_nll, deviance_explained, "deviance_explained")
@@ -159,10 +165,10 @@ def make_intensity_counts(rng: np.random.Generator, n: int) -> tuple[np.ndarray,
     bumps and a linear trend, scaled to a random mean count."""
     d = int(rng.integers(1, 5))
     x = rng.uniform(-1, 1, (n, d))
-    log_rate = x @ rng.normal(0, 0.5, d)
+    log_rate = x @ rng.normal(0, 0.8, d)
     for _ in range(int(rng.integers(1, 6))):
         c, w = rng.uniform(-1, 1, d), float(rng.uniform(0.15, 0.6))
-        log_rate += float(rng.normal(0, 1.0)) * np.exp(-np.sum((x - c) ** 2, axis=1) / (2 * w**2))
+        log_rate += float(rng.normal(0, 1.5)) * np.exp(-np.sum((x - c) ** 2, axis=1) / (2 * w**2))
     mean_count = float(10 ** rng.uniform(-0.5, 1.3))  # about 0.3 to 20 events
     rate = np.exp(log_rate) * mean_count / np.mean(np.exp(log_rate))
     return x.astype(np.float32), rng.poisson(rate).astype(np.float32), dict(inputs=d, mean_count=mean_count)

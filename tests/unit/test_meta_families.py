@@ -20,17 +20,8 @@ import torch
 from rlhpo.tasks import FAMILIES, META_TRAIN_FAMILIES, Task, make_family
 from rlhpo.training.session import TrainingSession
 
-NEW = (
-    "seq_recurrent",
-    "set_attention",
-    "shapes_conv",
-    "toy_lnresnet",
-    "categorical_fm",
-    "manifold_ae",
-    "robust_regression",
-    "poisson_counts",
-    "hetero_gaussian",
-)
+#: the families of the rlhpo.tasks.meta_* modules
+NEW = tuple(n for n, cls in FAMILIES.items() if cls.__module__.startswith("rlhpo.tasks.meta_"))
 CLASSIFIERS = ("seq_recurrent", "set_attention", "shapes_conv", "toy_lnresnet", "categorical_fm")
 SCALE = 0.05
 
@@ -55,7 +46,7 @@ def expected_output_shape(task: Task, batch: int) -> tuple[int, ...]:
 
 
 def test_registered_as_meta_training_families():
-    assert len(META_TRAIN_FAMILIES) >= 12
+    assert len(NEW) == 9 and len(META_TRAIN_FAMILIES) >= 12
     for name in NEW:
         assert name in META_TRAIN_FAMILIES and FAMILIES[name].name == name
         cls = FAMILIES[name]

@@ -53,11 +53,16 @@ def _bootstrap(per_task: np.ndarray, stat: Any) -> tuple[float, float, float]:
 
 def _pairs(df: pd.DataFrame, method: str, ref: str, col: str = "test_loss") -> tuple[pd.Series, pd.Series]:
     """``method``'s and the reference's values per (task, seed), on the task-seeds both have;
-    ref "best_no_tuning" is the per-task-seed best no-tuning baseline (chosen by validation)."""
+    ref "best_no_tuning" is the per-task-seed best no-tuning baseline (chosen by validation);
+    "oracle_no_tuning" the one with the lowest *test* loss (an oracle no user has: the long-run bar)."""
     a = df[df.method == method].set_index(["task", "seed"])
     if ref == "best_no_tuning":
         b = df[df.method.isin(NO_TUNING)]
         b = b[b.method == b.best_no_tuning].set_index(["task", "seed"])
+    elif ref == "oracle_no_tuning":
+        b = df[df.method.isin(NO_TUNING)].copy()
+        b["_test"] = np.where(b.diverged.astype(bool), np.inf, b.test_loss.astype(float))
+        b = b.sort_values("_test").groupby(["task", "seed"]).first()
     else:
         b = df[df.method == ref].set_index(["task", "seed"])
     both = a.index.intersection(b.index)

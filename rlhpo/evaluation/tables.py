@@ -65,10 +65,13 @@ def controller_table(df: pd.DataFrame, start: str) -> str:
     if "controller" not in set(d.method):
         return "The controller was not evaluated."
     rows = []
-    refs = [m for m in _methods(d) if m not in ("controller", "replay")] + ["best_no_tuning"]
+    refs = [m for m in _methods(d) if m not in ("controller", "replay")] + ["best_no_tuning", "oracle_no_tuning"]
     for ref in refs:
         c = compare(d, "controller", ref)
         if not c["n"]:
+            continue
+        if ref == "oracle_no_tuning":
+            rows.append(["oracle: best no-tuning by test loss", f"{c['n_wins']}/{c['n']}", _ci(c["win"]), _ci(c["ratio"]), "", ""])
             continue
         if ref == "best_no_tuning":
             b = d[d.method.isin(NO_TUNING) & (d.method == d.best_no_tuning)]

@@ -6,6 +6,8 @@ from rlhpo.control.actions import ActionConfig, ControlConfig
 from rlhpo.controller import Controller
 from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv, make_env
 from rlhpo.errors import ConfigError, ControllerError
+from rlhpo import recommend  # the warm start: a callable module, rlhpo.recommend(model, data, ...)
+from rlhpo.recommend import Recommendation
 from rlhpo.tasks import Hyperparams, Split, Task, TaskError, TaskFamily, register_family
 from rlhpo.training.sampler import MutableBatchSampler
 from rlhpo.training.session import TrainingSession
@@ -23,11 +25,13 @@ __all__ = [
     "HyperparamControlEnv",
     "Hyperparams",
     "MutableBatchSampler",
+    "Recommendation",
     "Split",
     "Task",
     "TaskError",
     "TaskFamily",
     "TrainingSession",
     "make_env",
+    "recommend",
     "register_family",
 ]

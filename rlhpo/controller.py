@@ -132,10 +132,14 @@ class Controller:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, policy: str | os.PathLike = "default", *, optimizer: torch.optim.Optimizer, total_examples: int, **kwargs: Any
+        cls, policy: str | os.PathLike = "default", *, optimizer: torch.optim.Optimizer, total_examples: int,
+        warm_start: bool = False, train_data: Any = None, **kwargs: Any,
     ) -> "Controller":
-        """Load the shipped policy (``"default"``), another pretrained name, or an artifact folder."""
-        return cls(load_artifact(policy), optimizer, total_examples, **kwargs)
+        """Load the shipped policy (``"default"``), another pretrained name, or an artifact folder. ``warm_start=True``
+        (with ``model=`` and ``train_data=``) starts from :func:`rlhpo.recommend`'s advice (see ``rlhpo.recommend.api.warm_start``)."""
+        controller = cls(load_artifact(policy), optimizer, total_examples, **kwargs)
+        from rlhpo.recommend.api import warm_start as start_warm  # here: rlhpo.recommend imports the controller's package
+        return start_warm(controller, train_data) if warm_start else controller
 
     def make_loader(self, dataset: Dataset, batch_size: Optional[int] = None, seed: int = 0, **loader_kwargs: Any) -> DataLoader:
         """A ``DataLoader`` over ``dataset`` whose batch size this controller sets; it counts the

@@ -25,6 +25,11 @@ METHODS: tuple[str, ...] = (
     "pbt",
     "controller",
     "replay",
+    # warm start (rlhpo.evaluation.warm): the start replaced by rlhpo.recommend, or an LR range test
+    "recommend_constant",
+    "recommend_cosine",
+    "recommend_controller",
+    "lr_range_cosine",
 )
 #: the no-tuning baselines a user picks today: one run from the start, nothing searched per task.
 #: "best no-tuning" is, per task-seed, the one of these with the lowest final VALIDATION loss
@@ -35,7 +40,7 @@ START_FREE_METHODS: tuple[str, ...] = ("optuna", "pbt")
 #: the start regimes (rlhpo.tasks.base.START_REGIMES), in the order the report lists them
 STARTS: tuple[str, ...] = ("sensible", "random")
 #: methods that need the policy artifact
-POLICY_METHODS: tuple[str, ...] = ("controller", "replay")
+POLICY_METHODS: tuple[str, ...] = ("controller", "replay", "recommend_controller")
 #: optional methods: (module to import, pip extra that provides it)
 OPTIONAL_METHODS: dict[str, tuple[str, str]] = {
     "optuna": ("optuna", "search"),

@@ -82,6 +82,7 @@ def optuna_search(
     device: str = "cpu",
     space: SearchSpace = SearchSpace(),
     writer: Any = None,
+    schedules: Optional[dict[str, Any]] = None,
 ) -> RunResult:
     """Static hyperparameter search with Optuna's TPE sampler, then one run with the best values.
 
@@ -97,12 +98,15 @@ def optuna_search(
     :param device: where to train
     :param space: the search ranges
     :param writer: a TensorBoard ``SummaryWriter`` for the final run
+    :param schedules: the schedules searched between, by name (default :data:`OPTUNA_SCHEDULES`;
+        the warm start's meta-dataset searches ``{"cosine": Cosine}`` only)
     :returns: the final run, with ``compute_examples`` = all trials' examples + the final run's
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = space.for_task(task)
+    schedules = OPTUNA_SCHEDULES if schedules is None else schedules
     spent = 0
 
     def objective(trial: "optuna.Trial") -> float:
@@ -112,7 +116,7 @@ def optuna_search(
             batch_size=trial.suggest_int("batch_size", *space.batch_size, log=True),
             weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
         )
-        schedule = OPTUNA_SCHEDULES[trial.suggest_categorical("schedule", list(OPTUNA_SCHEDULES))](hp)
+        schedule = schedules[trial.suggest_categorical("schedule", list(schedules))](hp)
         r = run_task(task, schedule, seed=seed + TRIAL_SEED_OFFSET, n_intervals=n_intervals, device=device)
         spent += r.compute_examples
         return _finite_or_inf(r.final_val_loss)
@@ -121,7 +125,7 @@ def optuna_search(
     study.optimize(objective, n_trials=n_trials)
     p = study.best_params
     best = Hyperparams(float(p["lr"]), int(p["batch_size"]), float(p["weight_decay"]))
-    schedule = OPTUNA_SCHEDULES[p["schedule"]](best)
+    schedule = schedules[p["schedule"]](best)
     result = run_task(task, schedule, seed=seed, n_intervals=n_intervals, device=device, writer=writer, method="optuna")
     result.compute_examples += spent
     result.info.update(tuned_lr=best.lr, tuned_batch_size=best.batch_size, tuned_weight_decay=best.weight_decay, tuned_schedule=p["schedule"])

@@ -30,6 +30,7 @@ from rlhpo.evaluation.baselines import (
 )
 from rlhpo.evaluation.frames import safe_name
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, Schedule, run_task
+from rlhpo.evaluation.warm import WARM_METHODS, run_warm
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import Hyperparams, Task, make_family
 
@@ -138,6 +139,8 @@ def run_job(job: Job) -> JobResult:
             result = optuna_search(
                 task, job.seed, job.optuna_trials, job.n_intervals, job.device, writer=writer
             )
+        elif job.method in WARM_METHODS:  # the start replaced by a recommendation or an LR range test
+            result = run_warm(job.method, task, job.seed, job.n_intervals, job.device, writer, job.policy)
         else:
             result = run_task(task, make_schedule(job), job.seed, job.n_intervals, job.device, writer, job.method)
     except Exception as e:

@@ -1,0 +1,1 @@
+# Hydra config of python -m rlhpo.recommend (the warm start's recommendation for one task)

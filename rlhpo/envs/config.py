@@ -102,6 +102,8 @@ class EnvConfig:
             raise ConfigError(f"env.base_schedule must be one of {list(BASE_SCHEDULES)}, got {self.base_schedule!r}")
         if self.reward not in REWARDS:
             raise ConfigError(f"env.reward must be one of {list(REWARDS)}, got {self.reward!r}")
+        if self.reference_cache is not None and not (isinstance(self.reference_cache, str) and self.reference_cache):
+            raise ConfigError(f"env.reference_cache must be null or a directory path, got {self.reference_cache!r}")
         if not (is_number(self.sensible_fraction) and 0 <= self.sensible_fraction <= 1):
             raise ConfigError(f"env.sensible_fraction must be a number in [0, 1], got {self.sensible_fraction!r}")
         jit = self.sensible_lr_jitter

@@ -122,3 +122,17 @@ def test_v1_artifact_still_runs_with_its_own_features():
     c = Controller(art, opt, total_examples=400, batch_size=16)
     c.begin()
     assert len(c.decision.features.names) == 19
+
+
+def test_the_shipped_recipe_composes_to_controller_v2():
+    from hydra import compose, initialize_config_module
+
+    from rlhpo.cli import to_dataclass
+    from rlhpo.metatrain.config import TrainConfig
+
+    with initialize_config_module("rlhpo.conf", version_base="1.3"):
+        cfg = to_dataclass(compose("train", overrides=["+experiment=default"]), TrainConfig)
+    env = cfg.env
+    assert (env.reward, env.base_schedule, env.feature_version, env.sensible_fraction) == ("reference", "cosine", 2, 0.5)
+    assert env.actions.batch_size.min_start_ratio == 1.0 and env.task_seeds == list(range(24))
+    assert cfg.total_timesteps == 81920

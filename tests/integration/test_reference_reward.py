@@ -128,8 +128,9 @@ def test_the_shipped_recipe_composes_to_controller_v2():
     from hydra import compose, initialize_config_module
 
     from rlhpo.cli import to_dataclass
-    from rlhpo.metatrain.config import TrainConfig
+    from rlhpo.metatrain.config import TrainConfig, register_configs
 
+    register_configs()
     with initialize_config_module("rlhpo.conf", version_base="1.3"):
         cfg = to_dataclass(compose("train", overrides=["+experiment=default"]), TrainConfig)
     env = cfg.env

@@ -7,9 +7,10 @@ recommendation, then a schedule.
   the learned controller;
 - ``lr_range_cosine``: an LR range test (Smith 2017; the rule of the ``torch-lr-finder`` package):
   from the task's initialisation, the lr grows exponentially from 1e-6 to 1 over
-  :data:`RANGE_STEPS` steps on a few hundred examples, and the pick is the lr of the steepest
-  descent of the smoothed loss (or a tenth of the loss minimum's lr, if that is smaller); then
-  warm-up + cosine at it (the start's batch size and weight decay).
+  :data:`RANGE_STEPS` steps on a few hundred examples (6% of the budget, 320 to 960), and the
+  pick is the lr of the steepest descent of the smoothed loss before its minimum (a tenth of the
+  minimum's lr if it never descends); then warm-up + cosine at it (the start's batch size and
+  weight decay).
 
 Probe examples (the range test's, and the recommendation's if its meta-model uses probe features)
 are taken out of the run's budget, so ``examples`` and ``compute_examples`` are the task's
@@ -33,10 +34,12 @@ from rlhpo.training.session import make_optimizer
 
 WARM_METHODS: tuple[str, ...] = ("recommend_constant", "recommend_cosine", "recommend_controller", "lr_range_cosine")
 #: the range test: steps, lr range, examples (a share of the budget, within bounds)
-RANGE_STEPS = 40
+RANGE_STEPS = 80
 RANGE_LR = (1e-6, 1.0)
-RANGE_EXAMPLES = (200, 800)
-RANGE_SHARE = 0.05
+RANGE_EXAMPLES = (320, 960)
+RANGE_SHARE = 0.06
+#: the weight of a new loss in the smoothed curve (torch-lr-finder's smooth_f is 0.05 over 100 steps)
+RANGE_SMOOTH = 0.2
 
 
 def lr_range_test(task: Task, seed: int = 0) -> tuple[float, dict]:
@@ -72,7 +75,7 @@ def _range_curve(task: Task, model: Any, opt: Any, sched: Any, bs: int, g: torch
         v = float(loss.detach())
         if not math.isfinite(v):
             break
-        smooth = v if smooth is None else 0.7 * smooth + 0.3 * v
+        smooth = v if smooth is None else (1 - RANGE_SMOOTH) * smooth + RANGE_SMOOTH * v
         losses.append(smooth)
         best = min(best, smooth)
         if smooth > 4 * best and len(losses) > 3:
@@ -81,13 +84,20 @@ def _range_curve(task: Task, model: Any, opt: Any, sched: Any, bs: int, g: torch
 
 
 def _suggest(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, dict]:
-    """Steepest descent of the loss against log lr, capped at a tenth of the minimum's lr."""
-    if len(losses) < 3:
+    """torch-lr-finder's suggestion: the lr of the steepest descent of the smoothed loss against
+    log lr, skipping the first 10% and last 5% of the points and anything after the loss minimum;
+    a tenth of the minimum's lr when the curve never descends there."""
+    if len(losses) < 5:
         lr = float(lrs[0]) if len(lrs) else RANGE_LR[0]
         return lr, dict(range_steepest_lr=lr, range_min_lr=lr, range_note="too few finite losses")
-    steepest = float(lrs[int(np.argmin(np.gradient(losses, np.log(lrs))))])
-    at_min = float(lrs[int(np.argmin(losses))])
-    return min(steepest, at_min / 10) if at_min / 10 > RANGE_LR[0] else steepest, dict(range_steepest_lr=steepest, range_min_lr=at_min)
+    at_min_i = int(np.argmin(losses))
+    at_min = float(lrs[at_min_i])
+    grad = np.gradient(losses, np.log(lrs))
+    lo, hi = max(1, len(losses) // 10), min(at_min_i + 1, len(losses) - max(1, len(losses) // 20))
+    if hi - lo >= 2 and grad[lo:hi].min() < 0:
+        steepest = float(lrs[lo + int(np.argmin(grad[lo:hi]))])
+        return steepest, dict(range_steepest_lr=steepest, range_min_lr=at_min, range_rule="steepest")
+    return max(at_min / 10, RANGE_LR[0]), dict(range_steepest_lr=float("nan"), range_min_lr=at_min, range_rule="min/10")
 
 
 def _recommended_start(task: Task, seed: int) -> tuple[Hyperparams, dict, int]:

@@ -129,10 +129,14 @@ def test_held_out_rows_are_refused(tmp_path):
 
 
 def test_lr_range_pick_is_the_steepest_descent():
-    lrs = np.geomspace(1e-6, 1, 40)
-    loss = 2.0 - np.tanh((np.log10(lrs) + 3) * 2)  # steepest at 1e-3, still falling at the end
+    lrs = np.geomspace(1e-6, 1, 80)
+    rng = np.random.default_rng(0)
+    # flat and noisy at small lrs (a noise minimum there must not win), steepest at 1e-3, blows up past 1e-1
+    loss = 2.0 - np.tanh((np.log10(lrs) + 3) * 2) + 0.01 * rng.standard_normal(80) + np.where(lrs > 0.1, 50 * lrs, 0)
     lr, info = _suggest(lrs, loss)
     assert 5e-4 < info["range_steepest_lr"] < 2e-3 and lr == pytest.approx(info["range_steepest_lr"])
+    rising = np.linspace(1, 2, 80)  # never descends: a tenth of the minimum's lr
+    assert _suggest(lrs, rising)[1]["range_rule"] == "min/10"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _suggest(lrs[:2], loss[:2])[1]["range_note"]

@@ -140,3 +140,18 @@ def test_lr_range_pick_is_the_steepest_descent():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _suggest(lrs[:2], loss[:2])[1]["range_note"]
+
+
+def test_targets_ratios_pair_runs_of_the_same_task_seed():
+    import pandas as pd
+
+    from rlhpo.recommend.targets import ratio, report, table
+
+    rows = [dict(task=t, family="f", start=s, seed=0, group="main", method=m, test_loss=v, examples=100, compute_examples=100)
+            for t in ("a", "b") for s in ("sensible", "random")
+            for m, v in (("constant", 2.0), ("controller", 1.0), ("recommend_controller", 0.5), ("optuna", 0.4),
+                         ("recommend_cosine", 1.0), ("lr_range_cosine", 4.0))]
+    piv = table(pd.DataFrame(rows))
+    assert ratio(piv, "recommend_controller", "controller", "sensible").r.tolist() == [0.5, 0.5]
+    text = report(pd.DataFrame(rows))
+    assert "T1 random: recommend_controller / optuna: median 1.250" in text and "T3 recommend_cosine / lr_range_cosine: median 0.250" in text

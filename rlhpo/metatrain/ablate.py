@@ -10,7 +10,8 @@ run once. One row per variant in ``ablations.md`` / ``ablations.csv``:
 * the same against the best no-tuning baseline from random starts;
 * closed loop vs its own open-loop replay (the feedback's worth);
 * the freezing exploit: median final lr over the start's lr and final batch size over the start's;
-* median wall-clock over constant's at the same example budget; diverged runs.
+* median wall-clock over constant's at the same example budget (constant runs again beside each
+  variant's controller: wall seconds are comparable only within one run of jobs); diverged runs.
 
 Resumable: a variant whose ``policy/`` exists is not trained again (an interrupted one resumes
 from its last checkpoint), and the evaluations resume from their ``results.jsonl``.
@@ -110,7 +111,8 @@ def row(name: str, runs: pd.DataFrame, base: pd.DataFrame) -> dict:
     out["closed vs replay"] = _cell(_ratios(ctrl, rp))
     out["final lr / start"] = f"{np.median(ctrl['lr_last'] / ctrl['start_lr']):.3g}"
     out["final batch / start"] = f"{np.median(ctrl['batch_size_last'] / ctrl['start_batch_size']):.3g}"
-    const = base[base["method"] == "constant"]
+    # wall seconds: against constant run beside the controller (same machine load), if there
+    const = runs[runs["method"] == "constant"] if (runs["method"] == "constant").any() else base[base["method"] == "constant"]
     w = ctrl.merge(const, on=["task", "start", "seed"], suffixes=("", "_o"))
     out["wall / constant"] = f"{np.median(w['wall_s'] / w['wall_s_o']):.2f}"
     out["steps / constant"] = f"{np.median(w['steps'] / w['steps_o']):.2f}"
@@ -148,7 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rows = []
     for name, policy in policies.items():
         path = policy or str(train_variant(name, args.steps, args.out, args.seed))
-        runs = evaluate(path, ["controller", "replay"], args.out / f"eval_{name}", args.n_tasks, args.seeds, args.n_jobs)
+        # constant again beside the controller: wall seconds compare only within one run of jobs
+        runs = evaluate(path, ["constant", "controller", "replay"], args.out / f"eval_{name}", args.n_tasks, args.seeds, args.n_jobs)
         rows.append(row(name, runs, base))
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "ablations.csv", index=False)

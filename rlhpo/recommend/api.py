@@ -41,8 +41,9 @@ class Recommendation:
     :param hparams: the recommended starting lr, batch size and weight decay (within the search
         bounds: lr in [1e-5, 1], batch size in [8, 512] capped at the training-set size, weight
         decay in [1e-6, 0.1])
-    :param confidence: 1 / (1 + sd), sd the meta-model's standard deviation of log10(lr): 1 is
-        certain, 0.5 is +-1 decade; 0 for a fallback
+    :param confidence: 1 / (1 + sd), sd the meta-model's standard deviation of log10(lr), scaled so
+        that +-1 sd held 68% of the held-out families' tasks in leave-one-family-out: 1 is certain,
+        0.5 is +-1 decade; 0 for a fallback
     :param lr_range: lr * 10**(-sd) .. lr * 10**sd: the advice widens as the meta-model is less sure
     :param nearest: the nearest meta-training tasks (task, family, distance, their best values)
     :param model: which meta-model and feature set produced it ("fallback" if none)
@@ -89,15 +90,17 @@ class Recommendation:
 def fitted(kind: Optional[str] = None, features: Optional[str] = None) -> tuple[MetaModel, MetaModel, list[dict]]:
     """The chosen meta-model (or ``kind`` on ``features``), a kNN for the nearest tasks, and the
     meta-dataset rows they were fitted on (those with every feature)."""
-    chosen = json.loads(SELECTION.read_text())["chosen"] if SELECTION.exists() else {"model": "knn", "features": "static"}
-    kind, features = kind or chosen["model"], features or chosen["features"]
+    selection = json.loads(SELECTION.read_text()) if SELECTION.exists() else {"chosen": {"model": "knn", "features": "static"}, "table": []}
+    kind, features = kind or selection["chosen"]["model"], features or selection["chosen"]["features"]
+    entry = next((r for r in selection["table"] if (r["model"], r["features"]) == (kind, features)), {})
     rows = load_meta_dataset()
     X, Y, opts, _ = dataset_arrays(rows, features)
     if len(Y) < 5:
         raise ValueError(f"the meta-dataset has {len(Y)} usable row(s); at least 5 are needed")
     names = FEATURE_SETS[features]
     rows = [r for r in rows if not np.isnan(feature_row(r, names)).any()]
-    return MetaModel(kind, features).fit(X, Y, opts), MetaModel("knn", features, k=5).fit(X, Y, opts), rows
+    model = MetaModel(kind, features, sd_scale=float(entry.get("lr_sd_scale", 1.0))).fit(X, Y, opts)
+    return model, MetaModel("knn", features, k=5).fit(X, Y, opts), rows
 
 
 def user_values(optimizer: Any, train_data: Any, kind: str) -> Hyperparams:
@@ -169,7 +172,7 @@ def _advice(chosen: MetaModel, knn: MetaModel, rows: list[dict], x: np.ndarray, 
     mu, sd = chosen.predict(x[None, :], [feats.optimizer])
     lr, bs, wd = to_hparams_values(feats.optimizer, mu[0])
     hp = clip_to_space(lr, bs, wd, feats.n_train)
-    s = float(sd[0, 0]) if math.isfinite(sd[0, 0]) else 3.0
+    s = float(sd[0, 0]) * chosen.sd_scale if math.isfinite(sd[0, 0]) else 3.0
     j, d, _ = knn.neighbours(knn._z(x)[0], feats.optimizer)
     nearest = [dict(task=rows[i]["task"], family=rows[i]["family"], distance=float(di), best_lr=rows[i]["best_lr"],
                     best_batch_size=rows[i]["best_batch_size"], best_weight_decay=rows[i]["best_weight_decay"])

@@ -84,6 +84,8 @@ class MetaModel:
     kind: str
     features: str = "static"
     k: int = 7
+    #: multiplies the lr's sd so that +-1 sd holds 68% of held-out families' tasks (leave-one-family-out)
+    sd_scale: float = 1.0
 
     def fit(self, X: np.ndarray, Y: np.ndarray, opts: Sequence[str]) -> "MetaModel":
         from sklearn.preprocessing import StandardScaler

@@ -19,7 +19,9 @@ from rlhpo.recommend.models import MODEL_KINDS, SELECTION, MetaModel, dataset_ar
 def leave_one_family_out(rows: list[dict], kinds: Sequence[str] = MODEL_KINDS, feature_sets: Sequence[str] = ("static", "probe")) -> list[dict]:
     """Per (model, feature set): absolute errors on each held-out family's tasks, fitted on the
     other families: the median (over all tasks) per target, in decades for lr and weight decay
-    and in factors of 2 for the batch size; also the coverage of the lr's +-1 sd interval."""
+    and in factors of 2 for the batch size; also the coverage of the lr's +-1 sd interval and
+    ``lr_sd_scale``, the factor that makes it hold 68% of the held-out tasks (the recommendation's
+    lr range is the model's sd times it)."""
     table = []
     for fs in feature_sets:
         X, Y, opts, fams = dataset_arrays(rows, fs)
@@ -27,17 +29,19 @@ def leave_one_family_out(rows: list[dict], kinds: Sequence[str] = MODEL_KINDS, f
         for kind in kinds:
             if kind == "prior" and fs != "static":
                 continue
-            err, cover = np.zeros_like(Y), np.zeros(len(Y), bool)
+            err, cover, z = np.zeros_like(Y), np.zeros(len(Y), bool), np.zeros(len(Y))
             for fam in sorted(set(fams)):
                 test = fams_a == fam
                 m = MetaModel(kind, fs).fit(X[~test], Y[~test], opts_a[~test])
                 mu, sd = m.predict(X[test], opts_a[test])
                 err[test] = np.abs(mu - Y[test])
                 cover[test] = err[test][:, 0] <= sd[:, 0]
+                z[test] = err[test][:, 0] / np.maximum(sd[:, 0], 1e-3)
             per_family = {f: round(float(np.median(err[fams_a == f, 0])), 3) for f in sorted(set(fams))}
             table.append(dict(model=kind, features=fs, n=len(Y), lr_decades=round(float(np.median(err[:, 0])), 3),
                               batch_log2=round(float(np.median(err[:, 1])), 3), wd_decades=round(float(np.median(err[:, 2])), 3),
-                              lr_sd_coverage=round(float(cover.mean()), 2), lr_decades_by_family=per_family))
+                              lr_sd_coverage=round(float(cover.mean()), 2), lr_sd_scale=round(float(np.quantile(z, 0.68)), 3),
+                              lr_decades_by_family=per_family))
     return table
 
 

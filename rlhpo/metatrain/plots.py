@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 PANELS = (
-    ("rollout/ep_rew_mean", "meta-training return\n(log val-loss reduction per episode)"),
+    ("rollout/ep_rew_mean", "meta-training return\n(the episode's reward summed)"),
     ("eval/log_improvement_vs_default", "held-out: log(default / controller\nfinal val loss), > 0 is better"),
     ("train/value_loss", "PPO value loss"),
     ("throughput/env_steps_per_s", "env steps per second"),

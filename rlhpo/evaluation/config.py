@@ -25,6 +25,8 @@ METHODS: tuple[str, ...] = (
     "pbt",
     "controller",
     "replay",
+    # the controller-v1 policy (rlhpo/pretrained/v1), kept as a row so the change is visible
+    "controller_v1",
     # warm start (rlhpo.evaluation.warm): the start replaced by rlhpo.recommend, or an LR range test
     "recommend_constant",
     "recommend_cosine",

@@ -122,6 +122,8 @@ def make_schedule(job: Job) -> Schedule:
         return ControllerSchedule(load_artifact(job.policy or "default"))
     if job.method == "replay":
         return Replay(job.replay or [])
+    if job.method == "controller_v1":
+        return ControllerSchedule(load_artifact("v1"))
     raise ValueError(f"{job.method!r} is not a single-run method")
 
 

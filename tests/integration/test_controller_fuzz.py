@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
+from rlhpo.control.decision import base_factor
 from rlhpo.control.features import CLIP, N_FEATURES
 from rlhpo.controller import Controller
 from rlhpo.errors import ControllerError
@@ -75,8 +76,11 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
         assert obs.shape == (N_FEATURES,) and np.isfinite(obs).all() and (np.abs(obs) <= CLIP).all(), obs
     if c.examples_seen == 0:
         return  # not begun: the optimizer still holds the user's own values
+    # the bounds hold the policy's lr level; the base schedule multiplies it by a factor in (0, 1]
+    n = c.spec.n_intervals
+    lowest = min(base_factor(c.spec.base_schedule, k, n) for k in range(n))
     for g in c.optimizer.param_groups:
-        assert math.isfinite(g["lr"]) and bounds.lr.min <= g["lr"] <= bounds.lr.max, g["lr"]
+        assert math.isfinite(g["lr"]) and bounds.lr.min * lowest * (1 - 1e-9) <= g["lr"] <= bounds.lr.max, g["lr"]
         if c.controls_weight_decay:
             wd = g["weight_decay"]
             assert math.isfinite(wd) and bounds.weight_decay.min <= wd <= bounds.weight_decay.max, wd
@@ -85,7 +89,7 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
     # user's own, declined with a warning, and recorded as it is
     assert 1 <= bs and (bs <= bounds.batch_size.max or not c.control_batch_size)
     for h in c.history:
-        assert bounds.lr.min <= h["lr"] <= bounds.lr.max and 1 <= h["batch_size"]
+        assert bounds.lr.min * lowest * (1 - 1e-9) <= h["lr"] <= bounds.lr.max and 1 <= h["batch_size"]
         assert h["batch_size"] <= bounds.batch_size.max or not c.control_batch_size
 
 

@@ -62,7 +62,8 @@ def base_factor(schedule: str, k: int, n_intervals: int) -> float:
         return 1.0
     if k <= 0:
         return 0.5
-    t = min((k - 0.5) / (n_intervals - 1), 1.0)
+    # past the last interval (a loop that trains beyond its budget) the last interval's factor holds
+    t = (min(k, n_intervals - 1) - 0.5) / (n_intervals - 1)
     return 0.5 * (1.0 + math.cos(math.pi * t))
 
 

@@ -14,6 +14,7 @@ import rlhpo
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import (
     DIVERGENCE_FACTOR,
+    base_factor,
     DecisionPath,
     interval_end,
     is_diverged,
@@ -108,11 +109,14 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
     before = c.hparams
     c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100)
     assert not c.history[-1]["diverged"]
-    lr = c.hparams.lr
+    level = lambda: math.exp(c.decision.actions.z[0])  # noqa: E731  (the lr the base schedule multiplies)
+    lr = level()
     c.decide(IntervalStats(steps=5, loss_mean=1.0), DIVERGENCE_FACTOR * 2.0, examples_seen=200)
     assert c.history[-1]["diverged"]
     # the guard's response, as in the env: the last good state back and the lr cut, the policy's action set aside
-    assert c.hparams.lr == pytest.approx(lr * art.spec.guard_config().lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
+    assert level() == pytest.approx(lr * art.spec.guard_config().lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
+    n = art.spec.n_intervals
+    assert c.hparams.lr == pytest.approx(level() * base_factor(art.spec.base_schedule, c.decision.interval, n))
     assert before.lr == pytest.approx(1e-3)
 
 
@@ -149,13 +153,15 @@ def test_write_hparams_is_the_one_writer():
 def test_controller_start_clips_into_the_policy_bounds_like_the_env():
     art = load_artifact("default")
     task = make_tiny_task(lr=50.0, batch_size=16)  # lr above the policy's bound of 10
-    env = rlhpo.make_env(n_intervals=art.spec.n_intervals, actions=art.spec.action_config())
+    env = rlhpo.make_env(n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), **art.spec.decision_kwargs())
     _, info = env.reset(seed=0, options={"task": task})
     model = task.model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=50.0)
     c = Controller(art, opt, task.budget_examples, batch_size=16)
     c.begin()
-    assert c.hparams.lr == info["lr"] == art.spec.action_config().lr.max
+    # the level is clipped to the bound; the first interval runs at the base schedule's warm-up factor
+    first = base_factor(art.spec.base_schedule, 0, art.spec.n_intervals)
+    assert c.hparams.lr == info["lr"] == pytest.approx(art.spec.action_config().lr.max * first)
     assert math.isfinite(c.hparams.weight_decay)
 
 
@@ -170,4 +176,6 @@ def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch
     c = Controller(art, opt, total_examples=2000, batch_size=10, guard=guard, control_batch_size=False)
     for k in range(6):
         c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
-    assert opt.param_groups[0]["lr"] == pytest.approx(4e-3)
+    assert math.exp(c.decision.actions.z[0]) == pytest.approx(4e-3)  # the level, capped at 4x the start
+    factor = base_factor(art.spec.base_schedule, c.decision.interval, art.spec.n_intervals)
+    assert opt.param_groups[0]["lr"] == pytest.approx(4e-3 * factor)

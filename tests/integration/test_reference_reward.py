@@ -42,6 +42,7 @@ def test_base_factor_is_warmup_then_cosine_to_zero():
     assert all(a >= b for a, b in zip(f[1:], f[2:]))  # decays monotonically
     assert f[-1] < 0.01
     assert all(base_factor("none", k, n) == 1.0 for k in range(n))
+    assert base_factor("cosine", n + 5, n) == f[-1] > 0  # past the budget: never zero
 
 
 def test_zero_actions_earn_exactly_zero_the_reference_is_the_null_policy(tmp_path):

@@ -45,7 +45,7 @@ RANGE_SMOOTH = 0.2
 def lr_range_test(task: Task, seed: int = 0) -> tuple[float, dict]:
     """The range test's lr pick on a copy of the task's model (its initialisation at ``seed``);
     returns (lr, info with the curve's size, both candidate lrs and ``probe_examples``)."""
-    n_examples = int(np.clip(RANGE_SHARE * task.budget_examples, *RANGE_EXAMPLES))
+    n_examples = int(min(np.clip(RANGE_SHARE * task.budget_examples, *RANGE_EXAMPLES), MAX_PROBE_SHARE * task.budget_examples))
     bs = max(2, min(task.default_hparams.batch_size, n_examples // RANGE_STEPS, len(task.train)))
     lrs = np.geomspace(*RANGE_LR, RANGE_STEPS)
     with torch.random.fork_rng(devices=[]):
@@ -100,10 +100,17 @@ def _suggest(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, dict]:
     return max(at_min / 10, RANGE_LR[0]), dict(range_steepest_lr=float("nan"), range_min_lr=at_min, range_rule="min/10")
 
 
+#: a probe may take at most this share of a run's budget (above: no probe features, and a shorter
+#: range test), so that a tiny budget is not spent on probing
+MAX_PROBE_SHARE = 0.25
+
+
 def _recommended_start(task: Task, seed: int) -> tuple[Hyperparams, dict, int]:
     from rlhpo.recommend.api import recommend_task
 
     rec = recommend_task(task, seed=seed)
+    if rec.probe_examples > MAX_PROBE_SHARE * task.budget_examples:
+        rec = recommend_task(task, seed=seed, probe=False)  # the probe ran on a copy; it is not charged
     info = {f"recommended_{k}": v for k, v in rec.record().items() if k in ("lr", "batch_size", "weight_decay", "confidence", "model", "fallback")}
     return rec.hparams, info, rec.probe_examples
 

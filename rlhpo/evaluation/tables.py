@@ -152,6 +152,24 @@ def losses_list(df: pd.DataFrame) -> list[str]:
     return out or ["- nowhere in these runs."]
 
 
+def targets_table(df: pd.DataFrame, start: str) -> str:
+    """The controller against each no-tuning baseline, by the bar a user sets: wins on at least
+    60% of task-seeds, median test-loss ratio at most 0.97, no family median above 1.05."""
+    d = _main(df, start)
+    rows = []
+    for ref in [m for m in NO_TUNING if m in set(d.method)]:
+        c = compare(d, "controller", ref)
+        if not c["n"]:
+            continue
+        fam = {f: compare(d[d.family == f], "controller", ref)["ratio"][0] for f in sorted(set(d.family))}
+        worst = max(fam, key=lambda f: fam[f])
+        ok = c["n_wins"] >= 0.6 * c["n"] and c["ratio"][0] <= 0.97 and fam[worst] <= 1.05
+        rows.append([ref, f"{c['n_wins']}/{c['n']} ({c['n_wins'] / c['n']:.0%})", _fmt(c["ratio"][0], 3),
+                     f"{_fmt(fam[worst], 3)} ({worst})", "met" if ok else "missed"])
+    header = ["baseline", "controller wins (>= 60%)", "median ratio (<= 0.97)", "worst family median (<= 1.05)", "target"]
+    return _markdown(header, rows)
+
+
 def _replay_line(df: pd.DataFrame, start: str) -> str:
     rep = df[(df.group == "replay") & (df.start == start)]
     ctrl = rep[rep.method == "controller"].set_index(["task", "seed"]).test_loss
@@ -202,6 +220,11 @@ def readme_tables(df: pd.DataFrame) -> str:
             "The controller against each baseline:",
             "",
             controller_table(df, start),
+            "",
+            "Against each no-tuning baseline, the bar (wins on at least 60% of task-seeds, median ratio at most 0.97, "
+            "no family median above 1.05):",
+            "",
+            targets_table(df, start),
             "",
             "Per family:",
             "",

@@ -72,7 +72,7 @@ def loss_gap(a: float, b: float, positive: bool, scale: float) -> float:
     if not (math.isfinite(a) and math.isfinite(b)):
         return CLIP if not math.isfinite(a) else 0.0
     if positive and a > 0 and b > 0:
-        return math.log(a / b)
+        return math.log(a) - math.log(b)  # not log(a / b): the quotient can underflow to 0
     return (a - b) / scale
 
 

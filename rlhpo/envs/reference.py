@@ -70,7 +70,7 @@ def lead(reference: Reference, examples: int, val: float) -> float:
     if not (math.isfinite(r) and math.isfinite(val)):
         return 0.0
     if reference.positive and val > 0:
-        return math.log(r / val)
+        return math.log(r) - math.log(val)  # the quotient could underflow
     return (r - val) / reference.scale
 
 

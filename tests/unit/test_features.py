@@ -627,3 +627,10 @@ def test_v2_negative_losses_are_compared_over_the_run_range():
     assert -CLIP < f(plain[3], "log_val_loss_ratio") < 0
     v1 = run(0.0, version=1)[3]
     assert f(v1, "log_val_loss_ratio") == -CLIP  # what version 1 did: the clamp saturates
+
+
+def test_v2_extreme_positive_losses_do_not_underflow():
+    fx = extractor()
+    s = stats(loss=1.1e105, first=0.0, second=0.0, std=0.0, grad=0.0, ratio=0.0)
+    for _ in range(2):
+        check_vector(observe(fx, s, val=2.7e-219, lr=1.0))

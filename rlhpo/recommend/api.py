@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhpo.evaluation.search import SearchSpace
+from rlhpo.tasks.space import SearchSpace
 from rlhpo.recommend.meta_features import MetaFeatures, data_length, meta_features, optimizer_kind, warn
 from rlhpo.recommend.models import (
     FEATURE_SETS,

@@ -120,6 +120,14 @@ def row(name: str, runs: pd.DataFrame, base: pd.DataFrame) -> dict:
     return out
 
 
+def table_text(allruns: pd.DataFrame) -> str:
+    """The ablation table from every run (a ``variant`` column; the baselines as ``baselines``)."""
+    base = allruns[allruns["variant"] == "baselines"]
+    names = [v for v in dict.fromkeys(allruns["variant"]) if v != "baselines"]
+    table = pd.DataFrame([row(v, allruns[allruns["variant"] == v], base) for v in names])
+    return markdown(table)
+
+
 def markdown(table: pd.DataFrame) -> str:
     cols = [str(c) for c in table.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -147,20 +155,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     base = evaluate(None, BASELINES, args.out / "baselines", args.n_tasks, args.seeds, args.n_jobs)
     policies = {v: (FIXED[v] if v in FIXED else None) for v in args.variants}
     policies.update(dict(e.split("=", 1) for e in args.extra))
-    rows = []
+    frames = [base.assign(variant="baselines")]
     for name, policy in policies.items():
         path = policy or str(train_variant(name, args.steps, args.out, args.seed))
         # constant again beside the controller: wall seconds compare only within one run of jobs
         runs = evaluate(path, ["constant", "controller", "replay"], args.out / f"eval_{name}", args.n_tasks, args.seeds, args.n_jobs)
-        rows.append(row(name, runs, base))
-        table = pd.DataFrame(rows)
-        table.to_csv(args.out / "ablations.csv", index=False)
-        text = f"PPO steps per trained variant: {args.steps}; dev split, {args.n_tasks} tasks x {args.seeds} seeds per family\n\n"
-        text += markdown(table)
+        frames.append(runs.assign(variant=name))
+        allruns = pd.concat(frames, ignore_index=True)
+        allruns.to_csv(args.out / "ablations_runs.csv", index=False)
+        text = table_text(allruns)
         (args.out / "ablations.md").write_text(text)
         if args.table:
             args.table.write_text(text)
-        print(table.to_string(index=False), flush=True)
+            allruns.to_csv(args.table.with_name("ablations_runs.csv"), index=False)
+        print(text, flush=True)
 
 
 if __name__ == "__main__":

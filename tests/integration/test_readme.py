@@ -35,3 +35,16 @@ def test_readme_results_tables_are_the_committed_csv_s():
 
     csv = README.parent / "docs" / "results" / "evaluate_runs.csv"
     assert readme_block(pd.read_csv(csv)) in README.read_text()
+
+
+def test_readme_ablation_table_is_the_committed_one():
+    """The controller-v2 ablation table in README is docs/results/ablations.md verbatim, and that
+    file is the table `python -m rlhpo.metatrain.ablate` computes from the committed runs CSV."""
+    import pandas as pd
+
+    from rlhpo.metatrain.ablate import table_text
+
+    results = README.parent / "docs" / "results"
+    text = (results / "ablations.md").read_text()
+    assert text in README.read_text()
+    assert table_text(pd.read_csv(results / "ablations_runs.csv")) == text

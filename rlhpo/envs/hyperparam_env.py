@@ -15,7 +15,7 @@ from rlhpo.control.decision import DecisionPath
 from rlhpo.control.features import CLIP, feature_names
 from rlhpo.envs.config import EnvConfig
 from rlhpo.envs.reference import ReferenceCurves, lead
-from rlhpo.tasks import FAMILIES, Hyperparams, Task, TaskFamily
+from rlhpo.tasks import FAMILIES, Task, TaskFamily
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.training.session import TrainingSession, remember_valid
 
@@ -102,8 +102,7 @@ class HyperparamControlEnv(gym.Env):
             return task
         task = task.with_start("sensible")
         factor = float(c.sensible_lr_jitter[int(rng.integers(len(c.sensible_lr_jitter)))])
-        hp = task.default_hparams
-        return replace(task, default_hparams=Hyperparams(hp.lr * factor, hp.batch_size, hp.weight_decay))
+        return replace(task, default_hparams=replace(task.default_hparams, lr=task.default_hparams.lr * factor))
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -171,7 +170,7 @@ class HyperparamControlEnv(gym.Env):
             # examples since it are spent; the penalty is the step's reward
             reward = -self.config.divergence_penalty
             if math.isfinite(val):
-                self._prev_val = val
+                self._prev_val, self._prev_lead = val, self._lead(val)
         elif self._reference is not None:
             c = float(self.config.reward_clip)
             now = self._lead(val)
@@ -182,8 +181,6 @@ class HyperparamControlEnv(gym.Env):
             # both losses are finite here (else the step diverged): min/max clip as np.clip does, without numpy's cost
             reward = min(max(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c), c)
             self._prev_val = val
-        if info["diverged"] and self._reference is not None and math.isfinite(val):
-            self._prev_lead = self._lead(val)
         truncated = self.session.done and not lost
         return obs, reward, lost, truncated, info
 

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from rlhpo.control.features import loss_gap
 from rlhpo.tasks import Task
 
 
@@ -69,9 +70,7 @@ def lead(reference: Reference, examples: int, val: float) -> float:
     r = reference.at(examples)
     if not (math.isfinite(r) and math.isfinite(val)):
         return 0.0
-    if reference.positive and val > 0:
-        return math.log(r) - math.log(val)  # the quotient could underflow
-    return (r - val) / reference.scale
+    return loss_gap(r, val, reference.positive, reference.scale)  # the features' comparison of two losses
 
 
 class ReferenceCurves:
@@ -85,6 +84,7 @@ class ReferenceCurves:
         self._env_type = type(env)
         self._config = replace(env.config, reward="delta", reference_cache=None, sensible_fraction=0.0)
         self._memory: dict[str, Reference] = {}
+        self._env: Any = None  # the environment reference runs train in, built at the first one
         self._dir = Path(cache_dir) if cache_dir else None
         self.computed = 0  # reference runs this object trained (not read from a cache)
 
@@ -124,7 +124,9 @@ class ReferenceCurves:
         return ref
 
     def _run(self, task: Task, seed: int) -> dict:
-        env = self._env_type(replace(self._config))
+        if self._env is None:
+            self._env = self._env_type(replace(self._config))
+        env = self._env
         _, info = env.reset(seed=int(seed), options={"task": task, "session_seed": int(seed)})
         infos = [info]
         zero = np.zeros(env.action_space.shape, dtype=np.float32)

@@ -33,6 +33,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from rlhpo.evaluation.config import NO_TUNING
+
 #: variant -> Hydra overrides of ``python -m rlhpo.train`` (the v2 recipe is the defaults)
 VARIANTS: dict[str, list[str]] = {
     "v2": [],
@@ -47,7 +49,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 #: policies evaluated as they are (no training): the shipped v1 policy
 FIXED: dict[str, str] = {"v1_shipped": "v1"}
-BASELINES = ["constant", "cosine", "calibrated", "schedulefree", "prodigy"]
+#: the no-tuning baselines, run once
+BASELINES = list(NO_TUNING)
 
 
 def train_variant(name: str, steps: int, out: Path, seed: int) -> Path:

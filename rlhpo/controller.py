@@ -1,14 +1,17 @@
 """The pretrained controller, driving any PyTorch training loop the way a scheduler does.
 
-    controller = rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=50_000)
-    loader = controller.make_loader(train_dataset)          # its batch size is controlled too
-    for x, y in controller.batches(loader):                  # stops when the budget is spent
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(); loss.backward(); opt.step()
-        controller.step(loss)                                # sets lr / weight decay / batch size
+    controller = rlhpo.Controller(opt, total_steps=epochs * len(loader))   # like OneCycleLR
+    for epoch in range(epochs):
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+            controller.step(loss)                            # sets lr / weight decay
 
-Each step counts the examples it really trained (see :mod:`rlhpo.controller_loops`); each param
-group keeps its ratio to the first (see :class:`rlhpo.training.hparams.GroupRatios`).
+Opt-in: ``controller.make_loader(dataset)`` lets it set the batch size too (the budget is then
+counted in examples); ``val_loss_fn=`` gives it a validation loss; ``model=`` lets the guard
+snapshot buffers (BatchNorm) and counts examples from the model's inputs. What a loop can get
+wrong is said when it happens (:mod:`rlhpo.controller_budget`). Each param group keeps its ratio
+to the first (see :class:`rlhpo.training.hparams.GroupRatios`).
 
 The controller computes its observations with :mod:`rlhpo.control.features` (the code the environment
 uses) and maps actions with :mod:`rlhpo.control.actions`; it does not import the environment.
@@ -26,9 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.decision import DecisionPath, write_hparams
 from rlhpo.control.guard import GuardConfig
+from rlhpo.controller_budget import Budget, parse_budget
 from rlhpo.controller_loops import (
     CountingLoader,
     batch_len,
+    check_dataset,
     clipping_message,
     examples_of,
     loss_value,
@@ -52,11 +57,14 @@ class Controller:
     """Sets ``lr`` and ``weight_decay`` in an optimizer's ``param_groups`` (and the batch size of a
     loader it provides) every control interval, from a meta-trained policy.
 
-    :param artifact: a loaded policy (see :meth:`from_pretrained`)
     :param optimizer: any ``torch.optim`` optimizer with ``lr`` in its param groups; with several
         groups, each keeps its starting ratio to the first (a group without weight decay keeps none)
-    :param total_examples: the run's budget in training examples; a control interval is
-        ``total_examples / n_intervals`` of the policy's spec
+    :param total_examples: the run's budget in training examples (or give ``total_steps``); a
+        control interval is ``1 / n_intervals`` of the budget (the policy's spec)
+    :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
+        :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
+    :param policy: ``"default"`` (the shipped policy), another pretrained name, an artifact folder,
+        or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact`
     :param batch_size: the batch size of your own loader, counted per :meth:`step` when the step
         says nothing else (taken from :meth:`make_loader` if it is used)
     :param val_loss_fn: called at each decision for a validation loss (optional; otherwise the
@@ -68,20 +76,20 @@ class Controller:
         (:meth:`make_loader` makes one)
     :param track_steps: watch the optimizer's steps (a step pre-hook) for :meth:`step`; loops that
         call :meth:`decide` with their own statistics turn it off
-    :param control_batch_size: set the batch size (needs a loader from :meth:`make_loader` or a
-        ``sampler``; without one the controller says once that it cannot, and keeps yours)
+    :param control_batch_size: set the batch size: ``None`` (default) when the batches come from
+        :meth:`make_loader` or a ``sampler``, else yours is kept; ``True`` says so once if it cannot
     :param control_weight_decay: set the weight decay (off by itself, with a warning, when the
         optimizer has none or every group starts at 0)
-    :param model: the model, for the guard's snapshots (without it: the optimizer's parameters)
+    :param model: the model, for the guard's snapshots (without it: the optimizer's parameters);
+        its inputs in training are counted as the examples of a step nothing else counts
     :param guard: the divergence guard (default: the one the policy was trained under), e.g. to
         cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
     """
 
     def __init__(
         self,
-        artifact: PolicyArtifact,
         optimizer: torch.optim.Optimizer,
-        total_examples: int,
+        total_examples: Optional[int] = None,
         batch_size: Optional[int] = None,
         val_loss_fn: Optional[Callable[[], float]] = None,
         writer: Any = None,
@@ -89,35 +97,45 @@ class Controller:
         is_adaptive: Optional[bool] = None,
         sampler: Optional[MutableBatchSampler] = None,
         track_steps: bool = True,
-        control_batch_size: bool = True,
+        control_batch_size: Optional[bool] = None,
         control_weight_decay: bool = True,
         model: Optional[torch.nn.Module] = None,
         guard: Optional[GuardConfig] = None,
+        *,
+        total_steps: Optional[int] = None,
+        policy: "str | os.PathLike | PolicyArtifact" = "default",
     ) -> None:
+        if isinstance(optimizer, PolicyArtifact):
+            raise ControllerError("Controller(optimizer, total_examples or total_steps=..., policy=artifact): "
+                                  "the policy is a keyword now, the optimizer comes first")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ControllerError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if any("lr" not in g for g in optimizer.param_groups):
             raise ControllerError(f"{type(optimizer).__name__} has no 'lr' in its param_groups; the controller needs it")
-        if not (is_int(total_examples) and total_examples > 0):
-            raise ControllerError(f"total_examples must be an integer > 0, got {total_examples!r}")
+        total, unit = parse_budget(total_examples, total_steps)
         if batch_size is not None and not (is_int(batch_size) and batch_size >= 1):
             raise ControllerError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        artifact = policy if isinstance(policy, PolicyArtifact) else load_artifact(policy)
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
-        self.total_examples = int(total_examples)
+        self.budget = Budget(total, unit, self.spec.n_intervals)
         self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
         self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
-        self.decision = DecisionPath(
-            action_config, self.total_examples, self.spec.n_intervals, guard or self.spec.guard_config(), **self.spec.decision_kwargs()
-        )
+        self._guard_config = guard or self.spec.guard_config()
+        self._new_decision_path()
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.sampler, self.model = sampler, model
         self._declared_bs = int(batch_size) if batch_size else None  # the user's own loader's
         self._used_bs: Optional[int] = self._declared_bs  # the batch size in use, without a sampler
         self._interval_max_bs = 0
-        self.control_batch_size = control_batch_size and action_config.batch_size.enabled
-        self._declined = False
+        self._batch_control_asked = control_batch_size
+        self.control_batch_size = control_batch_size is not False and action_config.batch_size.enabled
+        self._declined = self._loader_checked = False
+        self._forwarded = 0  # examples of the model's training inputs since the last step
+        self._recommended_bs: Optional[int] = None  # the warm start's batch size, for make_loader
+        self._last_train_loss: Optional[float] = None
+        self._forward_hook = model.register_forward_pre_hook(self._count_inputs) if model is not None else None
         self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
         self._ratios = GroupRatios.of(optimizer)
         self._started = self._restart_pending = self._warned_clip = self._finished = False
@@ -129,22 +147,35 @@ class Controller:
         self.history: list[dict] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
 
+    def _new_decision_path(self) -> None:
+        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.spec.n_intervals, self._guard_config,
+                                     **self.spec.decision_kwargs())
+        self._boundary = self.decision.boundary
+
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, policy: str | os.PathLike = "default", *, optimizer: torch.optim.Optimizer, total_examples: int,
+        cls, policy: str | os.PathLike = "default", *, optimizer: torch.optim.Optimizer, total_examples: Optional[int] = None,
         warm_start: bool = False, train_data: Any = None, **kwargs: Any,
     ) -> "Controller":
         """Load the shipped policy (``"default"``), another pretrained name, or an artifact folder. ``warm_start=True``
-        (with ``model=`` and ``train_data=``) starts from :func:`rlhpo.recommend`'s advice (see ``rlhpo.recommend.api.warm_start``)."""
-        controller = cls(load_artifact(policy), optimizer, total_examples, **kwargs)
+        (with ``model=`` and ``train_data=``) starts from :func:`rlhpo.recommend`'s advice (see ``rlhpo.recommend.api.warm_start``);
+        its batch size reaches the loader of :meth:`make_loader`."""
+        controller = cls(optimizer, total_examples, policy=policy, **kwargs)
         from rlhpo.recommend.api import warm_start as start_warm  # here: rlhpo.recommend imports the controller's package
         return start_warm(controller, train_data) if warm_start else controller
 
+    @property
+    def total_examples(self) -> int:
+        """The budget in examples (a budget of steps: at the batch size known so far)."""
+        return self.budget.total * (1 if self.budget.unit == "examples" else (self._used_bs or self._declared_bs or 1))
+
     def make_loader(self, dataset: Dataset, batch_size: Optional[int] = None, seed: int = 0, **loader_kwargs: Any) -> DataLoader:
         """A ``DataLoader`` over ``dataset`` whose batch size this controller sets; it counts the
-        examples of each batch as it hands it out (exact with ``num_workers`` too)."""
-        bs = batch_size or self._declared_bs or 32
+        examples of each batch as it hands it out (exact with ``num_workers`` too). The starting
+        batch size: the warm start's, else ``batch_size``, else the constructor's, else 32."""
+        check_dataset(dataset)
+        bs = self._recommended_bs or batch_size or self._declared_bs or 32
         for bad in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             if bad in loader_kwargs:
                 raise ControllerError(f"make_loader: {bad!r} is set by the controller; remove it")
@@ -155,10 +186,17 @@ class Controller:
 
     def _count(self, n: int) -> None:
         self._delivered += n
+        self.budget.check_drawn(self._delivered)
+
+    def _count_inputs(self, module: Any, args: Any) -> None:
+        if module.training and torch.is_grad_enabled():
+            self._forwarded += batch_len(args) or 0
 
     def batches(self, loader: Iterable) -> Iterator[Any]:
         """Iterate ``loader`` over epochs until the example budget is spent, counting the
         examples of each batch as it is handed out (so :meth:`step` needs no batch size)."""
+        if isinstance(loader, Dataset) and not isinstance(loader, Iterable):
+            raise ControllerError("batches(loader): got a Dataset; pass a DataLoader, or controller.make_loader(dataset)")
         counting = isinstance(loader, CountingLoader)
         own = getattr(loader, "batch_sampler", None)
         if self.sampler is None and not self._started and isinstance(own, MutableBatchSampler):
@@ -179,7 +217,7 @@ class Controller:
     # -- the loop --------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.examples_seen >= self.total_examples
+        return self.examples_seen >= self.budget.total
 
     @property
     def hparams(self) -> Hyperparams:
@@ -199,12 +237,25 @@ class Controller:
         if not self._started:
             self._start()
 
+    def _check_loader(self) -> None:
+        """At the first step: whose batch size this loop trains with (a loader made after
+        :meth:`begin` still counts)."""
+        self._loader_checked = True
+        if self.sampler is not None:
+            self.budget.in_examples(self.sampler.batch_size)
+            if self.budget.unit == "examples" and self.decision.total_examples != self.budget.total:
+                self._new_decision_path()
+                self._started = False  # start again on the clock in examples
+        elif self.control_batch_size and not self._declined:
+            if self._batch_control_asked:
+                self.decline_batch_size(
+                    "this loop's batches do not come from controller.make_loader() or a MutableBatchSampler",
+                    "Use controller.make_loader(dataset) to let it set the batch size, or pass control_batch_size=False.",
+                )
+            else:  # the common case, a loop with its own DataLoader: batch-size control is opt-in
+                self.control_batch_size, self._started = False, False
+
     def _start(self) -> None:
-        if self.control_batch_size and self.sampler is None and not self._declined:
-            self.decline_batch_size(
-                "this loop's batches do not come from controller.make_loader() or a MutableBatchSampler",
-                "Use controller.make_loader(dataset) to let it set the batch size, or pass control_batch_size=False.",
-            )
         self._ratios = GroupRatios.of(self.optimizer)  # the starting values, as they are now
         asked = self.hparams
         target = LoopState(self.optimizer, self.model, self.sampler)  # what the guard snapshots
@@ -260,17 +311,23 @@ class Controller:
                 f"step(loss): loss must be a scalar tensor, got {type(loss).__name__}"
                 + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "")
             )
+        if not self._loader_checked:
+            self._check_loader()
         n = self._examples_of(batch_size, batch)
-        if self._used_bs is None:
+        if self._used_bs is None and n:
             self._used_bs = n
         if not self._started:
             self._start()
+            self.budget.check_first_step(n if self.budget.unit == "examples" else 1)
         elif self._restart_pending and self.decision.interval == 0:
             self._start()  # begun before any batch size was known: start again from the real one
         self._interval_max_bs = max(self._interval_max_bs, n)
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
-        self.examples_seen += n
+        was_done = self.done
+        progress = n if self.budget.unit == "examples" else 1
+        self.examples_seen += progress
+        self.budget.advance(progress, self.decision.interval, self.hparams.lr)
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
         # the later ones on an empty interval, exactly as the environment the policy met
@@ -278,12 +335,17 @@ class Controller:
             stats = self.monitor.summary()
             self.decide(stats, self._validation_loss(stats))
             decided = True
+        if self.done and not was_done:
+            self.finish()  # the guard's last word, without the loop having to call finish()
         return decided
 
     def _examples_of(self, batch_size: Optional[int], batch: Any) -> int:
-        """The examples one step trained (see :meth:`step`)."""
+        """The examples one step trained (see :meth:`step`); a budget in steps needs no count."""
         delivered, self._delivered = self._delivered, 0
-        return examples_of(batch_size, batch, delivered, self.sampler, self._declared_bs)
+        forwarded, self._forwarded = self._forwarded, 0
+        if self.budget.unit == "steps" and batch_size is None and batch is None:
+            return delivered or forwarded  # for the record only: 0 when nothing tells
+        return examples_of(batch_size, batch, delivered or forwarded, self.sampler, self._declared_bs)
 
     def report_validation(self, val_loss: float) -> None:
         """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
@@ -293,7 +355,12 @@ class Controller:
     def _validation_loss(self, stats: IntervalStats) -> float:
         if self.val_loss_fn is not None:
             return float(self.val_loss_fn())
-        return self._last_val if self._last_val is not None else stats.loss_mean
+        if self._last_val is not None:
+            return self._last_val
+        if stats.steps == 0:  # an interval shorter than a batch: no news, never a divergence
+            return self._last_train_loss if self._last_train_loss is not None else float("inf")
+        self._last_train_loss = stats.loss_mean
+        return stats.loss_mean
 
     def decide(self, stats: IntervalStats, val_loss: float, examples_seen: Optional[int] = None) -> Hyperparams:
         """One control decision from an interval's statistics; applies and returns the new values.
@@ -325,7 +392,7 @@ class Controller:
             train_loss=float(stats.loss_mean),
             val_loss=float(val_loss),
             lr=new.lr,
-            batch_size=new.batch_size,
+            batch_size=new.batch_size if self.sampler is not None or self._used_bs else None,  # None: never seen
             weight_decay=new.weight_decay,
             action=self.decision.last_action.tolist(),
             diverged=bool(diverged),
@@ -334,7 +401,8 @@ class Controller:
         self.history.append(record)
         if self.writer is not None:
             for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss"):
-                self.writer.add_scalar(f"controller/{key}", record[key], self.examples_seen)
+                if record[key] is not None:
+                    self.writer.add_scalar(f"controller/{key}", record[key], self.examples_seen)
         return new
 
     def _set(self, hp: Hyperparams) -> Hyperparams:
@@ -361,9 +429,14 @@ class Controller:
             "control_batch_size": self.control_batch_size,
             "ratios": self._ratios.state_dict(),
             "history": to_plain(list(self.history)),
+            "budget": self.budget.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("budget") is not None:
+            self.budget.load_state_dict(state["budget"])
+            if self.decision.total_examples != self.budget.total:
+                self._new_decision_path()
         self.examples_seen = int(state["examples_seen"])
         self.decision.load_state_dict(to_numpy(state["decision"]))
         self.monitor.load_state_dict(state["monitor"])
@@ -379,6 +452,7 @@ class Controller:
             self._ratios = GroupRatios(**state["ratios"])
         self._delivered = 0
         self.history = list(state["history"])
+        self._loader_checked = self._started
 
     def finish(self, val_loss: Optional[float] = None) -> Optional[float]:
         """End the run under the guard: after a divergence since the last decision the last good state
@@ -387,6 +461,7 @@ class Controller:
         if not self._started or self._finished:
             return None
         self._finished = True
+        self.budget.end()
         stats = self.monitor.summary()
         val = self._validation_loss(stats) if val_loss is None else float(val_loss)
         verdict = self.decision.guard.review(stats.nonfinite, val)
@@ -399,7 +474,8 @@ class Controller:
         return verdict.val_loss if restored is None else restored
 
     def close(self) -> None:
-        """Remove the optimizer hook."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Remove the optimizer and model hooks."""
+        for hook in (self._hook, self._forward_hook):
+            if hook is not None:
+                hook.remove()
+        self._hook = self._forward_hook = None

@@ -66,6 +66,20 @@ class CountingLoader(DataLoader):
             yield batch
 
 
+def check_dataset(dataset: Any) -> None:
+    """``make_loader`` takes a map-style dataset (what ``DataLoader`` takes), not a loader."""
+    if isinstance(dataset, DataLoader):
+        raise ControllerError(
+            "make_loader(dataset): got a DataLoader; pass its dataset, make_loader(loader.dataset) "
+            "(the controller makes the loader so that it can set the batch size), or keep your loader as it is"
+        )
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise ControllerError(
+            f"make_loader(dataset): a {type(dataset).__name__} has no len() and indexing; it takes a map-style "
+            "Dataset (e.g. TensorDataset); keep an iterable loader as it is and step(loss) after each optimizer step"
+        )
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.array(obj))
@@ -143,9 +157,9 @@ def examples_of(batch_size: Optional[int], batch: Any, delivered: int, sampler: 
     if declared is not None:
         return declared
     raise ControllerError(
-        "step(loss): the controller cannot tell how many examples this step trained; pass "
-        "step(loss, batch=batch) or step(loss, batch_size=len(x)), iterate controller.batches(loader), "
-        "or give Controller(batch_size=...) for a loader of fixed batch size"
+        "step(loss): the controller cannot tell how many examples this step trained; give the budget in "
+        "optimizer steps (Controller(optimizer, total_steps=...)), or pass model= (its inputs are counted), "
+        "step(loss, batch=batch), or Controller(batch_size=...) for a loader of fixed batch size"
     )
 
 

@@ -102,9 +102,9 @@ class ControllerSchedule(Schedule):
         from rlhpo.controller import Controller
 
         self.controller = Controller(
-            self.artifact,
             session.optimizer,
             session.budget,
+            policy=self.artifact,
             sampler=session.sampler,
             model=session.model,  # the guard snapshots buffers too
             deterministic=self.deterministic,

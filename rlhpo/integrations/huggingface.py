@@ -47,8 +47,7 @@ class ControllerTrainerCallback(TrainerCallback):
         raw = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps) * max(1, args.world_size)
         self._batch = batch
-        self.controller = Controller(
-            load_artifact(self.policy), raw, total_examples=int(state.max_steps) * batch, batch_size=batch, model=model
+        self.controller = Controller(raw, policy=load_artifact(self.policy), total_examples=int(state.max_steps) * batch, batch_size=batch, model=model
         )
         if self.controller.control_batch_size:
             self.controller.decline_batch_size("the Hugging Face Trainer owns its data loader")

@@ -95,6 +95,7 @@ def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], k
         directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp_"))
         _clean_stale(directory, tmp)
+        _prune(directory, keep)  # a writer killed before its own pruning left keep + 1: never more
         model.save(tmp / "model.zip")
         if vec_normalize is not None:
             vec_normalize.save(str(tmp / "vecnormalize.pkl"))
@@ -116,9 +117,13 @@ def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], k
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    _prune(directory, keep)
+    return final
+
+
+def _prune(directory: Path, keep: int) -> None:
     for old in list_checkpoints(directory)[:-keep]:
         _remove(old)
-    return final
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

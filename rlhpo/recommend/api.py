@@ -197,8 +197,7 @@ def warm_start(controller: Any, train_data: Any) -> Any:
     """Start ``controller`` (an :class:`rlhpo.Controller`, before its first step) from
     :func:`recommend`'s advice for its ``model`` on ``train_data``: the optimizer's lr and weight
     decay now (each param group keeps its ratio; a weight decay of 0 stays 0), the batch size now
-    if the controller has a sampler, else pass ``batch_size=controller.recommendation.hparams.batch_size``
-    to ``make_loader``. ``controller.history[0]`` records the recommendation (``recommended=True``), and
+    if the controller has a sampler, else in the loader that ``controller.make_loader`` makes. ``controller.history[0]`` records the recommendation (``recommended=True``), and
     so does TensorBoard (``controller/recommended_*`` and the text ``controller/recommendation``).
     Without a model or data it warns and keeps the values as they are."""
     user = controller.hparams
@@ -208,6 +207,7 @@ def warm_start(controller: Any, train_data: Any) -> Any:
         rec = recommend(controller.model, train_data, controller.optimizer, controller.total_examples, fallback=user)
     if not rec.fallback:
         controller._set(rec.hparams)
+        controller._recommended_bs = int(rec.hparams.batch_size)
     controller.recommendation = rec
     controller.history.insert(0, dict(examples=0, **rec.record()))
     if controller.writer is not None:

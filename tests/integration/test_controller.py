@@ -25,7 +25,7 @@ def _user_loop(artifact, total=600, steps_before_checkpoint=None):
     torch.manual_seed(0)
     model = task.model_fn()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
-    controller = Controller(artifact, opt, total_examples=total)
+    controller = Controller(opt, policy=artifact, total_examples=total)
     loader = controller.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=16)
     steps = 0
     for x, y in controller.batches(loader):
@@ -56,7 +56,7 @@ def test_controller_state_dict_resumes_identically(smoke_policy):
     full, *_ = _user_loop(art)
     part, model, opt, loader = _user_loop(art, steps_before_checkpoint=12)
     state = copy.deepcopy(part.state_dict())
-    fresh = Controller(art, opt, total_examples=600)
+    fresh = Controller(opt, policy=art, total_examples=600)
     fresh.make_loader(TensorDataset(torch.zeros(32, 4), torch.zeros(32)), batch_size=16)
     fresh.load_state_dict(state)
     assert fresh.history == part.history and fresh.examples_seen == part.examples_seen
@@ -67,7 +67,7 @@ def test_weight_decay_control_turns_off_with_a_warning(smoke_policy):
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.Rprop(model.parameters(), lr=1e-2)
     with pytest.warns(UserWarning, match="Rprop has no weight_decay: weight-decay control is off"):
-        controller = Controller(load_artifact(smoke_policy), opt, total_examples=100, batch_size=10)
+        controller = Controller(opt, policy=load_artifact(smoke_policy), total_examples=100, batch_size=10)
     x, y = torch.randn(10, 4), torch.randint(0, 2, (10,))
     for _ in range(10):
         loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -83,10 +83,10 @@ def test_bad_inputs_are_named(smoke_policy):
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ControllerError, match="optimizer must be a torch.optim.Optimizer, got Linear"):
-        Controller(art, model, total_examples=10)  # type: ignore[arg-type]
+        Controller(model, policy=art, total_examples=10)  # type: ignore[arg-type]
     with pytest.raises(ControllerError, match="total_examples must be an integer > 0"):
-        Controller(art, opt, total_examples=0)
-    c = Controller(art, opt, total_examples=100, batch_size=10)
+        Controller(opt, policy=art, total_examples=0)
+    c = Controller(opt, policy=art, total_examples=100, batch_size=10)
     with pytest.raises(ControllerError, match=r"loss must be a scalar tensor, got Tensor of shape \(3,\)"):
         c.step(torch.ones(3))
     with pytest.raises(ControllerError, match="loss must be a scalar tensor, got float"):
@@ -96,7 +96,7 @@ def test_bad_inputs_are_named(smoke_policy):
 def test_diverging_user_run_backs_off_without_raising(smoke_policy):
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    c = Controller(load_artifact(smoke_policy), opt, total_examples=200, batch_size=10)
+    c = Controller(opt, policy=load_artifact(smoke_policy), total_examples=200, batch_size=10)
     for i in range(20):
         loss = torch.tensor(float("nan"), requires_grad=True) if i < 12 else model(torch.ones(1, 4)).sum()
         opt.zero_grad()

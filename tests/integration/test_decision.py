@@ -60,7 +60,7 @@ def _plain_loop_trajectory(art, task, seed):
         finally:
             model.train()
 
-    c = Controller(art, opt, task.budget_examples, val_loss_fn=val_loss, is_adaptive=task.optimizer != "sgd")
+    c = Controller(opt, task.budget_examples, policy=art, val_loss_fn=val_loss, is_adaptive=task.optimizer != "sgd")
     loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=task.default_hparams.batch_size, seed=seed)
     c.begin()
     trajectory = [c.hparams]
@@ -105,7 +105,7 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
     art = load_artifact("default")
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    c = Controller(art, opt, total_examples=2000, batch_size=10)
+    c = Controller(opt, policy=art, total_examples=2000, batch_size=10)
     before = c.hparams
     c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100)
     assert not c.history[-1]["diverged"]
@@ -157,7 +157,7 @@ def test_controller_start_clips_into_the_policy_bounds_like_the_env():
     _, info = env.reset(seed=0, options={"task": task})
     model = task.model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=50.0)
-    c = Controller(art, opt, task.budget_examples, batch_size=16)
+    c = Controller(opt, task.budget_examples, policy=art, batch_size=16)
     c.begin()
     # the level is clipped to the bound; the first interval runs at the base schedule's warm-up factor
     first = base_factor(art.spec.base_schedule, 0, art.spec.n_intervals)
@@ -173,7 +173,7 @@ def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     guard = dataclasses.replace(art.spec.guard_config(), max_lr_ratio=4.0)
-    c = Controller(art, opt, total_examples=2000, batch_size=10, guard=guard, control_batch_size=False)
+    c = Controller(opt, policy=art, total_examples=2000, batch_size=10, guard=guard, control_batch_size=False)
     for k in range(6):
         c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
     assert math.exp(c.decision.actions.z[0]) == pytest.approx(4e-3)  # the level, capped at 4x the start

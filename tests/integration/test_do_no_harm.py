@@ -40,7 +40,7 @@ def _plain_run(art, writer=None, stop_after=None, resume_from=None):
     def val() -> float:
         return float(task.loss_fn(model(xv), yv))
 
-    c = Controller(art, opt, task.budget_examples, model=model, val_loss_fn=val, writer=writer)
+    c = Controller(opt, task.budget_examples, policy=art, model=model, val_loss_fn=val, writer=writer)
     loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=16)
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])

@@ -186,3 +186,26 @@ def test_meta_training_killed_at_several_points_resumes(tmp_path):
 
     assert load_artifact(path).spec.timesteps == last + 64
     assert resumed_from == sorted(resumed_from) and len(set(resumed_from)) == 4
+
+
+def test_a_writer_killed_before_pruning_twice_leaves_at_most_keep_plus_one(model_and_env, tmp_path, monkeypatch):
+    """Two writers in a row killed between their rename and their pruning: the second prunes first."""
+    from rlhpo.metatrain import checkpoints
+
+    _, model, venv = model_and_env
+    ckpt = tmp_path / "checkpoints"
+    for _ in range(3):
+        model.num_timesteps += 64
+        save_checkpoint(ckpt, model, venv, keep=3)
+    real_prune, calls = checkpoints._prune, []
+
+    def prune_then_die(directory, keep):  # the pruning after the rename never happens
+        calls.append(1)
+        if len(calls) % 2 == 1:
+            real_prune(directory, keep)
+
+    monkeypatch.setattr(checkpoints, "_prune", prune_then_die)
+    for _ in range(2):
+        model.num_timesteps += 64
+        save_checkpoint(ckpt, model, venv, keep=3)
+        assert len(list_checkpoints(ckpt)) <= 4

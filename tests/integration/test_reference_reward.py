@@ -120,7 +120,7 @@ def test_v1_artifact_still_runs_with_its_own_features():
     task = make_tiny_task()
     model = task.model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    c = Controller(art, opt, total_examples=400, batch_size=16)
+    c = Controller(opt, policy=art, total_examples=400, batch_size=16)
     c.begin()
     assert len(c.decision.features.names) == 19
 

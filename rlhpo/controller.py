@@ -19,6 +19,7 @@ uses) and maps actions with :mod:`rlhpo.control.actions`; it does not import the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -130,6 +131,7 @@ class Controller(ControllerData):
         self._forwarded = 0  # examples of the model's training inputs since the last step
         self._recommended_bs: Optional[int] = None  # the warm start's batch size, for make_loader
         self._last_train_loss: Optional[float] = None
+        self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
         self._forward_hook = model.register_forward_pre_hook(self._count_inputs) if model is not None else None
         self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
         self._ratios = GroupRatios.of(optimizer)
@@ -189,8 +191,10 @@ class Controller(ControllerData):
             self._start()
 
     def _start(self) -> None:
-        self._ratios = GroupRatios.of(self.optimizer)  # the starting values, as they are now
-        asked = self.hparams
+        if self._asked is None:  # the starting values, as the user left them (a restart must not re-read ours)
+            self._ratios = GroupRatios.of(self.optimizer)
+            self._asked = self.hparams
+        asked = dataclasses.replace(self._asked, batch_size=self.hparams.batch_size)
         target = LoopState(self.optimizer, self.model, self.sampler)  # what the guard snapshots
         controls = tuple(n for n, on in (("lr", True), ("batch_size", self.control_batch_size),
                                           ("weight_decay", self.controls_weight_decay)) if on)
@@ -203,7 +207,8 @@ class Controller(ControllerData):
         self._boundary = self.decision.boundary
         self.driver.reset()
         self._started = True
-        self._restart_pending = self.sampler is None and self._used_bs is None  # batch size not known yet
+        # begun before the batch size was known (it counts in examples): start again at the first step
+        self._restart_pending = self.sampler is None and self._used_bs is None and self.budget.unit == "examples"
 
     @property
     def interval(self) -> int:

@@ -176,3 +176,16 @@ def test_budget_is_given_exactly_once():
         Controller(opt, total_examples=100, total_steps=10)
     with pytest.raises(ControllerError, match="the policy is a keyword now"):
         Controller(_ART, opt, 100)  # type: ignore[arg-type]
+
+
+def test_a_restart_at_the_first_step_does_not_compound_the_warm_up():
+    """begin() before the batch size is known, then the first step restarts the run: the lr it starts
+    from is the user's, not the one the first start already scaled."""
+    data, model, opt = _setup()
+    c = Controller(opt, total_examples=4000)
+    c.begin()
+    after_begin = opt.param_groups[0]["lr"]
+    x, y = data.tensors
+    for _ in range(3):
+        c.step(_one_step(model, opt, x[:32], y[:32]), batch_size=32)
+    assert c.interval == 0 and opt.param_groups[0]["lr"] == pytest.approx(after_begin)

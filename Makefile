@@ -8,6 +8,8 @@ PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 # the install environment: envs/cpu.txt (default) or envs/gpu.txt on a CUDA machine
 REQS ?= envs/cpu.txt
+# Material for MkDocs prints a banner about its successor on every build; the site does not need it
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: install demo test docs docs-build lint train evaluate bench
 

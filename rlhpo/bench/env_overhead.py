@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(1)
     families = list(FAMILIES) if args.family == "all" else [args.family]
     print(f"{args.n_intervals} control intervals per episode, median of {args.repeats} interleaved runs")
-    print("| task | examples | batch | env episode (ms) | plain loop (ms) | plain loop + val per interval (ms) | overhead vs plain | overhead vs validating loop |")
+    print("| task | examples | batch | env episode (ms) | plain loop (ms) | plain loop + val per interval (ms) "
+          "| overhead vs plain | overhead vs validating loop |")
     print("|---|---|---|---|---|---|---|---|")
     results = []
     for family in families:

@@ -43,7 +43,9 @@ class ControllerTrainerCallback(TrainerCallback):
         self._loss: Optional[torch.Tensor] = None
         self._hook: Any = None
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any
+    ) -> None:
         raw = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps) * max(1, args.world_size)
         self._batch = batch

@@ -34,8 +34,8 @@ from typing import Any, Optional
 import numpy as np
 
 from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
-from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.decision import BASE_SCHEDULES
+from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhpo.tasks.space import SearchSpace
 from rlhpo.recommend.meta_features import MetaFeatures, data_length, meta_features, optimizer_kind, warn
 from rlhpo.recommend.models import (
     FEATURE_SETS,
@@ -32,6 +31,7 @@ from rlhpo.recommend.models import (
     to_hparams_values,
 )
 from rlhpo.tasks import SENSIBLE_STARTS, Hyperparams, Task
+from rlhpo.tasks.space import SearchSpace
 
 
 @dataclass

@@ -153,10 +153,9 @@ class MetaModel:
 
     # -- Gaussian process ----------------------------------------------------------------------
     def _fit_gp(self) -> None:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
-        from sklearn.exceptions import ConvergenceWarning
 
         self.gps = []
         for t in range(self.Y.shape[1]):

@@ -54,7 +54,9 @@ def report(df: pd.DataFrame) -> str:
     budget = df[(df.method == "constant") & (df.group == "main")].groupby("task").examples.first()
     if len(rc):
         lines.append(f"recommend_controller compute / one run's budget: max {(rc.compute_examples / rc.task.map(budget)).max():.3f}")
-    lines.append(_line("T1 random: recommend_controller / optuna", ratio(piv, "recommend_controller", "optuna", "random"), "target <= 1.05"))
+    lines.append(
+        _line("T1 random: recommend_controller / optuna", ratio(piv, "recommend_controller", "optuna", "random"), "target <= 1.05")
+    )
     lines.append(_line("T2 sensible: recommend_controller / controller", ratio(piv, "recommend_controller", "controller", "sensible"),
                        "target <= 1 on every family, < 1 overall"))
     for m in ("recommend_cosine", "recommend_constant"):

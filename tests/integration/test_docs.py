@@ -1,0 +1,198 @@
+"""The README and the documentation site (docs/, mkdocs.yml) say what the code and the committed
+results say: generated tables are the generator's output verbatim, the architecture page names
+only paths and modules that exist, the nav names only pages that exist, and the untagged python
+blocks run (the tagged ``# example:`` blocks run, with assertions, in test_docs_examples.py)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+RESULTS = DOCS / "results"
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+def _untagged_blocks() -> list[tuple[str, str]]:
+    out, seen = [], set()
+    for path in [README, *PAGES]:
+        for code in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S):
+            if not code.startswith("# example:") and code not in seen:
+                seen.add(code)
+                out.append((path.relative_to(ROOT).as_posix(), code))
+    return out
+
+
+UNTAGGED = _untagged_blocks()
+
+
+def test_readme_has_a_quick_start_block():
+    text = README.read_text()
+    section = text[text.index("## Quick start") :].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1 and "rlhpo" in blocks[0]
+    assert any(path == "README.md" and code == blocks[0] for path, code in UNTAGGED)  # so it runs below
+
+
+@pytest.mark.parametrize("index", range(len(UNTAGGED)), ids=[f"{p}-{i}" for i, (p, _) in enumerate(UNTAGGED)])
+def test_untagged_python_block_runs(index, tmp_path, monkeypatch):
+    path, code = UNTAGGED[index]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"{path}[python block]", "exec"), {})
+
+
+def test_evaluation_page_holds_the_tables_of_the_committed_csv():
+    """docs/evaluation.md's result tables are regenerated from docs/results/evaluate_runs.csv and must
+    be on the page verbatim: the tables and the results cannot drift apart. After a new evaluation,
+    `python -m rlhpo.evaluation.report docs/results/evaluate_runs.csv --page docs/evaluation.md --readme README.md`."""
+    from rlhpo.evaluation.report import readme_block
+
+    assert readme_block(pd.read_csv(RESULTS / "evaluate_runs.csv")) in (DOCS / "evaluation.md").read_text()
+
+
+def test_readme_headline_table_is_the_committed_csv_s():
+    from rlhpo.evaluation.report import headline_block
+
+    block = headline_block(pd.read_csv(RESULTS / "evaluate_runs.csv"))
+    assert block in README.read_text()
+    assert "| optuna |" in block and "| calibrated |" in block and "sensible start" in block and "random start" in block
+
+
+def test_report_cli_writes_the_page_block_and_the_readme_headline(tmp_path):
+    from rlhpo.evaluation.report import HEADLINE_BEGIN, HEADLINE_END, README_BEGIN, README_END, main
+
+    page, readme = tmp_path / "evaluation.md", tmp_path / "README.md"
+    page.write_text(f"# page\n\n{README_BEGIN}\nold\n{README_END}\n\ntext after\n")
+    readme.write_text(f"# readme\n\n{HEADLINE_BEGIN}\nold\n{HEADLINE_END}\n\nmore\n")
+    main([str(RESULTS / "evaluate_runs.csv"), "--page", str(page), "--readme", str(readme)])
+    df = pd.read_csv(RESULTS / "evaluate_runs.csv")
+    from rlhpo.evaluation.report import headline_block, readme_block
+
+    assert page.read_text() == f"# page\n\n{readme_block(df)}\n\ntext after\n"
+    assert readme.read_text() == f"# readme\n\n{headline_block(df)}\n\nmore\n"
+    with pytest.raises(ValueError, match="has no generated block"):
+        main([str(RESULTS / "evaluate_runs.csv"), "--readme", str(page)])
+
+
+def test_ablation_table_is_the_committed_one():
+    """The controller-v2 ablation table on the evaluation page is docs/results/ablations.md verbatim,
+    and that file is the table `python -m rlhpo.metatrain.ablate` computes from the committed runs CSV."""
+    from rlhpo.metatrain.ablate import table_text
+
+    text = (RESULTS / "ablations.md").read_text()
+    assert text in (DOCS / "evaluation.md").read_text()
+    assert table_text(pd.read_csv(RESULTS / "ablations_runs.csv")) == text
+
+
+def test_soak_table_is_what_the_committed_samples_give():
+    """The soak table on the reliability page is what `python -m rlhpo.bench.soak` computes from the
+    samples it wrote (docs/results/soak.csv), after its 5-minute warm-up."""
+    from rlhpo.bench.soak import Sample, growth_after_warmup
+
+    with open(RESULTS / "soak.csv", newline="") as f:
+        samples = [Sample(**{k: (int(v) if k in ("n_procs", "checkpoint_step") else float(v)) for k, v in row.items()})
+                   for row in csv.DictReader(f)]
+    page = (DOCS / "reliability.md").read_text()
+    for key in ("rss_mib", "uss_mib", "trainer_rss_mib"):
+        g = growth_after_warmup(samples, 300.0, key)
+        row = (f"| {g.warmup_rss_mib:.1f} MiB | {g.last_rss_mib:.1f} MiB | {g.growth_mib:+.1f} MiB ({g.growth_pct:+.1f}%) "
+               f"| {g.slope_mib_per_hour:+.0f} MiB/hour |")
+        assert row in page, row
+
+
+def test_vec_throughput_table_is_the_committed_file():
+    """The throughput table is docs/results/vec_throughput.md, included into the page at build time."""
+    page = (DOCS / "meta-training.md").read_text()
+    assert '--8<-- "docs/results/vec_throughput.md"' in page
+    assert "| n_envs | dummy | subproc | batched |" in (RESULTS / "vec_throughput.md").read_text()
+
+
+def test_model_card_is_included_from_the_shipped_policy():
+    assert '--8<-- "rlhpo/pretrained/default/MODEL_CARD.md"' in (DOCS / "model-card.md").read_text()
+    assert (ROOT / "rlhpo" / "pretrained" / "default" / "MODEL_CARD.md").is_file()
+
+
+def test_nav_names_only_pages_that_exist():
+    mkdocs = (ROOT / "mkdocs.yml").read_text()
+    nav = mkdocs[mkdocs.index("\nnav:") : mkdocs.index("\nnot_in_nav:")]
+    pages = re.findall(r":\s*(\S+\.md)\s*$", nav, flags=re.M)
+    assert len(pages) >= 10
+    for page in pages:
+        assert (DOCS / page).is_file(), page
+
+
+# --- the architecture page ------------------------------------------------------------------
+
+ARCHITECTURE = (DOCS / "architecture.md").read_text()
+PATH = re.compile(r"(?<![\w./-])((?:rlhpo|tests|conf|envs|docs)/[\w./-]*|pyproject\.toml|mkdocs\.yml|Makefile)")
+MODULE = re.compile(r"(?<![\w./-])(rlhpo(?:\.\w+)+)")
+BARE_FILE = re.compile(r"(?<![\w./-])(\w+\.(?:py|yaml|txt|md|toml|json|jsonl))\b")
+
+
+def _names(pattern: re.Pattern, text: str) -> set[str]:
+    return {m.rstrip(".") for m in pattern.findall(text)}
+
+
+def _exists(name: str) -> bool:
+    """A dotted name: a module, or an attribute of the longest importable module before it."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            continue
+        obj = importlib.import_module(module)
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_architecture_page_names_only_paths_that_exist():
+    paths = _names(PATH, ARCHITECTURE)
+    assert len(paths) > 30  # the page does name them
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"the architecture page names paths that do not exist: {missing}"
+
+
+def test_architecture_page_names_only_modules_that_exist():
+    modules = _names(MODULE, ARCHITECTURE)
+    assert len(modules) > 25
+    missing = sorted(m for m in modules if not _exists(m))
+    assert not missing, f"the architecture page names modules or attributes that do not exist: {missing}"
+
+
+def test_architecture_tree_files_exist_under_their_folder():
+    """In the tree of the packages, a bare file name (``session.py``) exists under the folder that
+    starts its entry (``rlhpo/training/``)."""
+    tree = ARCHITECTURE[ARCHITECTURE.index("## The packages and modules") :].split("```")[1]
+    folder, missing, checked = ROOT, [], 0
+    for line in tree.splitlines():
+        head = line.split()[0] if line.strip() and not line.startswith(" ") else None
+        if head is not None:
+            folder = ROOT / head.rstrip(",") if head.rstrip(",").endswith("/") else ROOT
+        for name in BARE_FILE.findall(line):
+            checked += 1
+            if not any(folder.rglob(name)):
+                missing.append(f"{name} (under {folder.relative_to(ROOT)})")
+    assert checked > 40 and not missing, missing
+
+
+def test_architecture_page_covers_every_package():
+    packages = {p.parent.relative_to(ROOT).as_posix() + "/" for p in (ROOT / "rlhpo").glob("*/__init__.py")}
+    assert packages, "no packages found"
+    absent = sorted(p for p in packages if p not in ARCHITECTURE)
+    assert not absent, f"packages the architecture page does not mention: {absent}"

@@ -105,15 +105,6 @@ class ObsNormalization:
         return cls(np.zeros(n), np.ones(n) - 1e-8, clip=np.inf)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_artifact(
     path: str | os.PathLike,
     model: Any,

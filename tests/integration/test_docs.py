@@ -196,3 +196,24 @@ def test_architecture_page_covers_every_package():
     assert packages, "no packages found"
     absent = sorted(p for p in packages if p not in ARCHITECTURE)
     assert not absent, f"packages the architecture page does not mention: {absent}"
+
+
+@pytest.mark.parametrize(
+    "page, result",
+    [
+        ("evaluation.md", "env_overhead.txt"),
+        ("evaluation.md", "controller_overhead.txt"),
+        ("reliability.md", "guard_overhead.txt"),
+        ("reliability.md", "divergence_rule.txt"),
+        ("reliability.md", "do_no_harm.txt"),
+        ("reliability.md", "lr_cap.txt"),
+    ],
+)
+def test_measured_tables_are_the_committed_output_of_their_command(page, result):
+    """The tables (and the controller-overhead lines) on a page are what the benchmark wrote to
+    docs/results/, verbatim: a re-measurement that is committed without its page fails here."""
+    text = (DOCS / page).read_text()
+    lines = [line for line in (RESULTS / result).read_text().splitlines() if line.startswith(("|", "  ", "task "))]
+    assert len(lines) >= 4
+    missing = [line for line in lines if line not in text]
+    assert not missing, f"docs/{page} lacks these lines of docs/results/{result}: {missing[:3]}"

@@ -217,3 +217,39 @@ def test_measured_tables_are_the_committed_output_of_their_command(page, result)
     assert len(lines) >= 4
     missing = [line for line in lines if line not in text]
     assert not missing, f"docs/{page} lacks these lines of docs/results/{result}: {missing[:3]}"
+
+
+def test_warm_start_model_table_is_the_committed_selection():
+    """The meta-model table on the warm-start page is rlhpo/recommend/data/selection.json, which
+    `python -m rlhpo.recommend.select` wrote: same rows, in order, each number to its 2 decimals."""
+    import json
+
+    selection = json.loads((ROOT / "rlhpo" / "recommend" / "data" / "selection.json").read_text())
+    page = (DOCS / "warm-start.md").read_text()
+    table = page[page.index("| model | features | lr (decades)") :].split("\n\n")[0].splitlines()[2:]
+    assert len(table) == len(selection["table"])
+    for line, row in zip(table, selection["table"]):
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        assert cells[1] == {"static": "static", "probe": "static + probe"}[row["features"]], line
+        numbers = [float(c) for c in cells[2:6]]
+        expected = [row["lr_decades"], row["batch_log2"], row["wd_decades"], row["lr_sd_coverage"]]
+        assert numbers == pytest.approx(expected, abs=0.0051), line
+        assert ("(chosen)" in line) == (row["model"] == selection["chosen"]["model"] and row["features"] == selection["chosen"]["features"])
+    chosen = next(r for r in selection["table"] if (r["model"], r["features"]) == tuple(selection["chosen"].values()))
+    assert f"widens it {chosen['lr_sd_scale']:.2f}x" in page
+
+
+def test_warm_start_dev_table_is_what_the_committed_runs_give():
+    """The dev table on the warm-start page is `python -m rlhpo.recommend.targets
+    docs/results/warm_start_dev_runs.csv`'s first block, to 2 decimals."""
+    from rlhpo.recommend.targets import report
+
+    printed = report(pd.read_csv(RESULTS / "warm_start_dev_runs.csv"))
+    values = {m: (float(s), float(r)) for m, s, r in re.findall(r"^  (\w+)\s+sensible ([\d.]+)\s+random ([\d.]+)$", printed, flags=re.M)}
+    page = (DOCS / "warm-start.md").read_text()
+    table = page[page.index("| method | sensible start | random start |") :].split("\n\n")[0].splitlines()[2:]
+    assert len(table) >= 7
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        method = cells[0].split()[0]
+        assert [float(c) for c in cells[1:3]] == pytest.approx(values[method], abs=0.0051), line

@@ -54,7 +54,7 @@ def plain_loop(
     as the environment does); with ``validate_every`` > 0, also a validation every that many
     examples (in eval mode: the loss and the task's metric, as the env computes once per
     control interval for its reward and its info); with ``controller_factory(optimizer)``, a
-    :class:`rlhpo.Controller` told of every step (its README usage)."""
+    :class:`rlhpo.Controller` told of every step (its documented usage, docs/using.md)."""
     torch.manual_seed(seed)
     model = task.model_fn()
     hp = task.default_hparams

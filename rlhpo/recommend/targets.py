@@ -1,6 +1,6 @@
 """The issue's three warm-start targets from evaluation runs: ``python -m rlhpo.recommend.targets
 RUNS.csv [RUNS.csv ...]`` (the ``runs.csv`` of ``python -m rlhpo.evaluate``; several are
-concatenated, e.g. one without and one with the policy methods; the README's dev numbers come from
+concatenated, e.g. one without and one with the policy methods; docs/warm-start.md's dev numbers come from
 ``docs/results/warm_start_dev_runs.csv``).
 
 Every ratio is a test loss over another method's on the same task, start and seed (main runs

@@ -1,7 +1,8 @@
 """The README and the documentation site (docs/, mkdocs.yml) say what the code and the committed
 results say: generated tables are the generator's output verbatim, the architecture page names
 only paths and modules that exist, the nav names only pages that exist, and the untagged python
-blocks run (the tagged ``# example:`` blocks run, with assertions, in test_docs_examples.py)."""
+blocks run (the tagged ``# example:`` blocks run, with assertions, in test_docs_examples.py; a
+block whose first line is ``# not run: <why>`` is skipped, e.g. one that needs a cluster)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _untagged_blocks() -> list[tuple[str, str]]:
     out, seen = [], set()
     for path in [README, *PAGES]:
         for code in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S):
-            if not code.startswith("# example:") and code not in seen:
+            if not code.startswith(("# example:", "# not run:")) and code not in seen:
                 seen.add(code)
                 out.append((path.relative_to(ROOT).as_posix(), code))
     return out

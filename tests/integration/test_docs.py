@@ -133,13 +133,13 @@ def test_nav_names_only_pages_that_exist():
 # --- the architecture page ------------------------------------------------------------------
 
 ARCHITECTURE = (DOCS / "architecture.md").read_text()
-PATH = re.compile(r"(?<![\w./-])((?:rlhpo|tests|conf|envs|docs)/[\w./-]*|pyproject\.toml|mkdocs\.yml|Makefile)")
+PATH = re.compile(r"(?<![\w./-])((?:rlhpo|tests|conf|envs|docs)/[\w./*{},<>-]*|pyproject\.toml|mkdocs\.yml|Makefile)")
 MODULE = re.compile(r"(?<![\w./-])(rlhpo(?:\.\w+)+)")
 BARE_FILE = re.compile(r"(?<![\w./-])(\w+\.(?:py|yaml|txt|md|toml|json|jsonl))\b")
 
 
 def _names(pattern: re.Pattern, text: str) -> set[str]:
-    return {m.rstrip(".") for m in pattern.findall(text)}
+    return {m.rstrip(".,") for m in pattern.findall(text)}
 
 
 def _exists(name: str) -> bool:
@@ -254,3 +254,19 @@ def test_warm_start_dev_table_is_what_the_committed_runs_give():
         cells = [c.strip() for c in line.strip("|").split("|")]
         method = cells[0].split()[0]
         assert [float(c) for c in cells[1:3]] == pytest.approx(values[method], abs=0.0051), line
+
+
+def test_every_page_names_only_repository_paths_that_exist():
+    """Any page (and the README) that names a file of the repository (rlhpo/, tests/, conf/, envs/,
+    docs/) names one that exists; patterns (``soak.{csv,log}``, ``step_*``, ``<run dir>``) are skipped."""
+    from rlhpo import ENV_ID
+
+    missing = []
+    for page in [README, *PAGES]:
+        for name in _names(PATH, page.read_text()):
+            name = name.rstrip(",")
+            if name == ENV_ID or any(c in name for c in "{*<"):
+                continue
+            if not (ROOT / name).exists():
+                missing.append(f"{page.name}: {name}")
+    assert not missing, missing

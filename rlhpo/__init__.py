@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from rlhpo import recommend  # the warm start: a callable module, rlhpo.recommend(model, data, ...)
 from rlhpo.control.actions import ActionConfig, ControlConfig
 from rlhpo.controller import Controller
 from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv, make_env
 from rlhpo.errors import ConfigError, ControllerError
-from rlhpo import recommend  # the warm start: a callable module, rlhpo.recommend(model, data, ...)
 from rlhpo.recommend import Recommendation
 from rlhpo.tasks import Hyperparams, Split, Task, TaskError, TaskFamily, register_family
 from rlhpo.training.sampler import MutableBatchSampler

@@ -36,7 +36,7 @@ from rlhpo.evaluation.baselines import Constant, Cosine
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.output import check_writable, write_failed
 from rlhpo.policy.artifact import load_artifact
-from rlhpo.tasks import FAMILIES, Task, TaskError, make_family
+from rlhpo.tasks import FAMILIES, FAMILY_GROUPS, Task, TaskError, make_family
 
 #: history key -> the TensorBoard tag every method logs it under
 TB_TAGS: dict[str, str] = {
@@ -56,6 +56,25 @@ TABLE_NOTE = (
     "and better on test: val is one small split measured at one point, and the controller's choices\n"
     "react to it."
 )
+
+
+#: how the run's summary names the split a task's family belongs to
+SPLITS: dict[str, str] = {
+    "final": "a `final` held-out family: it shares neither data nor an architecture generator with meta-training, "
+    "and no development decision used it",
+    "dev": "a `dev` held-out family: it shares neither data nor an architecture generator with meta-training; "
+    "development decisions used it",
+    "near": "a `near` held-out family: it shares its data or its architecture generator with meta-training",
+    "meta_train": "a meta-training family: the shipped policy was trained on tasks of it",
+}
+
+
+def family_split(family: str) -> str:
+    """Which split ``family`` belongs to, in words (a family of the user's own has none)."""
+    for group, words in SPLITS.items():
+        if family in FAMILY_GROUPS[group]:
+            return words
+    return "not one of rlhpo's families"
 
 
 @dataclass
@@ -256,6 +275,7 @@ def _main(cfg: Any) -> None:
     decisions = results["controller"].history
     print(f"task {task.name} ({task.optimizer}, start lr {task.default_hparams.lr:.2e}, "
           f"batch {task.default_hparams.batch_size}, budget {task.budget_examples} examples), seed {cfg.seed}")
+    print(f"family {task.family}: {family_split(task.family)}")
     print("controller decisions (per interval):")
     shown = trained_intervals(decisions)
     for h in shown:

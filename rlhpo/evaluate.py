@@ -12,7 +12,7 @@ receives:
                     diverged, the ratio to the best no-tuning baseline (chosen by validation),
                     examples to reach the controller's final validation loss, start vs Optuna's lr
     histories.csv   every run's per-interval hyperparameters and losses
-    summary.md      the tables (the README's), with bootstrap intervals over tasks
+    summary.md      the tables (those of docs/evaluation.md), with bootstrap intervals over tasks
     plots/          performance profiles per start; validation loss vs examples per task (first
                     seed); the controller's lr / batch size / weight decay trajectories
     results.jsonl   every finished job, appended as it completes: rerunning into the same

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def with_controller(seed: int) -> None:
         def attach(opt: torch.optim.Optimizer) -> Controller:
-            return Controller(opt, task.budget_examples, policy=artifact, batch_size=task.default_hparams.batch_size, control_batch_size=False
+            return Controller(
+                opt, task.budget_examples, policy=artifact, batch_size=task.default_hparams.batch_size, control_batch_size=False
             )
 
         plain_loop(task, seed, controller_factory=attach)

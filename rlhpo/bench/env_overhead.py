@@ -54,7 +54,7 @@ def plain_loop(
     as the environment does); with ``validate_every`` > 0, also a validation every that many
     examples (in eval mode: the loss and the task's metric, as the env computes once per
     control interval for its reward and its info); with ``controller_factory(optimizer)``, a
-    :class:`rlhpo.Controller` told of every step (its README usage)."""
+    :class:`rlhpo.Controller` told of every step (its documented usage, docs/using.md)."""
     torch.manual_seed(seed)
     model = task.model_fn()
     hp = task.default_hparams
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(1)
     families = list(FAMILIES) if args.family == "all" else [args.family]
     print(f"{args.n_intervals} control intervals per episode, median of {args.repeats} interleaved runs")
-    print("| task | examples | batch | env episode (ms) | plain loop (ms) | plain loop + val per interval (ms) | overhead vs plain | overhead vs validating loop |")
+    print("| task | examples | batch | env episode (ms) | plain loop (ms) | plain loop + val per interval (ms) "
+          "| overhead vs plain | overhead vs validating loop |")
     print("|---|---|---|---|---|---|---|---|")
     results = []
     for family in families:

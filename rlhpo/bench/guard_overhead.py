@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(1)
     families = list(FAMILIES) if args.family == "all" else [args.family]
     print(f"20 control intervals per episode from the sensible start, zero actions, median of {args.repeats} interleaved runs")
-    print("| task | with guard (ms) | without (ms) | time overhead | snapshot (MiB) | copies of model + optimizer state | + batch order (KiB) |")
+    print("| task | with guard (ms) | without (ms) | time overhead | snapshot (MiB) "
+          "| copies of model + optimizer state | + batch order (KiB) |")
     print("|---|---|---|---|---|---|---|")
     rows = []
     for family in families:

@@ -12,7 +12,6 @@ from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
-
 #: the environment's rewards (see :class:`EnvConfig`)
 REWARDS: tuple[str, ...] = ("delta", "reference")
 

@@ -74,7 +74,7 @@ class EvaluateConfig:
     """``python -m rlhpo.evaluate``: the controller against baselines on held-out tasks.
 
     :param methods: methods to run, from ``METHODS``; ``replay`` also runs the controller
-    :param families: task families or groups: "final" (the README's held-out split), "dev" (the
+    :param families: task families or groups: "final" (the held-out split of docs/evaluation.md), "dev" (the
         held-out split for development decisions), "held_out", "meta_train", "all"
     :param starts: start regimes, reported separately: "sensible" (each optimizer's usual
         default) and/or "random" (the family's sampled start)

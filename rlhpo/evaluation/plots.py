@@ -92,7 +92,8 @@ def plot_profiles(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, rho in prof.items():
-            ax.step(taus, rho, where="post", label=m, lw=2.2 if m == "controller" else 1.2, ls="-" if m in NO_TUNING or m == "controller" else "--")
+            ax.step(taus, rho, where="post", label=m, lw=2.2 if m == "controller" else 1.2,
+                    ls="-" if m in NO_TUNING or m == "controller" else "--")
         ax.set(xscale="log", xlabel="tau (test loss within tau x the best method's)", ylabel="fraction of task-seeds",
                title=f"Performance profiles, {start} start", ylim=(0, 1.02))
         ax.set_xticks([1, 1.5, 2, 3, 4], labels=["1", "1.5", "2", "3", "4"])

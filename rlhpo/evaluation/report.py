@@ -26,21 +26,28 @@ from rlhpo.evaluation.plots import plot, plot_profiles
 from rlhpo.evaluation.stats import BOOT_SEED, N_BOOT, compare, performance_profile
 from rlhpo.evaluation.tables import (
     EXPLANATION,
+    HEADLINE_BEGIN,
+    HEADLINE_END,
     README_BEGIN,
     README_END,
     controller_table,
     family_table,
+    headline_block,
+    headline_table,
     losses_list,
     method_table,
     readme_block,
     readme_tables,
     summarize,
+    update_headline,
     update_readme,
 )
 
 __all__ = [
     "BOOT_SEED",
     "EXPLANATION",
+    "HEADLINE_BEGIN",
+    "HEADLINE_END",
     "N_BOOT",
     "README_BEGIN",
     "README_END",
@@ -56,28 +63,35 @@ __all__ = [
     "performance_profile",
     "plot",
     "plot_profiles",
+    "headline_block",
+    "headline_table",
     "readme_block",
     "readme_tables",
     "runs_frame",
     "safe_name",
     "summarize",
+    "update_headline",
     "update_readme",
 ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m rlhpo.evaluation.report runs.csv [--readme README.md] [--plots DIR]``: print the
-    tables of a finished evaluation, write them into the README, redraw the profile plots."""
+    """``python -m rlhpo.evaluation.report runs.csv [--page docs/evaluation.md] [--readme README.md]
+    [--plots DIR]``: print the tables of a finished evaluation, write them into the documentation's
+    evaluation page and the headline table into the README, redraw the profile plots."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("csv", type=Path)
-    p.add_argument("--readme", type=Path, default=None)
+    p.add_argument("--page", type=Path, default=None, help="the evaluation page whose generated block gets every table")
+    p.add_argument("--readme", type=Path, default=None, help="the README whose headline table is replaced")
     p.add_argument("--plots", type=Path, default=None, help="write performance_profile_<start>.png here")
     a = p.parse_args(argv)
     df = pd.read_csv(a.csv)
+    if a.page is not None:
+        update_readme(a.csv, a.page)
     if a.readme is not None:
-        update_readme(a.csv, a.readme)
+        update_headline(a.csv, a.readme)
     if a.plots is not None:
         plot_profiles(df, a.plots)
     print(readme_tables(df))

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -101,7 +100,8 @@ def optuna_search(
     schedule = schedules[p["schedule"]](best)
     result = run_task(task, schedule, seed=seed, n_intervals=n_intervals, device=device, writer=writer, method="optuna")
     result.compute_examples += spent
-    result.info.update(tuned_lr=best.lr, tuned_batch_size=best.batch_size, tuned_weight_decay=best.weight_decay, tuned_schedule=p["schedule"])
+    result.info.update(tuned_lr=best.lr, tuned_batch_size=best.batch_size, tuned_weight_decay=best.weight_decay,
+                       tuned_schedule=p["schedule"])
     return result
 
 

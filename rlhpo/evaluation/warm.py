@@ -111,7 +111,8 @@ def _recommended_start(task: Task, seed: int) -> tuple[Hyperparams, dict, int]:
     rec = recommend_task(task, seed=seed)
     if rec.probe_examples > MAX_PROBE_SHARE * task.budget_examples:
         rec = recommend_task(task, seed=seed, probe=False)  # the probe ran on a copy; it is not charged
-    info = {f"recommended_{k}": v for k, v in rec.record().items() if k in ("lr", "batch_size", "weight_decay", "confidence", "model", "fallback")}
+    keys = ("lr", "batch_size", "weight_decay", "confidence", "model", "fallback")
+    info = {f"recommended_{k}": v for k, v in rec.record().items() if k in keys}
     return rec.hparams, info, rec.probe_examples
 
 

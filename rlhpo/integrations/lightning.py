@@ -72,7 +72,8 @@ class _ControllerCallback:
         batch_size = sampler.batch_size if sampler is not None else getattr(loader, "batch_size", None) or 1
         steps = int(trainer.estimated_stepping_batches) * max(1, int(trainer.accumulate_grad_batches))
         total = self.total_examples or steps * int(batch_size)
-        c = self.controller = Controller(optimizer, policy=load_artifact(self.policy), total_examples=total, batch_size=batch_size, sampler=sampler, model=pl_module
+        c = self.controller = Controller(
+            optimizer, total_examples=total, policy=load_artifact(self.policy), batch_size=batch_size, sampler=sampler, model=pl_module
         )
         if sampler is None and c.control_batch_size:
             c.decline_batch_size(

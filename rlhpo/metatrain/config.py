@@ -41,7 +41,7 @@ class TasksConfig:
     """
 
     train_families: list[str] = field(default_factory=lambda: ["meta_train"])
-    eval_families: list[str] = field(default_factory=lambda: ["dev"])  # never "final": README's split
+    eval_families: list[str] = field(default_factory=lambda: ["dev"])  # never "final": the evaluation's split
     budget_scale: float = 1.0
     eval_task_seeds: list[int] = field(default_factory=lambda: [1000, 1001])
 

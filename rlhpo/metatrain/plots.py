@@ -1,4 +1,4 @@
-"""Plot a meta-training run from its TensorBoard logs (the figure in README).
+"""Plot a meta-training run from its TensorBoard logs (the figure in docs/meta-training.md).
 
     python -m rlhpo.metatrain.plots <run dir> [--out docs/meta_training.png]
 """

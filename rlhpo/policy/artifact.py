@@ -34,8 +34,8 @@ from typing import Any, Optional
 import numpy as np
 
 from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
-from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.decision import BASE_SCHEDULES
+from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
@@ -103,15 +103,6 @@ class ObsNormalization:
     @classmethod
     def identity(cls, n: int) -> "ObsNormalization":
         return cls(np.zeros(n), np.ones(n) - 1e-8, clip=np.inf)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_artifact(

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhpo.tasks.space import SearchSpace
 from rlhpo.recommend.meta_features import MetaFeatures, data_length, meta_features, optimizer_kind, warn
 from rlhpo.recommend.models import (
     FEATURE_SETS,
@@ -32,6 +31,7 @@ from rlhpo.recommend.models import (
     to_hparams_values,
 )
 from rlhpo.tasks import SENSIBLE_STARTS, Hyperparams, Task
+from rlhpo.tasks.space import SearchSpace
 
 
 @dataclass
@@ -197,8 +197,9 @@ def warm_start(controller: Any, train_data: Any) -> Any:
     """Start ``controller`` (an :class:`rlhpo.Controller`, before its first step) from
     :func:`recommend`'s advice for its ``model`` on ``train_data``: the optimizer's lr and weight
     decay now (each param group keeps its ratio; a weight decay of 0 stays 0), the batch size now
-    if the controller has a sampler, else in the loader that ``controller.make_loader`` makes. ``controller.history[0]`` records the recommendation (``recommended=True``), and
-    so does TensorBoard (``controller/recommended_*`` and the text ``controller/recommendation``).
+    if the controller has a sampler, else in the loader that ``controller.make_loader`` makes.
+    ``controller.history[0]`` records the recommendation (``recommended=True``), and so does
+    TensorBoard (``controller/recommended_*`` and the text ``controller/recommendation``).
     Without a model or data it warns and keeps the values as they are."""
     user = controller.hparams
     if controller.model is None or train_data is None:

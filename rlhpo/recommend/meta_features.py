@@ -321,7 +321,8 @@ def meta_features(
         note(f"unsupported layer kind(s) {unknown}: counted in depth and flagged 'other'")
     kind_opt = optimizer_kind(optimizer)
     if kind_opt is None:
-        note(f"optimizer {type(optimizer).__name__ if not isinstance(optimizer, str) else optimizer!r} is not sgd/adam/adamw; treated as adam")
+        name = type(optimizer).__name__ if not isinstance(optimizer, str) else optimizer
+        note(f"optimizer {name!r} is not sgd/adam/adamw; treated as adam")
         kind_opt = "adam"
     if total_examples is None or total_examples <= 0:
         note("total_examples not given; assuming a budget of 10 epochs")

@@ -36,7 +36,6 @@ from rlhpo.tasks import SENSIBLE_STARTS
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SELECTION = DATA_DIR / "selection.json"
-TARGETS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
 STATIC_FEATURES: tuple[str, ...] = (
     "log_n_train", "log_input_size", "input_int", *(f"out_{k}" for k in OUTPUT_KINDS), "log_n_classes",
     "log_n_params", "depth", "layer_conv", "layer_recurrent", "layer_attention", "layer_norm", "layer_embedding",
@@ -153,10 +152,9 @@ class MetaModel:
 
     # -- Gaussian process ----------------------------------------------------------------------
     def _fit_gp(self) -> None:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
-        from sklearn.exceptions import ConvergenceWarning
 
         self.gps = []
         for t in range(self.Y.shape[1]):

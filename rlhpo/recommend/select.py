@@ -16,7 +16,9 @@ import numpy as np
 from rlhpo.recommend.models import MODEL_KINDS, SELECTION, MetaModel, dataset_arrays, load_meta_dataset
 
 
-def leave_one_family_out(rows: list[dict], kinds: Sequence[str] = MODEL_KINDS, feature_sets: Sequence[str] = ("static", "probe")) -> list[dict]:
+def leave_one_family_out(
+    rows: list[dict], kinds: Sequence[str] = MODEL_KINDS, feature_sets: Sequence[str] = ("static", "probe")
+) -> list[dict]:
     """Per (model, feature set): absolute errors on each held-out family's tasks, fitted on the
     other families: the median (over all tasks) per target, in decades for lr and weight decay
     and in factors of 2 for the batch size; also the coverage of the lr's +-1 sd interval and

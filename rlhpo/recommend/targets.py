@@ -1,6 +1,6 @@
 """The issue's three warm-start targets from evaluation runs: ``python -m rlhpo.recommend.targets
 RUNS.csv [RUNS.csv ...]`` (the ``runs.csv`` of ``python -m rlhpo.evaluate``; several are
-concatenated, e.g. one without and one with the policy methods; the README's dev numbers come from
+concatenated, e.g. one without and one with the policy methods; docs/warm-start.md's dev numbers come from
 ``docs/results/warm_start_dev_runs.csv``).
 
 Every ratio is a test loss over another method's on the same task, start and seed (main runs
@@ -54,7 +54,9 @@ def report(df: pd.DataFrame) -> str:
     budget = df[(df.method == "constant") & (df.group == "main")].groupby("task").examples.first()
     if len(rc):
         lines.append(f"recommend_controller compute / one run's budget: max {(rc.compute_examples / rc.task.map(budget)).max():.3f}")
-    lines.append(_line("T1 random: recommend_controller / optuna", ratio(piv, "recommend_controller", "optuna", "random"), "target <= 1.05"))
+    lines.append(
+        _line("T1 random: recommend_controller / optuna", ratio(piv, "recommend_controller", "optuna", "random"), "target <= 1.05")
+    )
     lines.append(_line("T2 sensible: recommend_controller / controller", ratio(piv, "recommend_controller", "controller", "sensible"),
                        "target <= 1 on every family, < 1 overall"))
     for m in ("recommend_cosine", "recommend_constant"):

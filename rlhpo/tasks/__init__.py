@@ -2,7 +2,7 @@
 
 The split is by dataset *and* architecture, never by seed alone. Held-out families come in three
 groups: ``dev`` (for development decisions: model selection, ablations, tuning the controller),
-``final`` (only for the README's tables) and ``near`` (near transfer: they share data or the
+``final`` (only for the evaluation's tables, docs/evaluation.md) and ``near`` (near transfer: they share data or the
 architecture generator with meta-training, so they are no test of transfer to new problems).
 Each family's ``data_source`` and ``architecture`` say what it is built from; a test checks that
 no ``dev``/``final`` family shares either with a meta-training family.
@@ -114,7 +114,7 @@ META_TRAIN_FAMILIES: tuple[str, ...] = (
 )
 #: clean held-out families for development decisions (share neither data nor architecture with meta-training)
 DEV_FAMILIES: tuple[str, ...] = ("algorithmic_seq", "friedman_resmlp", "count_poisson")
-#: clean held-out families reserved for the README's tables: never for development decisions
+#: clean held-out families reserved for the evaluation's tables (docs/evaluation.md): never for development decisions
 FINAL_FAMILIES: tuple[str, ...] = ("series_conv", "code_bow", "char_lm")
 #: near transfer: new architecture on meta-training data (digits_cnn), or new data with the
 #: meta-training MLP sampler (tabular)

@@ -176,7 +176,9 @@ class CountPoisson(TaskFamily):
         "generated counts (Poisson or gamma-Poisson) from numeric and categorical features with a nonlinear "
         "log-rate; embedding + MLP count model with exponential output, Poisson deviance loss"
     )
-    novelty = "log-link count model with categorical embeddings and a Poisson deviance loss on generated counts (never seen in meta-training)"
+    novelty = (
+        "log-link count model with categorical embeddings and a Poisson deviance loss on generated counts (never seen in meta-training)"
+    )
     data_source = "generated counts (log-linear rate with categorical effects)"
     architecture = "CountNet (categorical embeddings + ELU/Softplus MLP, exp link)"
 

@@ -132,3 +132,21 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["[rlhpo] error: device='cuda' but torch sees no CUDA device; use device=cpu"]
+
+
+def test_the_demo_runs_a_final_held_out_task_and_says_so():
+    """`make demo` runs a task of a `final` family (none of meta-training's data or architectures),
+    and the run's summary names the split of any task's family."""
+    import re
+
+    from rlhpo.apply import family_split
+    from rlhpo.tasks import FINAL_FAMILIES, META_TRAIN_FAMILIES, NEAR_FAMILIES
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    demo_task = re.search(r"^DEMO_TASK \?= (\w+)$", makefile, flags=re.M).group(1)
+    assert demo_task in FINAL_FAMILIES
+    assert "task=$(DEMO_TASK)" in makefile
+    assert family_split(demo_task).startswith("a `final` held-out family")
+    assert family_split(NEAR_FAMILIES[0]).startswith("a `near` held-out family")
+    assert family_split(META_TRAIN_FAMILIES[0]).startswith("a meta-training family")
+    assert family_split("custom") == "not one of rlhpo's families"

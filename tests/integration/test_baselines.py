@@ -24,7 +24,9 @@ from rlhpo.evaluation.runner import Schedule, run_task
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.session import TrainingSession
 
-CALIBRATED = {"adam": {"lr": 3e-3, "weight_decay": 0.0}, "adamw": {"lr": 3e-3, "weight_decay": 1e-2}, "sgd": {"lr": 0.1, "weight_decay": 5e-4}}
+CALIBRATED = {
+    "adam": {"lr": 3e-3, "weight_decay": 0.0}, "adamw": {"lr": 3e-3, "weight_decay": 1e-2}, "sgd": {"lr": 0.1, "weight_decay": 5e-4}
+}
 
 SCHEDULES: dict[str, Callable[[], Schedule]] = {
     "constant": Constant,

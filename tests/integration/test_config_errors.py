@@ -272,7 +272,8 @@ CLI_ROWS = [
     ("rlhpo.train", "env.actions.lr.max_step_factor=1.0", "[rlhpo] error: env.actions.lr.max_step_factor must be > 1, got 1.0"),
     ("rlhpo.train", "vec_env.max_restarts=-1", "[rlhpo] error: vec_env.max_restarts must be an integer >= 0, got -1"),
     # a wrong type is caught by the schema, in Hydra's words: the value, the type and the field
-    ("rlhpo.train", "keep_checkpoints=three", "Value 'three' of type 'str' could not be converted to Integer\n    full_key: keep_checkpoints"),
+    ("rlhpo.train", "keep_checkpoints=three",
+     "Value 'three' of type 'str' could not be converted to Integer\n    full_key: keep_checkpoints"),
     ("rlhpo.apply", "n_intervals=0", "[rlhpo] error: n_intervals must be null (the policy's own) or an integer >= 1, got 0"),
     ("rlhpo.evaluate", "launcher=dask", "[rlhpo] error: launcher must be one of ['joblib', 'ray'], got 'dask'"),
 ]
@@ -319,8 +320,10 @@ def _tiny(**changes):
         (lambda: _tiny(loss_fn="cross_entropy"), r"task 'tiny-0': loss_fn must be callable, got str"),
         (lambda: _tiny(metric_fn=None), r"task 'tiny-0': metric_fn must be callable, got NoneType"),
         (lambda: _tiny(default_hparams=(1e-3, 32, 0.0)), r"task 'tiny-0': default_hparams must be an rlhpo.tasks.Hyperparams, got tuple"),
-        (lambda: _tiny(default_hparams=rlhpo.tasks.Hyperparams("0.1", 32, 0.0)), r"default_hparams.lr must be a finite number > 0, got '0.1'"),
-        (lambda: _tiny(default_hparams=rlhpo.tasks.Hyperparams(1e-3, True, 0.0)), r"default_hparams.batch_size must be an integer >= 1, got True"),
+        (lambda: _tiny(default_hparams=rlhpo.tasks.Hyperparams("0.1", 32, 0.0)),
+         r"default_hparams.lr must be a finite number > 0, got '0.1'"),
+        (lambda: _tiny(default_hparams=rlhpo.tasks.Hyperparams(1e-3, True, 0.0)),
+         r"default_hparams.batch_size must be an integer >= 1, got True"),
         (lambda: _tiny(optimizer="lbfgs"), r"task 'tiny-0': optimizer must be one of \('sgd', 'adam', 'adamw'\), got 'lbfgs'"),
         (lambda: _tiny(eval_max_examples=0), r"task 'tiny-0': eval_max_examples must be an integer >= 1, got 0"),
     ],
@@ -385,7 +388,9 @@ def test_metric_that_is_not_a_number_is_named():
 def test_task_factory_that_raises_is_named():
     from rlhpo.apply import build_task
 
-    with pytest.raises(ConfigError, match=r"task._target_='conftest.make_tiny_task' could not be called: TypeError: make_tiny_task\(\) got an unexpected keyword argument 'budjet'"):
+    message = (r"task._target_='conftest.make_tiny_task' could not be called: "
+               r"TypeError: make_tiny_task\(\) got an unexpected keyword argument 'budjet'")
+    with pytest.raises(ConfigError, match=message):
         build_task({"_target_": "conftest.make_tiny_task", "budjet": 5})
     with pytest.raises(ConfigError, match=r"task._target_='nowhere.make' could not be called"):
         build_task("nowhere.make")

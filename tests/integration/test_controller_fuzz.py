@@ -24,7 +24,11 @@ from rlhpo.policy.artifact import load_artifact
 from rlhpo.training.monitor import IntervalStats
 
 # RLHPO_FUZZ_EXAMPLES=500 for a longer hunt; the default keeps the file under a minute
-SETTINGS = settings(max_examples=int(os.environ.get("RLHPO_FUZZ_EXAMPLES", "30")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("RLHPO_FUZZ_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 ARTIFACT = None
 

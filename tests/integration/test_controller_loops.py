@@ -150,7 +150,8 @@ def test_param_groups_keep_their_ratio_to_the_first(monkeypatch):
 
 def test_weight_decay_reference_is_the_first_group_that_has_one():
     model, _ = _model_opt()
-    opt = torch.optim.AdamW([{"params": model[0].parameters(), "weight_decay": 0.0}, {"params": model[2].parameters()}], lr=1e-2, weight_decay=1e-3)
+    groups = [{"params": model[0].parameters(), "weight_decay": 0.0}, {"params": model[2].parameters()}]
+    opt = torch.optim.AdamW(groups, lr=1e-2, weight_decay=1e-3)
     c = Controller(opt, policy=art(), total_examples=100, batch_size=10)
     assert c.controls_weight_decay and c.hparams.weight_decay == pytest.approx(1e-3)
 

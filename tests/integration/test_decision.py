@@ -14,8 +14,8 @@ import rlhpo
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import (
     DIVERGENCE_FACTOR,
-    base_factor,
     DecisionPath,
+    base_factor,
     interval_end,
     is_diverged,
     write_hparams,

@@ -28,7 +28,9 @@ def policy_artifact(smoke_policy: Path) -> Path:
     return smoke_policy
 
 
-CALIBRATED = {"adam": {"lr": 1e-3, "weight_decay": 0.0}, "adamw": {"lr": 1e-3, "weight_decay": 1e-2}, "sgd": {"lr": 0.05, "weight_decay": 5e-4}}
+CALIBRATED = {
+    "adam": {"lr": 1e-3, "weight_decay": 0.0}, "adamw": {"lr": 1e-3, "weight_decay": 1e-2}, "sgd": {"lr": 0.05, "weight_decay": 5e-4}
+}
 
 
 def tiny_config(**overrides: object) -> EvaluateConfig:
@@ -162,7 +164,8 @@ def test_a_rerun_into_the_same_folder_resumes(tmp_path: Path, monkeypatch: pytes
     second = run(tiny_config(methods=["constant", "cosine", "hypergradient"], starts=["sensible", "random"]), tmp_path)
     assert sorted(ran) == ["hypergradient", "hypergradient"]
     old = second[second.method != "hypergradient"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(old[["task", "start", "method", "test_loss", "steps"]], first[["task", "start", "method", "test_loss", "steps"]])
+    cols = ["task", "start", "method", "test_loss", "steps"]
+    pd.testing.assert_frame_equal(old[cols], first[cols])
     # other run-defining settings: nothing is reused
     ran.clear()
     run(tiny_config(methods=["constant"], n_intervals=4), tmp_path)

@@ -23,9 +23,9 @@ from stable_baselines3.common.monitor import Monitor  # noqa: E402
 import rlhpo.metatrain.trainer  # noqa: E402
 from rlhpo.envs import EnvConfig, make_env  # noqa: E402
 from rlhpo.envs.vec.ray import RayVecEnv  # noqa: E402
-from rlhpo.errors import (
+from rlhpo.errors import (  # noqa: E402
     ActorRestartLimitError,
-    ConfigError,  # noqa: E402
+    ConfigError,
 )
 from rlhpo.metatrain.callbacks import ThroughputCallback  # noqa: E402
 from rlhpo.policy.artifact import load_artifact  # noqa: E402

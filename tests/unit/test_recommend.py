@@ -48,7 +48,8 @@ def test_meta_features_of_tensors():
     assert f.n_params == 33 and f.depth == 1 and f.optimizer == "sgd" and f.budget_epochs == pytest.approx(10.0)
     assert output_kind(torch.randn(5)) == ("regression", 0)
     assert output_kind(torch.randint(0, 7, (5, 4)))[0] == "sequence"
-    f = meta_features(nn.Linear(10, 3), torch.utils.data.TensorDataset(x, y), torch.optim.AdamW(nn.Linear(1, 1).parameters()), 400, probe=True)
+    model, data = nn.Linear(10, 3), torch.utils.data.TensorDataset(x, y)
+    f = meta_features(model, data, torch.optim.AdamW(nn.Linear(1, 1).parameters()), 400, probe=True)
     assert f.optimizer == "adamw" and f.probe is not None and f.probe.examples > 0 and len(f.probe.sweep) == 3
 
 
@@ -154,4 +155,5 @@ def test_targets_ratios_pair_runs_of_the_same_task_seed():
     piv = table(pd.DataFrame(rows))
     assert ratio(piv, "recommend_controller", "controller", "sensible").r.tolist() == [0.5, 0.5]
     text = report(pd.DataFrame(rows))
-    assert "T1 random: recommend_controller / optuna: median 1.250" in text and "T3 recommend_cosine / lr_range_cosine: median 0.250" in text
+    assert "T1 random: recommend_controller / optuna: median 1.250" in text
+    assert "T3 recommend_cosine / lr_range_cosine: median 0.250" in text

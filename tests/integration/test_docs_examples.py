@@ -52,6 +52,7 @@ def test_scheduler_example(tmp_path, monkeypatch):
     ns = run_example("scheduler", tmp_path, monkeypatch)
     c, opt = ns["controller"], ns["opt"]
     assert c.done and c._finished and len([h for h in c.history if not h.get("end")]) == c.spec.n_intervals - 1
+    assert opt.param_groups[0]["lr"] == pytest.approx(c.history[-1]["lr"])
     assert {h["batch_size"] for h in c.history} == {32}  # counted from the model's inputs, the user's loader kept
     assert not ns["_warnings"], ns["_warnings"]  # the common case says nothing
 

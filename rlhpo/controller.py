@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.decision import DecisionPath, write_hparams
+from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import GuardConfig
 from rlhpo.controller_loops import (
     CountingLoader,
@@ -128,6 +129,7 @@ class Controller:
         self._last_val: Optional[float] = None
         self.history: list[dict] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
+        self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -148,7 +150,7 @@ class Controller:
         for bad in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             if bad in loader_kwargs:
                 raise ControllerError(f"make_loader: {bad!r} is set by the controller; remove it")
-        self.sampler = MutableBatchSampler(len(dataset), bs, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+        self.sampler = MutableBatchSampler(len(dataset), bs, generator=torch.Generator().manual_seed(seed), **self.sync.shard())  # type: ignore[arg-type]
         if self._declined:  # begun before the loader existed: it can be controlled now
             self.control_batch_size, self._declined = True, False
         return CountingLoader(dataset, batch_sampler=self.sampler, count=self._count, **loader_kwargs)
@@ -207,6 +209,7 @@ class Controller:
             )
         self._ratios = GroupRatios.of(self.optimizer)  # the starting values, as they are now
         asked = self.hparams
+        self.sync.check_start(total_examples=self.total_examples, **vars(asked))
         target = LoopState(self.optimizer, self.model, self.sampler)  # what the guard snapshots
         controls = tuple(n for n, on in (("lr", True), ("batch_size", self.control_batch_size),
                                           ("weight_decay", self.controls_weight_decay)) if on)
@@ -237,7 +240,7 @@ class Controller:
 
     # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        bs = self._delivered or self._current_batch_size()
+        bs = (self._delivered or self._current_batch_size()) * self.sync.world
         self._probe = TrainingMonitor.should_probe(self._boundary - self.examples_seen, bs)
         if self._probe:
             self.monitor.before_step(True)
@@ -270,7 +273,7 @@ class Controller:
         self._interval_max_bs = max(self._interval_max_bs, n)
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
-        self.examples_seen += n
+        self.examples_seen += n * self.sync.world  # every rank trained a batch of n
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
         # the later ones on an empty interval, exactly as the environment the policy met
@@ -309,10 +312,11 @@ class Controller:
         if self.sampler is None and self._interval_max_bs:
             self._used_bs, self._interval_max_bs = self._interval_max_bs, 0  # the batch size really used
         hp = self.hparams
+        stats, val_loss = self.sync.reduce(stats, val_loss)
         observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
         self._boundary = self.decision.boundary
         diverged = observation.diverged
-        action = self.driver.act(observation.obs, deterministic=self.deterministic)
+        action = self.sync.agree(self.driver.act(observation.obs, deterministic=self.deterministic))
         if diverged:
             log.warning("rlhpo controller: training diverged at %d examples (%s); %s", self.examples_seen, observation.verdict.reason,
                         "rolled back to the last good state, lr cut" if observation.verdict.rolled_back else "stepping every control down")
@@ -389,6 +393,7 @@ class Controller:
         self._finished = True
         stats = self.monitor.summary()
         val = self._validation_loss(stats) if val_loss is None else float(val_loss)
+        stats, val = self.sync.reduce(stats, val)
         verdict = self.decision.guard.review(stats.nonfinite, val)
         if verdict.diverged:
             log.warning("rlhpo controller: training diverged at the end of the run (%s); %s", verdict.reason,

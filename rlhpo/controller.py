@@ -44,7 +44,7 @@ from rlhpo.tasks import Hyperparams
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
-from rlhpo.training.snapshot import LoopState
+from rlhpo.training.snapshot import LoopState, check_scaler
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class Controller:
     :param model: the model, for the guard's snapshots (without it: the optimizer's parameters)
     :param guard: the divergence guard (default: the one the policy was trained under), e.g. to
         cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
+    :param scaler: the loop's ``torch.amp.GradScaler``: the guard snapshots and restores its state
+        too (a step it skips for inf gradients is no divergence: the optimizer did not step)
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class Controller:
         control_weight_decay: bool = True,
         model: Optional[torch.nn.Module] = None,
         guard: Optional[GuardConfig] = None,
+        scaler: Any = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ControllerError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -113,7 +116,7 @@ class Controller:
         )
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
-        self.sampler, self.model = sampler, model
+        self.sampler, self.model, self.scaler = sampler, model, check_scaler(scaler)
         self._declared_bs = int(batch_size) if batch_size else None  # the user's own loader's
         self._used_bs: Optional[int] = self._declared_bs  # the batch size in use, without a sampler
         self._interval_max_bs = 0
@@ -210,7 +213,7 @@ class Controller:
         self._ratios = GroupRatios.of(self.optimizer)  # the starting values, as they are now
         asked = self.hparams
         self.sync.check_start(total_examples=self.total_examples, **vars(asked))
-        target = LoopState(self.optimizer, self.model, self.sampler)  # what the guard snapshots
+        target = LoopState(self.optimizer, self.model, self.sampler, self.scaler)  # what the guard snapshots
         controls = tuple(n for n, on in (("lr", True), ("batch_size", self.control_batch_size),
                                           ("weight_decay", self.controls_weight_decay)) if on)
         off = tuple(n for n in ("batch_size", "weight_decay") if n not in controls)

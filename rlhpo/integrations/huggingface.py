@@ -45,10 +45,11 @@ class ControllerTrainerCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
         raw = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps) * max(1, args.world_size)
+        # one optimizer step trains this rank's batch x accumulation; the controller counts every rank's
+        batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
         self._batch = batch
         self.controller = Controller(
-            load_artifact(self.policy), raw, total_examples=int(state.max_steps) * batch, batch_size=batch, model=model
+            load_artifact(self.policy), raw, total_examples=int(state.max_steps) * batch * max(1, args.world_size), batch_size=batch, model=model
         )
         if self.controller.control_batch_size:
             self.controller.decline_batch_size("the Hugging Face Trainer owns its data loader")

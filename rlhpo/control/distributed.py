@@ -5,8 +5,11 @@ Under DDP (a plain loop, Lightning's ``ddp`` strategies, the Hugging Face ``Trai
 each would decide from its own shard's losses and could pick another learning rate, batch size
 or rollback than its peers, and the replicas would drift apart. :class:`RankSync` keeps them one:
 
-* at the start, the budget and the starting hyperparameters are gathered from every rank; a
-  mismatch is one :class:`~rlhpo.errors.ControllerError` on every rank (they all see the table);
+* at the start, every rank waits (through the process group's store, up to
+  :data:`START_TIMEOUT` seconds) for every other rank's controller: a controller created on
+  some ranks only is a :class:`~rlhpo.errors.ControllerError` on those ranks, not a hang in a
+  collective the others never join; then the budget and the starting hyperparameters are
+  gathered from every rank, and a mismatch is one error on every rank (they all see the table);
 * at each decision, the interval's statistics and the validation loss are averaged over the
   ranks (a non-finite value on any rank is a non-finite interval everywhere), so the guard's
   verdict, and a rollback, are the same on every rank;
@@ -21,6 +24,8 @@ In a single process (no process group, or a world of one) every method is a no-o
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import fields, replace
 from typing import Any
 
@@ -29,6 +34,11 @@ import torch
 
 from rlhpo.errors import ControllerError
 from rlhpo.training.monitor import IntervalStats
+
+#: seconds a rank waits at the start for the controllers of the other ranks
+START_TIMEOUT = 300.0
+_STARTS = itertools.count(1)  # controllers started in this process: the same sequence on every rank
+
 
 class RankSync:
     """The controller's collectives; see the module's docstring.
@@ -61,6 +71,7 @@ class RankSync:
         if not self.active or self._checked:
             return
         self._checked = True
+        self._arrive()
         mine = torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=self._device())
         every = [torch.empty_like(mine) for _ in range(self.world)]
         self._dist.all_gather(every, mine, group=self.group)
@@ -73,6 +84,26 @@ class RankSync:
                 "every rank must create its Controller with the same total_examples and start from the same "
                 "hyperparameters (total_examples counts the examples of all ranks)"
             )
+
+    def _arrive(self) -> None:
+        """Wait until every rank's controller has started (the default group's store; skipped
+        for another group or a store this torch does not expose)."""
+        try:
+            store = self._dist.distributed_c10d._get_default_store() if self.group is None else None
+        except (AttributeError, RuntimeError):
+            store = None
+        if store is None:
+            return
+        key, deadline = f"rlhpo/controller_start/{next(_STARTS)}", time.monotonic() + START_TIMEOUT
+        arrived = store.add(key, 1)
+        while arrived < self.world:
+            if time.monotonic() > deadline:
+                raise ControllerError(
+                    f"rlhpo Controller under torch.distributed: only {arrived} of {self.world} ranks started a "
+                    f"Controller within {START_TIMEOUT:g} s; create it on every rank (the ranks decide together)"
+                )
+            time.sleep(0.02)
+            arrived = store.add(key, 0)
 
     def reduce(self, stats: IntervalStats, val_loss: float) -> tuple[IntervalStats, float]:
         """The interval's statistics and validation loss over all ranks: means (a NaN or inf on one

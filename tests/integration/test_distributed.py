@@ -1,6 +1,6 @@
 """The Controller under torch.distributed (gloo, 2 CPU processes): one decision for all ranks,
 rollbacks together, examples counted globally, and a clear error on every rank for mismatched
-budgets. The plain DDP loop of docs/distributed.md is run by tests/integration/test_distributed_docs.py."""
+budgets (and on the ranks that have one, for a Controller created on some ranks only). The plain DDP loop of docs/distributed.md is run by tests/integration/test_distributed_docs.py."""
 
 from __future__ import annotations
 
@@ -56,6 +56,17 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         result["budget_error"] = None
     except ControllerError as e:
         result["budget_error"] = str(e)
+    import rlhpo.control.distributed as sync
+
+    sync.START_TIMEOUT = 3.0
+    result["alone_error"] = None
+    if rank == 0:  # rank 1 creates no controller: rank 0 says so instead of hanging in a collective
+        try:
+            opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+            rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=1000, batch_size=8).begin()
+        except ControllerError as e:
+            result["alone_error"] = str(e)
+    dist.barrier()
     with open(f"{out}.{rank}", "w") as f:
         json.dump(result, f)
     dist.destroy_process_group()
@@ -73,3 +84,4 @@ def test_ddp_ranks_decide_and_roll_back_together(tmp_path):
     for r in (r0, r1):
         assert r["budget_error"] is not None
         assert "the ranks disagree on total_examples (total_examples: rank 0 1000, rank 1 1001)" in r["budget_error"]
+    assert "only 1 of 2 ranks started a Controller within 3 s; create it on every rank" in r0["alone_error"]

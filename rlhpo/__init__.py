@@ -32,6 +32,10 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module 'rlhpo' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"recommend"})
+
 __version__ = "0.1.0"
 
 __all__ = [

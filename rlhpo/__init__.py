@@ -1,16 +1,40 @@
-"""rlhpo: a learned controller of learning rate, batch size and weight decay."""
+"""rlhpo: a learned controller of learning rate, batch size and weight decay.
+
+``import rlhpo`` and applying a controller need torch and numpy only: the environment (gymnasium)
+and the warm start are imported when first used (``rlhpo.make_env``, ``rlhpo.recommend``).
+"""
 
 from __future__ import annotations
 
-from rlhpo import recommend  # the warm start: a callable module, rlhpo.recommend(model, data, ...)
+import importlib
+from typing import Any
+
 from rlhpo.control.actions import ActionConfig, ControlConfig
 from rlhpo.controller import Controller
-from rlhpo.envs import ENV_ID, EnvConfig, HyperparamControlEnv, make_env
 from rlhpo.errors import ConfigError, ControllerError
-from rlhpo.recommend import Recommendation
 from rlhpo.tasks import Hyperparams, Split, Task, TaskError, TaskFamily, register_family
 from rlhpo.training.sampler import MutableBatchSampler
 from rlhpo.training.session import TrainingSession
+
+#: names imported on first use: the module that defines each
+_LAZY = {
+    "ENV_ID": "rlhpo.envs", "EnvConfig": "rlhpo.envs", "HyperparamControlEnv": "rlhpo.envs", "make_env": "rlhpo.envs",
+    "Recommendation": "rlhpo.recommend",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "recommend":  # the warm start: a callable module, rlhpo.recommend(model, data, ...)
+        return importlib.import_module("rlhpo.recommend")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rlhpo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"recommend"})
 
 __version__ = "0.1.0"
 

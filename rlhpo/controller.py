@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from rlhpo.control.decision import DecisionPath, write_hparams
+from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import GuardConfig
 from rlhpo.controller_budget import Budget, parse_budget
 from rlhpo.controller_data import ControllerData
@@ -44,7 +45,7 @@ from rlhpo.tasks import Hyperparams
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
-from rlhpo.training.snapshot import LoopState
+from rlhpo.training.snapshot import LoopState, check_scaler
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class Controller(ControllerData):
         its inputs in training are counted as the examples of a step nothing else counts
     :param guard: the divergence guard (default: the one the policy was trained under), e.g. to
         cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
+    :param scaler: the loop's ``torch.amp.GradScaler``: the guard snapshots and restores its state
+        too (a step it skips for inf gradients is no divergence: the optimizer did not step)
+
+    Under ``torch.distributed`` every rank's controller takes one decision (:mod:`rlhpo.control.distributed`).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Controller(ControllerData):
         control_weight_decay: bool = True,
         model: Optional[torch.nn.Module] = None,
         guard: Optional[GuardConfig] = None,
+        scaler: Any = None,
         *,
         total_steps: Optional[int] = None,
         policy: "str | os.PathLike | PolicyArtifact" = "default",
@@ -121,7 +127,7 @@ class Controller(ControllerData):
         self._new_decision_path()
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
-        self.sampler, self.model = sampler, model
+        self.sampler, self.model, self.scaler = sampler, model, check_scaler(scaler)
         self._declared_bs = int(batch_size) if batch_size else None  # the user's own loader's
         self._used_bs: Optional[int] = self._declared_bs  # the batch size in use, without a sampler
         self._interval_max_bs = 0
@@ -143,6 +149,7 @@ class Controller(ControllerData):
         self._last_val: Optional[float] = None
         self.history: list[dict] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
+        self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
 
     def _new_decision_path(self) -> None:
         self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.spec.n_intervals, self._guard_config,
@@ -195,7 +202,8 @@ class Controller(ControllerData):
             self._ratios = GroupRatios.of(self.optimizer)
             self._asked = self.hparams
         asked = dataclasses.replace(self._asked, batch_size=self.hparams.batch_size)
-        target = LoopState(self.optimizer, self.model, self.sampler)  # what the guard snapshots
+        self.sync.check_start(**{f"total_{self.budget.unit}": self.budget.total}, **vars(asked))
+        target = LoopState(self.optimizer, self.model, self.sampler, self.scaler)  # what the guard snapshots
         controls = tuple(n for n, on in (("lr", True), ("batch_size", self.control_batch_size),
                                           ("weight_decay", self.controls_weight_decay)) if on)
         off = tuple(n for n in ("batch_size", "weight_decay") if n not in controls)
@@ -217,7 +225,7 @@ class Controller(ControllerData):
 
     # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        bs = self._delivered or self._current_batch_size()
+        bs = (self._delivered or self._current_batch_size()) * self.sync.world
         self._probe = TrainingMonitor.should_probe(self._boundary - self.examples_seen, bs)
         if self._probe:
             self.monitor.before_step(True)
@@ -247,14 +255,14 @@ class Controller(ControllerData):
             self._used_bs = n
         if not self._started:
             self._start()
-            self.budget.check_first_step(n if self.budget.unit == "examples" else 1)
+            self.budget.check_first_step(n * self.sync.world if self.budget.unit == "examples" else 1)
         elif self._restart_pending and self.decision.interval == 0:
             self._start()  # begun before any batch size was known: start again from the real one
         self._interval_max_bs = max(self._interval_max_bs, n)
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
         was_done = self.done
-        progress = n if self.budget.unit == "examples" else 1
+        progress = n * self.sync.world if self.budget.unit == "examples" else 1  # every rank trained a batch of n
         self.examples_seen += progress
         self.budget.advance(progress, self.decision.interval, self.hparams.lr)
         decided = False
@@ -305,10 +313,11 @@ class Controller(ControllerData):
         if self.sampler is None and self._interval_max_bs:
             self._used_bs, self._interval_max_bs = self._interval_max_bs, 0  # the batch size really used
         hp = self.hparams
+        stats, val_loss = self.sync.reduce(stats, val_loss)
         observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
         self._boundary = self.decision.boundary
         diverged = observation.diverged
-        action = self.driver.act(observation.obs, deterministic=self.deterministic)
+        action = self.sync.agree(self.driver.act(observation.obs, deterministic=self.deterministic))
         if diverged:
             log.warning("rlhpo controller: training diverged at %d examples (%s); %s", self.examples_seen, observation.verdict.reason,
                         "rolled back to the last good state, lr cut" if observation.verdict.rolled_back else "stepping every control down")
@@ -352,6 +361,7 @@ class Controller(ControllerData):
         self.budget.end()
         stats = self.monitor.summary()
         val = self._validation_loss(stats) if val_loss is None else float(val_loss)
+        stats, val = self.sync.reduce(stats, val)
         verdict = self.decision.guard.review(stats.nonfinite, val)
         if verdict.diverged:
             log.warning("rlhpo controller: training diverged at the end of the run (%s); %s", verdict.reason,

@@ -29,7 +29,7 @@ class ControllerData:
         for bad in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             if bad in loader_kwargs:
                 raise ControllerError(f"make_loader: {bad!r} is set by the controller; remove it")
-        self.sampler = MutableBatchSampler(len(dataset), bs, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+        self.sampler = MutableBatchSampler(len(dataset), bs, generator=torch.Generator().manual_seed(seed), **self.sync.shard())  # type: ignore[arg-type]
         if self._declined:  # begun before the loader existed: it can be controlled now
             self.control_batch_size, self._declined = True, False
         return CountingLoader(dataset, batch_sampler=self.sampler, count=self._count, **loader_kwargs)

@@ -47,10 +47,15 @@ class ControllerTrainerCallback(TrainerCallback):
         self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any
     ) -> None:
         raw = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps) * max(1, args.world_size)
+        # one optimizer step trains this rank's batch x accumulation; the controller counts every rank's
+        batch = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
         self._batch = batch
         self.controller = Controller(
-            raw, total_examples=int(state.max_steps) * batch, policy=load_artifact(self.policy), batch_size=batch, model=model
+            raw,
+            total_examples=int(state.max_steps) * batch * max(1, args.world_size),
+            policy=load_artifact(self.policy),
+            batch_size=batch,
+            model=model,
         )
         if self.controller.control_batch_size:
             self.controller.decline_batch_size("the Hugging Face Trainer owns its data loader")

@@ -54,8 +54,9 @@ class _ControllerCallback:
     """Drives the first optimizer of a Lightning run with a pretrained policy.
 
     :param policy: pretrained name or artifact folder
-    :param total_examples: the run's example budget; default: the trainer's estimated stepping
-        batches times the accumulated batches times the starting batch size
+    :param total_examples: the run's example budget (all ranks'); default: the trainer's estimated
+        stepping batches times the accumulated batches times the starting batch size times the
+        world size
     :param val_metric: the logged metric the controller reads as validation loss, if present
     """
 
@@ -71,7 +72,7 @@ class _ControllerCallback:
         sampler = sampler if isinstance(sampler, MutableBatchSampler) else None
         batch_size = sampler.batch_size if sampler is not None else getattr(loader, "batch_size", None) or 1
         steps = int(trainer.estimated_stepping_batches) * max(1, int(trainer.accumulate_grad_batches))
-        total = self.total_examples or steps * int(batch_size)
+        total = self.total_examples or steps * int(batch_size) * max(1, int(trainer.world_size))  # every rank's examples
         c = self.controller = Controller(
             optimizer, total_examples=total, policy=load_artifact(self.policy), batch_size=batch_size, sampler=sampler, model=pl_module
         )

@@ -1,6 +1,7 @@
 """The policy artifact: one self-describing folder.
 
     <artifact>/
+      policy.pt            the PPO actor for the lean runtime (rlhpo.policy.runtime): tensors only
       model.zip            stable-baselines3 save of the PPO (or RecurrentPPO) policy
       normalization.json   observation normalisation statistics (plain numbers, no pickle)
       spec.json            format and feature versions, feature names, controls and bounds,
@@ -39,6 +40,7 @@ from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.guard import GuardConfig
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
+from rlhpo.policy.runtime import POLICY_FILE, convert_sb3_zip, from_sb3_state_dict, load_lean, read_sb3_data, save_lean
 
 ARTIFACT_FORMAT = 1
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
@@ -120,6 +122,9 @@ def save_artifact(
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
     try:
         model.save(tmp / "model.zip")
+        if spec.algorithm == "PPO":  # the lean runtime's copy of the actor (rlhpo.policy.runtime)
+            n_obs, n_act = len(spec.feature_names), len(spec.action_config().enabled)
+            save_lean(from_sb3_state_dict(model.policy.state_dict(), n_obs, n_act, _activation(model), str(path)), tmp / POLICY_FILE)
         norm = (
             {"mean": obs_rms.mean.tolist(), "var": obs_rms.var.tolist(), "clip": clip_obs, "epsilon": epsilon}
             if obs_rms is not None
@@ -139,6 +144,13 @@ def save_artifact(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _activation(model: Any) -> str:
+    name = getattr(getattr(model.policy, "activation_fn", None), "__name__", "?")
+    if name not in ("Tanh", "ReLU"):
+        raise ArtifactError(f"the policy's activation {name} has no lean runtime; allowed: Tanh, ReLU")
+    return name.lower()
 
 
 def resolve_policy_path(policy: str | os.PathLike) -> Path:
@@ -177,21 +189,10 @@ _SUPPLIED = (
 _BOX = "<class 'gymnasium.spaces.box.Box'>"
 
 
-def _pickle_free_objects(zip_path: Path, spec: PolicySpec, policy_class: type, where: str) -> dict[str, Any]:
-    """``custom_objects`` for SB3's ``load`` that replace every cloudpickled attribute of the
-    archive, so that nothing in it is unpickled; the saved spaces' shapes (readable as JSON) are
-    checked against the spec."""
-    import gymnasium as gym
-
-    from rlhpo.control.features import CLIP
-
-    try:
-        with zipfile.ZipFile(zip_path) as z:
-            data = json.loads(z.read("data"))
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except (KeyError, ValueError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{where}: model.zip's data is not SB3's JSON ({type(e).__name__}: {e})") from None
+def _checked_data(zip_path: Path, spec: PolicySpec, where: str) -> dict:
+    """The archive's JSON ``data``, checked: every pickled attribute is one rlhpo supplies itself
+    (none is ever unpickled), and the saved spaces' shapes (readable as JSON) match the spec."""
+    data = read_sb3_data(zip_path, where)
     pickled = sorted(k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v)
     unknown = [k for k in pickled if k not in _SUPPLIED]
     if unknown:
@@ -211,6 +212,18 @@ def _pickle_free_objects(zip_path: Path, spec: PolicySpec, policy_class: type, w
             if key == "action_space":
                 raise ArtifactError(f"{where}: the policy acts on {tuple(shape)} but the spec enables {n_act} controls")
             raise ArtifactError(f"{where}: the policy observes {tuple(shape)}, the spec says ({n_obs},)")
+    return data
+
+
+def _pickle_free_objects(data: dict, spec: PolicySpec, policy_class: type) -> dict[str, Any]:
+    """``custom_objects`` for SB3's ``load`` that replace every cloudpickled attribute of the
+    (checked) archive, so that nothing in it is unpickled."""
+    import gymnasium as gym
+
+    from rlhpo.control.features import CLIP
+
+    pickled = sorted(k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v)
+    n_obs, n_act = len(spec.feature_names), len(spec.action_config().enabled)
 
     def constant(key: str, default: float) -> float:
         """A schedule's constant, from the repr SB3 writes beside the pickle (for inference only)."""
@@ -238,7 +251,9 @@ def _pickle_free_objects(zip_path: Path, spec: PolicySpec, policy_class: type, w
 
 @dataclass
 class PolicyArtifact:
-    """A loaded policy: the SB3 model, its observation normalisation and its spec."""
+    """A loaded policy: its network (a :class:`~rlhpo.policy.runtime.LeanPolicy`, or an SB3 model
+    for a RecurrentPPO policy and during meta-training: anything with ``predict``), its
+    observation normalisation and its spec."""
 
     model: Any
     normalization: ObsNormalization
@@ -251,14 +266,21 @@ class PolicyArtifact:
 
 
 def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") -> PolicyArtifact:
-    """Load and check an artifact; every failure is an :class:`ArtifactError` that says why."""
+    """Load and check an artifact; every failure is an :class:`ArtifactError` that says why.
+
+    A PPO policy loads as a :class:`~rlhpo.policy.runtime.LeanPolicy` (torch only) from
+    ``policy.pt``; an artifact with only SB3's ``model.zip`` is converted once (``policy.pt`` is
+    written beside it when the folder is writable). A RecurrentPPO policy loads through SB3."""
     path = resolve_policy_path(policy)
     where = f"policy artifact {str(path)!r}"
     if not path.is_dir():
-        raise ArtifactError(f"{where}: expected a folder with model.zip, spec.json and normalization.json")
-    for name in ("model.zip", "spec.json", "normalization.json"):
+        raise ArtifactError(f"{where}: expected a folder with {POLICY_FILE} or model.zip, spec.json and normalization.json")
+    for name in ("spec.json", "normalization.json"):
         if not (path / name).is_file():
             raise ArtifactError(f"{where}: {name} is missing")
+    lean = (path / POLICY_FILE).is_file()
+    if not lean and not (path / "model.zip").is_file():
+        raise ArtifactError(f"{where}: model.zip is missing (and there is no {POLICY_FILE})")
     try:
         raw = json.loads((path / "spec.json").read_text())
         spec = PolicySpec(**raw)
@@ -277,17 +299,25 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
         if mean.shape != (n,) or var.shape != (n,) or not (np.isfinite(mean).all() and (var >= 0).all()):
             raise ArtifactError(f"{where}: normalization.json must hold {n} finite means and variances")
         normalization = ObsNormalization(mean, var, float(norm_raw.get("clip", 10.0)), float(norm_raw.get("epsilon", 1e-8)))
+    n_act = len(spec.action_config().enabled)
+    if spec.algorithm == "PPO" and lean:
+        return PolicyArtifact(load_lean(path / POLICY_FILE, n, n_act, where), normalization, spec, path)
+    if not (path / "model.zip").is_file():
+        raise ArtifactError(f"{where}: a {spec.algorithm} policy needs model.zip")
     _check_zip(path / "model.zip", where)
+    data = _checked_data(path / "model.zip", spec, where)
+    if spec.algorithm == "PPO":  # an artifact from before policy.pt: converted once, without SB3
+        module = convert_sb3_zip(path / "model.zip", data, n, n_act, where)
+        save_lean(module, path / POLICY_FILE)
+        return PolicyArtifact(module, normalization, spec, path)
     Algo, alias = algorithm(spec.algorithm)
-    policy_class = Algo.policy_aliases[alias]
-    custom_objects = _pickle_free_objects(path / "model.zip", spec, policy_class, where)
+    custom_objects = _pickle_free_objects(data, spec, Algo.policy_aliases[alias])
     try:
         model = Algo.load(path / "model.zip", device=device, custom_objects=custom_objects)
     except Exception as e:  # SB3 raises many kinds on a bad archive
         raise ArtifactError(f"{where}: model.zip could not be loaded by stable-baselines3 ({type(e).__name__}: {e})") from None
     if model.observation_space.shape != (n,):
         raise ArtifactError(f"{where}: the policy observes {model.observation_space.shape}, the spec says ({n},)")
-    n_act = len(spec.action_config().enabled)
     if model.action_space.shape != (n_act,):
         raise ArtifactError(
             f"{where}: the policy acts on {model.action_space.shape} but the spec enables {n_act} controls"

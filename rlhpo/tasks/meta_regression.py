@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.datasets import make_regression
 from torch import nn
 
 from rlhpo.tasks.base import (
@@ -73,6 +72,8 @@ class WideDeep(nn.Module):
 
 def make_outlier_regression(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """``make_regression`` inputs, a warped target, heavy-tailed outliers on a random fraction."""
+    from sklearn.datasets import make_regression  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+
     d = int(rng.integers(3, 21))
     x, y = make_regression(
         n_samples=n,

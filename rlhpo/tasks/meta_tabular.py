@@ -19,14 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import (
-    make_blobs,
-    make_circles,
-    make_gaussian_quantiles,
-    make_moons,
-    make_s_curve,
-    make_swiss_roll,
-)
 from torch import nn
 
 from rlhpo.tasks.base import (
@@ -57,6 +49,8 @@ TOY_DATA = ("moons", "circles", "quantiles", "blobs")
 
 def make_toy_classification(rng: np.random.Generator, kind: str, n: int) -> tuple[np.ndarray, np.ndarray, int]:
     """2-D (or 2-4-D for quantiles and blobs) toy classification data and its class count."""
+    from sklearn.datasets import make_blobs, make_circles, make_gaussian_quantiles, make_moons  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+
     state = int(rng.integers(2**31))
     if kind == "moons":
         x, y = make_moons(n, noise=float(rng.uniform(0.05, 0.3)), random_state=state)
@@ -235,6 +229,8 @@ class CategoricalFM(TaskFamily):
 
 def make_manifold(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
     """``n`` points of a 3-D manifold: swiss roll, S-curve or a helix (generated here)."""
+    from sklearn.datasets import make_s_curve, make_swiss_roll  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+
     state = int(rng.integers(2**31))
     if kind == "swiss_roll":
         return make_swiss_roll(n, noise=0.0, random_state=state)[0]

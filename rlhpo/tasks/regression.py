@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import make_friedman1, make_friedman2, make_friedman3
 from torch import nn
 
 from rlhpo.tasks.base import (
@@ -78,6 +77,8 @@ class FriedmanResMLP(TaskFamily):
     architecture = "ResMLP (pre-LayerNorm residual blocks)"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
+        from sklearn.datasets import make_friedman1, make_friedman2, make_friedman3  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+
         kind = FRIEDMAN[int(rng.integers(len(FRIEDMAN)))]
         n = int(rng.integers(1000, 4001))
         state = int(rng.integers(2**31))

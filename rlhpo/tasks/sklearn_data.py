@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from sklearn import datasets
 from torch import nn
 
 from rlhpo.tasks.base import (
@@ -27,6 +26,8 @@ from rlhpo.tasks.base import (
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+
     loader = {
         "digits": datasets.load_digits,
         "breast_cancer": datasets.load_breast_cancer,

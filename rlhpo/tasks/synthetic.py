@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import make_classification
 from torch import nn
 
 from rlhpo.tasks.base import (
@@ -35,6 +34,8 @@ class SyntheticClassification(TaskFamily):
     architecture = "make_mlp"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
+        from sklearn.datasets import make_classification  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+
         n = int(rng.integers(600, 3000))
         n_features = int(rng.integers(8, 65))
         n_classes = int(rng.integers(2, 11))

@@ -22,12 +22,23 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
     :param batch_size: initial batch size (clamped to ``n``)
     :param generator: torch generator for the permutations (a seed fixes the order)
     :param drop_last: drop the last, smaller batch of each epoch
+    :param num_replicas: shard each epoch over this many ranks, as ``DistributedSampler`` does
+        (every rank draws the same permutation, so give every rank the same seed, and keeps
+        every ``num_replicas``-th index from its ``rank``; the tail that does not divide evenly
+        is left out, so every rank has as many batches)
+    :param rank: this rank's shard
     """
 
-    def __init__(self, n: int, batch_size: int, generator: Optional[torch.Generator] = None, drop_last: bool = False):
-        if n <= 0:
-            raise ValueError(f"MutableBatchSampler needs a dataset of at least one example, got n={n}")
-        self.n = int(n)
+    def __init__(
+        self, n: int, batch_size: int, generator: Optional[torch.Generator] = None, drop_last: bool = False,
+        num_replicas: int = 1, rank: int = 0,
+    ):
+        if not (num_replicas >= 1 and 0 <= rank < num_replicas):
+            raise ValueError(f"MutableBatchSampler: rank must be in [0, num_replicas), got rank={rank}, num_replicas={num_replicas}")
+        if n < num_replicas:
+            raise ValueError(f"MutableBatchSampler needs at least one example per rank, got n={n} for {num_replicas} ranks")
+        self.total, self.num_replicas, self.rank = int(n), int(num_replicas), int(rank)
+        self.n = self.total // self.num_replicas  # this rank's examples per epoch
         self.generator = generator
         self.drop_last = drop_last
         self.batch_size = batch_size
@@ -56,7 +67,7 @@ class MutableBatchSampler(Sampler[torch.Tensor]):
         # The epoch's permutation and position live on the sampler, not in the generator frame,
         # so a checkpoint taken mid-epoch resumes at the same batch.
         if self._perm is None or self._pos >= self.n:
-            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._perm = torch.randperm(self.total, generator=self.generator)[self.rank :: self.num_replicas][: self.n]
             self._pos = 0
         while self._pos < self.n:
             bs = self._batch_size  # read per batch: a change takes effect at the next batch

@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from rlhpo.errors import ControllerError
+
 
 def map_nested(obj: Any, leaf: Callable[[Any], Any]) -> Any:
     """``obj`` rebuilt with ``leaf`` applied to everything that is not a dict, list or tuple."""
@@ -39,12 +41,23 @@ def params_finite(params: Any) -> bool:
     return bool(torch.isfinite(torch.stack(torch._foreach_norm(ps))).all())
 
 
+def check_scaler(scaler: Any) -> Any:
+    """``scaler`` if the guard can snapshot it (None, or anything with ``state_dict`` and
+    ``load_state_dict`` like ``torch.amp.GradScaler``); a clear error otherwise."""
+    if scaler is not None and not (callable(getattr(scaler, "state_dict", None)) and callable(getattr(scaler, "load_state_dict", None))):
+        raise ControllerError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
+    return scaler
+
+
 class LoopState:
     """A user's training loop as a :class:`Restorable`: its model (or, without one, the
-    optimizer's parameters), its optimizer and, if the controller has one, its batch sampler."""
+    optimizer's parameters), its optimizer, if the controller has one its batch sampler, and a
+    mixed-precision ``torch.amp.GradScaler`` if the loop uses one (its scale comes back with
+    the weights it belongs to)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, model: Optional[torch.nn.Module] = None, sampler: Any = None) -> None:
-        self.optimizer, self.model, self.sampler = optimizer, model, sampler
+    def __init__(self, optimizer: torch.optim.Optimizer, model: Optional[torch.nn.Module] = None, sampler: Any = None,
+                 scaler: Any = None) -> None:
+        self.optimizer, self.model, self.sampler, self.scaler = optimizer, model, sampler, scaler
 
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -56,6 +69,7 @@ class LoopState:
                 "weights": weights,
                 "optimizer": self.optimizer.state_dict(),
                 "sampler": None if self.sampler is None else self.sampler.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),
             }
         )
 
@@ -71,6 +85,8 @@ class LoopState:
         self.optimizer.load_state_dict(state["optimizer"])
         for g, kept in zip(self.optimizer.param_groups, groups):
             g.update(kept)
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         if self.sampler is not None and state["sampler"] is not None:
             batch_size = self.sampler.batch_size
             self.sampler.load_state_dict(state["sampler"])

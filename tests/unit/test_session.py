@@ -27,6 +27,20 @@ def test_mutable_batch_sampler_with_dataloader():
     assert sum(sizes) == 100  # one epoch, every example once
 
 
+def test_mutable_batch_sampler_shards_like_distributed_sampler():
+    shards = [MutableBatchSampler(101, 8, generator=torch.Generator().manual_seed(3), num_replicas=3, rank=r) for r in range(3)]
+    for epoch in range(2):
+        batches = [list(iter(s)) for s in shards]
+        assert len({len(b) for b in batches}) == 1  # every rank has as many batches (DDP needs it)
+        seen = [torch.cat(b).tolist() for b in batches]
+        assert all(len(x) == 33 for x in seen)  # 101 // 3: the tail that does not divide is left out
+        assert len(set(seen[0]) | set(seen[1]) | set(seen[2])) == 99  # disjoint shards
+    with pytest.raises(ValueError, match=r"rank must be in \[0, num_replicas\), got rank=2, num_replicas=2"):
+        MutableBatchSampler(10, 2, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="at least one example per rank, got n=1 for 2 ranks"):
+        MutableBatchSampler(1, 2, num_replicas=2, rank=0)
+
+
 def test_mutable_batch_sampler_rejects_bad_size():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         MutableBatchSampler(10, 0)

@@ -1,0 +1,87 @@
+"""The Controller under torch.distributed (gloo, 2 CPU processes): one decision for all ranks,
+rollbacks together, examples counted globally, and a clear error on every rank for mismatched
+budgets (and on the ranks that have one, for a Controller created on some ranks only). The plain DDP loop of docs/distributed.md is run by tests/integration/test_distributed_docs.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import rlhpo
+from rlhpo.errors import ControllerError
+
+pytestmark = pytest.mark.slow  # two spawned processes that each import torch and rlhpo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loop(rank: int, poison_step: int) -> tuple[rlhpo.Controller, torch.Tensor]:
+    """A DDP loop; on rank 1 alone, one step reports a NaN loss (a divergence only rank 1 sees)."""
+    torch.manual_seed(0)
+    x = torch.randn(1024, 6) + rank  # the ranks' data differ: their own statistics differ too
+    y = (x[:, 0] > rank).long()
+    model = DDP(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    ctl = rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=4096, model=model, deterministic=False)
+    loader = ctl.make_loader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    for step, (xb, yb) in enumerate(ctl.batches(loader)):
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ctl.step(torch.tensor(float("nan")) if (rank == 1 and step == poison_step) else loss.detach())
+    return ctl, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(100 + rank)  # deterministic=False: each rank's own sampling RNG differs
+    ctl, params = _loop(rank, poison_step=40)
+    result: dict = {"history": ctl.history, "params": params.tolist(), "examples": ctl.examples_seen,
+                    "shard": ctl.sampler.n}
+    try:
+        opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+        rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=1000 + rank, batch_size=8).begin()
+        result["budget_error"] = None
+    except ControllerError as e:
+        result["budget_error"] = str(e)
+    import rlhpo.control.distributed as sync
+
+    sync.START_TIMEOUT = 3.0
+    result["alone_error"] = None
+    if rank == 0:  # rank 1 creates no controller: rank 0 says so instead of hanging in a collective
+        try:
+            opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+            rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=1000, batch_size=8).begin()
+        except ControllerError as e:
+            result["alone_error"] = str(e)
+    dist.barrier()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(result, f)
+    dist.destroy_process_group()
+
+
+def test_ddp_ranks_decide_and_roll_back_together(tmp_path):
+    out = str(tmp_path / "rank")
+    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2)
+    r0, r1 = (json.load(open(f"{out}.{r}")) for r in (0, 1))
+    assert r0["history"] == r1["history"] and len(r0["history"]) == 19  # n_intervals - 1 decisions
+    assert sum(h["rolled_back"] for h in r0["history"]) >= 1  # rank 1's NaN rolled both back
+    assert r0["params"] == r1["params"]
+    assert r0["examples"] == r1["examples"] >= 4096  # counted over both ranks
+    assert r0["shard"] == r1["shard"] == 512  # each rank trains on its half of the data
+    for r in (r0, r1):
+        assert r["budget_error"] is not None
+        assert "the ranks disagree on total_examples (total_examples: rank 0 1000, rank 1 1001)" in r["budget_error"]
+    assert "only 1 of 2 ranks started a Controller within 3 s; create it on every rank" in r0["alone_error"]

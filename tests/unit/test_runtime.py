@@ -1,0 +1,85 @@
+"""The lean policy runtime: the plain torch actor acts exactly as SB3's PPO, old artifacts are
+converted once, and a broken policy.pt is a clear error."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rlhpo.errors import ArtifactError
+from rlhpo.policy.artifact import PRETRAINED_DIR, load_artifact
+from rlhpo.policy.runtime import POLICY_FILE, LeanPolicy
+
+
+def _observations(n_obs: int, n: int = 2000) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=3.0, size=(n, n_obs))
+    x[: n // 10] = rng.uniform(-10, 10, size=(n // 10, n_obs))  # out to the normalisation's clip
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["default", "v1"])
+def test_the_shipped_policy_acts_as_sb3_predicts(name):
+    from stable_baselines3 import PPO
+
+    art = load_artifact(name)
+    assert isinstance(art.model, LeanPolicy) and (art.path / POLICY_FILE).is_file()
+    ref = PPO.load(art.path / "model.zip", device="cpu")  # the shipped file: trusted
+    x = _observations(len(art.spec.feature_names))
+    ours, theirs = art.model.predict(x, deterministic=True)[0], ref.predict(x, deterministic=True)[0]
+    assert ours.shape == theirs.shape == (len(x), 3)
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.abs(theirs).max() == 1.0  # the clipping into the action space is exercised
+    torch.manual_seed(7)
+    sampled = ref.predict(x, deterministic=False)[0]
+    torch.manual_seed(7)
+    np.testing.assert_array_equal(art.model.predict(x, deterministic=False)[0], sampled)
+
+
+def test_an_old_artifact_is_converted_once(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(PRETRAINED_DIR / "default", old, ignore=shutil.ignore_patterns(POLICY_FILE))
+    art = load_artifact(old)
+    assert (old / POLICY_FILE).is_file()  # written beside model.zip
+    shipped = load_artifact("default").model.state_dict()
+    for k, v in art.model.state_dict().items():
+        assert torch.equal(v, shipped[k]), k
+    (old / "model.zip").write_bytes(b"gone")  # the next load reads policy.pt only
+    again = load_artifact(old)
+    x = _observations(len(art.spec.feature_names), 50)
+    np.testing.assert_array_equal(again.model.predict(x)[0], art.model.predict(x)[0])
+
+
+def test_a_truncated_policy_file_is_a_clear_error(tmp_path):
+    dst = tmp_path / "p"
+    shutil.copytree(PRETRAINED_DIR / "default", dst)
+    data = (dst / POLICY_FILE).read_bytes()
+    (dst / POLICY_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match=r"policy.pt could not be read"):
+        load_artifact(dst)
+
+
+def test_a_policy_file_of_other_sizes_is_refused(tmp_path):
+    dst = tmp_path / "p"
+    shutil.copytree(PRETRAINED_DIR / "default", dst)
+    torch.save(LeanPolicy(5, [8], 3).to_file(), dst / POLICY_FILE)
+    with pytest.raises(ArtifactError, match=r"policy.pt maps 5 observations to 3 actions; the spec says 17 features"):
+        load_artifact(dst)
+
+
+def test_a_lean_artifact_needs_no_model_zip(tmp_path):
+    dst = tmp_path / "p"
+    shutil.copytree(PRETRAINED_DIR / "default", dst, ignore=shutil.ignore_patterns("model.zip"))
+    assert isinstance(load_artifact(dst).model, LeanPolicy)
+
+
+def test_the_module_is_plain_torch():
+    art = load_artifact("default")
+    obs = torch.as_tensor(art.normalization(np.zeros(len(art.spec.feature_names))))[None]
+    a = art.model(obs)
+    assert a.shape == (1, 3) and float(a.abs().max()) <= 1.0
+    scripted = torch.jit.trace(art.model, obs)  # a plain module: traceable, exportable
+    assert torch.equal(scripted(obs), a)

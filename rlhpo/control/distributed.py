@@ -78,7 +78,10 @@ class RankSync:
         table = torch.stack(every).cpu().numpy()
         bad = [name for i, name in enumerate(values) if not np.all(table[:, i] == table[0, i])]
         if bad:
-            per_rank = "; ".join(f"{name}: " + ", ".join(f"rank {r} {table[r, list(values).index(name)]:g}" for r in range(self.world)) for name in bad)
+            names = list(values)
+            per_rank = "; ".join(
+                f"{name}: " + ", ".join(f"rank {r} {table[r, names.index(name)]:g}" for r in range(self.world)) for name in bad
+            )
             raise ControllerError(
                 f"rlhpo Controller under torch.distributed: the ranks disagree on {', '.join(bad)} ({per_rank}); "
                 "every rank must create its Controller with the same total_examples and start from the same "

@@ -66,7 +66,9 @@ class LeanPolicy(nn.Module):
         return self.mean_action(obs).clamp(-1.0, 1.0)
 
     @torch.no_grad()
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True) -> tuple[np.ndarray, None]:
+    def predict(
+        self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
         obs = torch.as_tensor(np.asarray(observation, dtype=np.float32)).reshape(-1, self.n_obs)
         mean = self.mean_action(obs)
         action = mean if deterministic else torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean)).rsample()

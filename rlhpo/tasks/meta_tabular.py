@@ -49,7 +49,13 @@ TOY_DATA = ("moons", "circles", "quantiles", "blobs")
 
 def make_toy_classification(rng: np.random.Generator, kind: str, n: int) -> tuple[np.ndarray, np.ndarray, int]:
     """2-D (or 2-4-D for quantiles and blobs) toy classification data and its class count."""
-    from sklearn.datasets import make_blobs, make_circles, make_gaussian_quantiles, make_moons  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+    # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+    from sklearn.datasets import (
+        make_blobs,
+        make_circles,
+        make_gaussian_quantiles,
+        make_moons,
+    )
 
     state = int(rng.integers(2**31))
     if kind == "moons":
@@ -229,7 +235,11 @@ class CategoricalFM(TaskFamily):
 
 def make_manifold(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
     """``n`` points of a 3-D manifold: swiss roll, S-curve or a helix (generated here)."""
-    from sklearn.datasets import make_s_curve, make_swiss_roll  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+    # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+    from sklearn.datasets import (
+        make_s_curve,
+        make_swiss_roll,
+    )
 
     state = int(rng.integers(2**31))
     if kind == "swiss_roll":

@@ -77,7 +77,11 @@ class FriedmanResMLP(TaskFamily):
     architecture = "ResMLP (pre-LayerNorm residual blocks)"
 
     def _sample(self, rng: np.random.Generator, seed: int) -> Task:
-        from sklearn.datasets import make_friedman1, make_friedman2, make_friedman3  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+        from sklearn.datasets import (  # scikit-learn (the train extra): imported when a task is sampled, not with rlhpo
+            make_friedman1,
+            make_friedman2,
+            make_friedman3,
+        )
 
         kind = FRIEDMAN[int(rng.integers(len(FRIEDMAN)))]
         n = int(rng.integers(1000, 4001))

@@ -1,6 +1,7 @@
 """The Controller under torch.distributed (gloo, 2 CPU processes): one decision for all ranks,
 rollbacks together, examples counted globally, and a clear error on every rank for mismatched
-budgets (and on the ranks that have one, for a Controller created on some ranks only). The plain DDP loop of docs/distributed.md is run by tests/integration/test_distributed_docs.py."""
+budgets (and on the ranks that have one, for a Controller created on some ranks only). The plain
+DDP loop of docs/distributed.md is run by tests/integration/test_distributed_docs.py."""
 
 from __future__ import annotations
 

@@ -159,7 +159,6 @@ TRAIN_ROWS = [
     ("vec_env.num_cpus_per_env", 2.0, r"vec_env.num_cpus_per_env is only used with vec_env.kind=ray"),
     ("vec_env.num_gpus_per_env", 0.5, r"vec_env.num_gpus_per_env is only used with vec_env.kind=ray"),
     ("vec_env.start_timeout_s", 10.0, r"vec_env.start_timeout_s is only used with vec_env.kind=ray"),
-    ("device", "gpu", r"device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
 ]
 
 APPLY_ROWS = [

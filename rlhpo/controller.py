@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rlhpo.control.decision import DecisionPath, write_hparams
+from rlhpo.control.decision import DecisionPath, check_intervals, write_hparams
 from rlhpo.control.guard import GuardConfig
 from rlhpo.controller_loops import (
     CountingLoader,
@@ -75,6 +75,7 @@ class Controller:
     :param model: the model, for the guard's snapshots (without it: the optimizer's parameters)
     :param guard: the divergence guard (default: the one the policy was trained under), e.g. to
         cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
+    :param n_intervals: the run's control intervals (default: the policy's); the base schedule ends at the budget whatever it is
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class Controller:
         control_weight_decay: bool = True,
         model: Optional[torch.nn.Module] = None,
         guard: Optional[GuardConfig] = None,
+        n_intervals: Optional[int] = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ControllerError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -107,9 +109,8 @@ class Controller:
         self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
         self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
-        self.decision = DecisionPath(
-            action_config, self.total_examples, self.spec.n_intervals, guard or self.spec.guard_config(), **self.spec.decision_kwargs()
-        )
+        n = check_intervals(self.spec.n_intervals if n_intervals is None else n_intervals, self.spec.n_intervals)
+        self.decision = DecisionPath(action_config, self.total_examples, n, guard or self.spec.guard_config(), **self.spec.decision_kwargs())
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.sampler, self.model = sampler, model

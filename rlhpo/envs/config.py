@@ -43,7 +43,7 @@ class EnvConfig:
     :param device: where target networks train ("cpu", "cuda", "cuda:N")
     :param feature_version: the observation's feature set (:data:`rlhpo.control.features.FEATURE_SETS`)
     :param base_schedule: what the policy's lr level multiplies: ``none`` or ``cosine``
-        (:func:`rlhpo.control.decision.base_factor`)
+        (:func:`rlhpo.control.decision.base_factor`: a function of the fraction of the budget)
     :param reward: ``delta``: the decrease of the log validation loss per interval (version 1);
         ``reference``: the change, per interval, of the run's lead over a reference run on the
         same task from the same start and seed with all-zero actions (warm-up + cosine under the

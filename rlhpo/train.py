@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhpo.cli import cli_errors, to_dataclass
 from rlhpo.errors import ConfigError
-from rlhpo.metatrain.config import TrainConfig, drop_removed, register_configs, removed_setting
+from rlhpo.metatrain.config import TrainConfig, drop_removed, override_error, register_configs
 from rlhpo.metatrain.trainer import build_model, build_vec_env, run, save_policy  # noqa: F401  (the library API)
 
 register_configs()
@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> Optional[float]:
 if __name__ == "__main__":
     import sys
 
-    removed = removed_setting(sys.argv[1:])  # before Hydra, whose own error names no replacement
-    if removed:
-        sys.exit(f"[rlhpo] error: {removed}")
+    error = override_error(sys.argv[1:])  # before Hydra, whose own errors name no replacement
+    if error:
+        sys.exit(f"[rlhpo] error: {error}")
     main()

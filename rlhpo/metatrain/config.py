@@ -322,12 +322,18 @@ REMOVED: dict[str, str] = {
 }
 
 
-def removed_setting(overrides: list[str]) -> Optional[str]:
-    """The error for the first command-line override that sets a removed setting, else None."""
+def override_error(overrides: list[str]) -> Optional[str]:
+    """The one-line error for the first command-line override that sets a removed setting or
+    names an unknown vector env (Hydra's own errors name no replacement, or take many lines)."""
     for arg in overrides:
-        key = arg.split("=", 1)[0].lstrip("+~")
-        if "=" in arg and key in REMOVED:
+        if "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key in REMOVED:
             return f"{key} was removed: {REMOVED[key]}"
+        if key == "vec_env" and value not in VEC_ENV_KINDS:
+            return f"vec_env={value}: unknown vector env; allowed: {', '.join(VEC_ENV_KINDS)}"
     return None
 
 

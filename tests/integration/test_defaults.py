@@ -118,3 +118,13 @@ def test_resuming_an_old_run_whose_config_has_the_removed_device(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     config, run_dir = _resume_config(OmegaConf.create({"resume": str(tmp_path)}))
     assert Path(run_dir) == tmp_path and config.env == TrainConfig().env
+
+
+@pytest.mark.parametrize("args, line", [
+    (["vec_env=gpu"], "vec_env=gpu: unknown vector env; allowed: dummy, subproc, batched, ray"),
+    (["vec_env.kind=gpu"], "vec_env.kind must be one of ['dummy', 'subproc', 'batched', 'ray'], got 'gpu'"),
+])
+def test_an_unknown_vec_env_is_one_line_naming_the_allowed_ones(args, line, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "rlhpo.train", *args, f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"[rlhpo] error: {line}"]

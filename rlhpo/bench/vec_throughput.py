@@ -121,7 +121,6 @@ def write_report(rows: list[dict], args: argparse.Namespace, load: list[float]) 
 
 def report_text(rows: list[dict], kinds: list[str], n_envs: list[int], workloads: list[str], episodes: int,
                 load: list[float]) -> str:
-    table = {(r["workload"], r["kind"], r["n_envs"]): r for r in rows}
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"Environment steps per second, `python -m rlhpo.bench.vec_throughput --episodes {episodes}` ({when}; {machine()}; "
@@ -129,15 +128,23 @@ def report_text(rows: list[dict], kinds: list[str], n_envs: list[int], workloads
         "The shipped recipe (reference reward, cosine base schedule, sensible starts, guard) at budget scale 0.5; "
         f"{episodes} episodes per environment; the reference runs are trained inside the timed part (their number in brackets).",
     ]
+    return "\n".join(lines) + "\n" + tables(rows, kinds, n_envs, workloads)
+
+
+def tables(rows: list[dict], kinds: list[str], n_envs: list[int], workloads: list[str]) -> str:
+    """The markdown tables of ``rows`` (as in the CSV): steps/s (reference runs) per kind."""
+    table = {(r["workload"], r["kind"], int(r["n_envs"])): r for r in rows}
     has_ratio = "batched" in kinds and "subproc" in kinds
+    lines: list[str] = []
     for workload in workloads:
         lines += ["", f"**{workload}** ({', '.join(WORKLOADS[workload])})", "",
                   "| n_envs | " + " | ".join(kinds) + (" | batched / subproc |" if has_ratio else " |"),
                   "|---" * (len(kinds) + 1 + has_ratio) + "|"]
         for n in n_envs:
-            cells = [f"{table[(workload, k, n)]['steps_per_s']:.1f} ({table[(workload, k, n)]['reference_runs']})" for k in kinds]
+            cell = {k: table[(workload, k, n)] for k in kinds}
+            cells = [f"{float(c['steps_per_s']):.1f} ({c['reference_runs']})" for c in cell.values()]
             if has_ratio:
-                cells.append(f"{table[(workload, 'batched', n)]['steps_per_s'] / table[(workload, 'subproc', n)]['steps_per_s']:.2f}x")
+                cells.append(f"{float(cell['batched']['steps_per_s']) / float(cell['subproc']['steps_per_s']):.2f}x")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

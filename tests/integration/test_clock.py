@@ -62,6 +62,7 @@ def test_a_k_the_policy_cannot_honour_is_one_clear_error(k):
         Controller(artifact, opt, total_examples=1000, n_intervals=k)
 
 
+@pytest.mark.slow  # a subprocess
 def test_apply_with_one_interval_is_refused_in_one_line():
     import subprocess
     import sys

@@ -76,6 +76,7 @@ def test_every_way_to_build_the_env_builds_the_same_one():
     assert (configs[0].reward, configs[0].base_schedule, configs[0].sensible_fraction) == ("reference", "cosine", 0.5)
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_cli_trains_the_default_env(tmp_path):
     """python -m rlhpo.train writes the config it trained: its env is EnvConfig()'s (families and
     budget scale come from tasks.*)."""
@@ -93,6 +94,7 @@ def test_the_cli_trains_the_default_env(tmp_path):
             assert saved[key] == value, key
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_removed_setting_on_the_command_line_says_what_replaces_it():
     r = subprocess.run([sys.executable, "-m", "rlhpo.train", "device=cuda"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
@@ -120,6 +122,7 @@ def test_resuming_an_old_run_whose_config_has_the_removed_device(tmp_path):
     assert Path(run_dir) == tmp_path and config.env == TrainConfig().env
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("args, line", [
     (["vec_env=gpu"], "vec_env=gpu: unknown vector env; allowed: dummy, subproc, batched, ray"),
     (["vec_env.kind=gpu"], "vec_env.kind must be one of ['dummy', 'subproc', 'batched', 'ray'], got 'gpu'"),

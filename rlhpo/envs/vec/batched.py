@@ -10,7 +10,9 @@ the vector env only runs its ``begin_*``/``end_*`` phases around one batched tra
 
 Networks can only be stacked when they share an architecture and data, so the environments
 come in groups of ``group_size`` that train the *same task* on every episode, each with its own
-initialisation, batch order and actions (the policy's samples differ, so the trajectories do).
+actions (the policy's samples differ, so the trajectories do); under the ``delta`` reward each
+also has its own initialisation and batch order, under the ``reference`` reward they share the
+task's (the reference run's), and the group shares one set of reference curves.
 Each group draws a new task per episode from the configured families, so over a run the task
 distribution is the single environment's; within a rollout, tasks are repeated ``group_size``
 times. A slot whose episode ends early (divergence) starts its next episode on the group's
@@ -21,7 +23,9 @@ network at a time behind the same interface (:class:`~rlhpo.training.stacked.Loo
 warning naming the family; everything else behaves the same.
 
 For the same task, seeds and actions, the batched and the single environment give the same
-observations and rewards up to float rounding (tests/test_batched.py).
+observations and rewards up to float rounding (tests/integration/test_batched.py); with
+``group_size=1`` every slot samples its tasks as a single environment with the same seed does,
+so the batched env's rollouts are those of the other vector envs (tests/integration/test_vec_parity.py).
 """
 
 from __future__ import annotations

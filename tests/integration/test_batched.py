@@ -78,14 +78,15 @@ def test_tasks_that_cannot_be_stacked_say_why():
     assert "not a mean over examples" in stack_check(summed)
 
 
-def test_batched_env_matches_the_single_env_for_the_same_seeds_and_actions():
+@pytest.mark.parametrize("reward", ["reference", "delta"])  # every reward runs in the batched env
+def test_batched_env_matches_the_single_env_for_the_same_seeds_and_actions(reward):
     task = make_tiny_task(budget=400, batch_size=8)
-    config = EnvConfig(n_intervals=5)
+    config = EnvConfig(n_intervals=5, reward=reward)
     n = 4
     venv = BatchedVecEnv(config, n_envs=n)
     venv.set_options([{"task": task, "session_seed": 10 + i} for i in range(n)])
     obs = venv.reset()
-    singles = [make_env(EnvConfig(n_intervals=5)) for _ in range(n)]
+    singles = [make_env(EnvConfig(n_intervals=5, reward=reward)) for _ in range(n)]
     expected = [env.reset(seed=i, options={"task": task, "session_seed": 10 + i})[0] for i, env in enumerate(singles)]
     np.testing.assert_allclose(obs, np.stack(expected), rtol=1e-4, atol=1e-4)
     rng = np.random.default_rng(0)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from rlhpo.control.decision import DecisionPath, write_hparams
+from rlhpo.control.decision import DecisionPath, check_intervals, write_hparams
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import GuardConfig
 from rlhpo.controller_budget import Budget, parse_budget
@@ -83,6 +83,8 @@ class Controller(ControllerData):
         cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
     :param scaler: the loop's ``torch.amp.GradScaler``: the guard snapshots and restores its state
         too (a step it skips for inf gradients is no divergence: the optimizer did not step)
+    :param n_intervals: the run's decisions (default: the policy's); the base schedule ends at the
+        budget whatever it is
 
     Under ``torch.distributed`` every rank's controller takes one decision (:mod:`rlhpo.control.distributed`).
     """
@@ -106,6 +108,7 @@ class Controller(ControllerData):
         *,
         total_steps: Optional[int] = None,
         policy: "str | os.PathLike | PolicyArtifact" = "default",
+        n_intervals: Optional[int] = None,
     ) -> None:
         if isinstance(optimizer, PolicyArtifact):
             raise ControllerError("Controller(optimizer, total_examples or total_steps=..., policy=artifact): "
@@ -119,7 +122,8 @@ class Controller(ControllerData):
             raise ControllerError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
         artifact = policy if isinstance(policy, PolicyArtifact) else load_artifact(policy)
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
-        self.budget = Budget(total, unit, self.spec.n_intervals)
+        self.n_intervals = check_intervals(self.spec.n_intervals if n_intervals is None else n_intervals, self.spec.n_intervals)
+        self.budget = Budget(total, unit, self.n_intervals)
         self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
         self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
@@ -152,7 +156,7 @@ class Controller(ControllerData):
         self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
 
     def _new_decision_path(self) -> None:
-        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.spec.n_intervals, self._guard_config,
+        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.n_intervals, self._guard_config,
                                      **self.spec.decision_kwargs())
         self._boundary = self.decision.boundary
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhpo.cli import cli_errors, to_dataclass
 from rlhpo.errors import ConfigError
-from rlhpo.metatrain.config import TrainConfig, register_configs
+from rlhpo.metatrain.config import TrainConfig, drop_removed, override_error, register_configs
 from rlhpo.metatrain.trainer import build_model, build_vec_env, run, save_policy  # noqa: F401  (the library API)
 
 register_configs()
@@ -38,7 +38,8 @@ def _resume_config(cfg: DictConfig) -> tuple[TrainConfig, Path]:
     if not saved.is_file():
         raise ConfigError(f"resume={str(run_dir)!r}: no config.yaml there; give the run directory of a meta-training run")
     base = OmegaConf.structured(TrainConfig)
-    config = to_dataclass(OmegaConf.merge(base, OmegaConf.load(saved)), TrainConfig)
+    old = drop_removed(OmegaConf.to_container(OmegaConf.load(saved)))  # type: ignore[arg-type]
+    config = to_dataclass(OmegaConf.merge(base, old), TrainConfig)
     config.resume = str(run_dir)
     return config, run_dir
 
@@ -58,4 +59,9 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 
 if __name__ == "__main__":
+    import sys
+
+    error = override_error(sys.argv[1:])  # before Hydra, whose own errors name no replacement
+    if error:
+        sys.exit(f"[rlhpo] error: {error}")
     main()

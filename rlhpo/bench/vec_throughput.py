@@ -1,177 +1,152 @@
-"""Environment steps per second of the vector environments, side by side in one run.
+"""Environment steps per second of the vector environments under the shipped recipe.
 
-For each number of environments (1, 2, 4, 8, 16, 32 by default) and each kind — SB3's
-``DummyVecEnv`` and ``SubprocVecEnv`` over :class:`~rlhpo.envs.HyperparamControlEnv`, and
-:class:`~rlhpo.envs.vec.batched.BatchedVecEnv` — runs the same fixed workload: for each of a list
-of tasks (one per meta-training family by default, at the meta-training budget scale), every
-environment trains one episode of that task, with its own initialisation and batch order,
-under the same seeded actions. Two action regimes: uniform random actions (batch sizes drift
-apart) and zero actions (hyperparameters held at their start: the best case for stacking). An
-environment whose run diverges starts a new episode, as in training; that part of the workload
-may differ between kinds. No policy is involved: this is the environment's throughput, the part
-of meta-training that the vector env decides.
+For each workload (a set of meta-training families), each number of environments (4 and 16 by
+default) and each kind (``dummy``, ``subproc``, ``batched``, ``ray``), builds the vector env
+exactly as ``python -m rlhpo.train`` does (:func:`rlhpo.metatrain.trainer.make_vec`, the
+defaults' environment: reference reward, cosine base schedule, sensible starts, the guard; tasks
+at the recipe's budget scale 0.5; each kind's default options) and times ``reset`` plus
+``episodes x n_intervals`` steps under seeded uniform random actions. The reference runs the
+episodes need are trained inside the timed part (a fresh reference cache per measurement, as a
+new meta-training run starts with), so they are counted. No policy is involved: this is the
+environments' throughput, the part of meta-training the vector env decides.
 
-    python -m rlhpo.bench.vec_throughput [--n-envs 1 2 4 8 16 32] [--tasks-per-family 1]
-        [--kinds dummy subproc batched] [--actions random zero] [--out docs/results/vec_throughput]
+Workloads: ``tiny`` = the three cheapest meta-training families by single-environment episode
+time (docs/results/env_overhead.txt: robust_regression, digits_mlp, noisy_quadratic);
+``median`` = the median one of the 13 (seq_recurrent, an LSTM: the batched env cannot stack
+it and trains its networks one at a time).
 
-Writes ``<out>.csv``, ``<out>.md`` and ``<out>.png``. ``subproc`` runs one process per
-environment (one torch thread each, as in meta-training), so it uses every core; ``dummy`` and
-``batched`` run in one process with one torch thread (``--batched-threads`` gives the batched
-env more; on a shared machine extra threads spin against other jobs and slow it down).
-Environment construction (and ``subproc``'s process start) is not timed."""
+    python -m rlhpo.bench.vec_throughput [--n-envs 4 16] [--kinds dummy subproc batched ray]
+        [--workloads tiny median] [--episodes 2] [--out docs/results/vec_throughput]
+
+Writes ``<out>.csv`` and ``<out>.md``. Construction (process, actor and Ray start) is not timed.
+``subproc`` and ``ray`` run one process per environment with one torch thread each; ``dummy`` and
+``batched`` run in this process with one torch thread.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import platform
+import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlhpo.envs import EnvConfig
+#: the families of each workload (see the module docstring)
+WORKLOADS: dict[str, list[str]] = {
+    "tiny": ["robust_regression", "digits_mlp", "noisy_quadratic"],
+    "median": ["seq_recurrent"],
+}
+KINDS: tuple[str, ...] = ("dummy", "subproc", "batched", "ray")
 
 
-def make_venv(kind: str, n_envs: int, config: EnvConfig):
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+def bench_config(kind: str, n_envs: int, families: list[str], seed: int = 0):
+    """The meta-training configuration of one measurement: the defaults (the shipped recipe),
+    ``families`` to sample from, ``n_envs`` environments of ``kind``."""
+    from rlhpo.metatrain.config import TrainConfig
 
-    from rlhpo.envs.vec.batched import BatchedVecEnv
-    from rlhpo.metatrain.trainer import _env_factory
-
-    if kind == "batched":
-        return BatchedVecEnv(config, n_envs)
-    cls = SubprocVecEnv if kind == "subproc" else DummyVecEnv
-    kwargs = {"start_method": "forkserver"} if kind == "subproc" else None
-    return make_vec_env(_env_factory(config, 1), n_envs=n_envs, vec_env_cls=cls, vec_env_kwargs=kwargs)
+    cfg = TrainConfig(seed=seed, progress_bar=False)
+    cfg.tasks.train_families = list(families)
+    cfg.vec_env.kind, cfg.vec_env.n_envs = kind, n_envs
+    cfg.ppo.batch_size = n_envs  # only n_steps * n_envs % batch_size is checked; PPO is not run
+    return cfg.validate()
 
 
-def benchmark_tasks(families: list[str], per_family: int) -> list[tuple[str, int]]:
-    """The fixed workload: ``per_family`` task seeds of each family."""
-    from rlhpo.tasks import resolve_families
+def measure(kind: str, n_envs: int, families: list[str], episodes: int = 2, seed: int = 0) -> dict:
+    """Steps per second of one vector env over ``episodes`` episodes per environment."""
+    from rlhpo.metatrain.trainer import make_vec
 
-    return [(f, seed) for f in resolve_families(families) for seed in range(per_family)]
-
-
-def measure(
-    kind: str, n_envs: int, tasks: list[tuple[str, int]], config: EnvConfig, seed: int = 0, threads: int = 1, actions: str = "random"
-) -> dict:
-    """Steps per second of one vector env on a fixed workload: for each (family, task seed), all
-    ``n_envs`` environments run one episode of that task (each with its own initialisation and
-    batch order) under seeded uniform random actions, or all-zero ones (hyperparameters held at
-    their start). Every kind gets the same tasks, seeds and actions."""
-    torch.set_num_threads(threads)
-    venv = make_venv(kind, n_envs, config)
-    try:
-        rng = np.random.default_rng(seed)
-        shape = (n_envs, *venv.action_space.shape)
-        steps, elapsed = 0, 0.0
-        for k, (family, task_seed) in enumerate(tasks):
-            venv.seed(seed + 1000 * k)
-            venv.set_options({"family": family, "task_seed": task_seed})
+    torch.set_num_threads(1)
+    cfg = bench_config(kind, n_envs, families, seed)
+    with tempfile.TemporaryDirectory(prefix="rlhpo-refs-") as refs:
+        cfg.env.reference_cache = refs  # as meta-training: shared by the workers, empty at the start
+        venv = make_vec(cfg)
+        try:
+            rng = np.random.default_rng(seed)
+            n_steps = episodes * cfg.env.n_intervals
             start = time.perf_counter()
             venv.reset()
-            for _ in range(config.n_intervals - 1):  # reset trained the first interval
-                a = rng.uniform(-1.0, 1.0, shape) if actions == "random" else np.zeros(shape)
-                venv.step(a.astype(np.float32))
-            elapsed += time.perf_counter() - start
-            steps += n_envs * config.n_intervals
-    finally:
-        venv.close()
-        torch.set_num_threads(1)
-    return dict(kind=kind, actions=actions, n_envs=n_envs, steps=steps, seconds=round(elapsed, 2), steps_per_s=steps / elapsed)
+            for _ in range(n_steps):
+                venv.step(rng.uniform(-1.0, 1.0, (n_envs, 3)).astype(np.float32))
+            elapsed = time.perf_counter() - start
+        finally:
+            venv.close()
+        references = len(list(Path(refs).glob("*.json")))
+    steps = n_steps * n_envs
+    return dict(kind=kind, n_envs=n_envs, steps=steps, seconds=round(elapsed, 2), steps_per_s=round(steps / elapsed, 1),
+                reference_runs=references)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks-per-family", type=int, default=1, help="task seeds per family in the workload")
-    ap.add_argument("--n-envs", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    ap.add_argument("--kinds", nargs="+", default=["dummy", "subproc", "batched"], choices=["dummy", "subproc", "batched"])
-    ap.add_argument("--actions", nargs="+", default=["random", "zero"], choices=["random", "zero"])
-    ap.add_argument(
-        "--batched-threads", type=int, default=1, help="torch threads of the batched env (more only pay on an idle machine)"
-    )
-    ap.add_argument("--budget-scale", type=float, default=0.5, help="as tasks.budget_scale in meta-training")
-    ap.add_argument("--families", nargs="+", default=["meta_train"])
+    ap.add_argument("--n-envs", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--episodes", type=int, default=2, help="episodes per environment in each measurement")
     ap.add_argument("--out", default="docs/results/vec_throughput")
     args = ap.parse_args(argv)
-    config = EnvConfig(families=args.families, budget_scale=args.budget_scale).validate()
-    tasks = benchmark_tasks(args.families, args.tasks_per_family)
+    load = [os.getloadavg()[0]]
     rows = []
-    for actions in args.actions:
+    for workload in args.workloads:
         for n in args.n_envs:
             for kind in args.kinds:
-                threads = args.batched_threads if kind == "batched" else 1
-                r = measure(kind, n, tasks, config, threads=threads, actions=actions)
+                r = {"workload": workload, **measure(kind, n, WORKLOADS[workload], args.episodes)}
                 rows.append(r)
-                print(
-                    f"{actions:>6} actions {kind:>8} n_envs={n:>3}: {r['steps_per_s']:8.1f} steps/s "
-                    f"({r['steps']} steps in {r['seconds']} s)",
-                    flush=True,
-                )
-    write_report(rows, args, tasks)
+                load.append(os.getloadavg()[0])
+                print(f"{workload:>6} {kind:>8} n_envs={n:>3}: {r['steps_per_s']:8.1f} steps/s "
+                      f"({r['steps']} steps in {r['seconds']} s, {r['reference_runs']} reference runs)", flush=True)
+    write_report(rows, args, load)
 
 
-def write_report(rows: list[dict], args: argparse.Namespace, tasks: list[tuple[str, int]]) -> None:
-    """The CSV, the markdown table and the plot, beside ``args.out``."""
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, load: list[float]) -> None:
+    """The CSV and the markdown tables, beside ``args.out``."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    table = {(r["actions"], r["kind"], r["n_envs"]): r["steps_per_s"] for r in rows}
-    ratio = "batched" in args.kinds and len(args.kinds) > 1
+    out.with_suffix(".md").write_text(report_text(rows, args.kinds, args.n_envs, args.workloads, args.episodes, load))
+    print("\n" + out.with_suffix(".md").read_text())
+
+
+def report_text(rows: list[dict], kinds: list[str], n_envs: list[int], workloads: list[str], episodes: int,
+                load: list[float]) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Environment steps per second (`python -m rlhpo.bench.vec_throughput`; {os.cpu_count()} cores; "
-        f"workload: one episode per environment of each of {len(tasks)} tasks ({', '.join(f'{f}-{t}' for f, t in tasks)}) "
-        f"at budget scale {args.budget_scale:g}; "
-        f"batched with {args.batched_threads} torch threads)",
+        f"Environment steps per second, `python -m rlhpo.bench.vec_throughput --episodes {episodes}` ({when}; {machine()}; "
+        f"a machine shared with other jobs: 1-minute load average {min(load):.1f} to {max(load):.1f} during the run). "
+        "The shipped recipe (reference reward, cosine base schedule, sensible starts, guard) at budget scale 0.5; "
+        f"{episodes} episodes per environment; the reference runs are trained inside the timed part (their number in brackets).",
     ]
-    for actions in args.actions:
-        lines += [
-            "",
-            f"{actions} actions" + (" (hyperparameters held at their start)" if actions == "zero" else ""),
-            "",
-            "| n_envs | " + " | ".join(args.kinds) + (" | batched / best other |" if ratio else " |"),
-            "|---" * (len(args.kinds) + 1 + ratio) + "|",
-        ]
-        for n in args.n_envs:
-            cells = [f"{table[(actions, k, n)]:.1f}" for k in args.kinds]
-            if ratio:
-                best = max(table[(actions, k, n)] for k in args.kinds if k != "batched")
-                cells.append(f"{table[(actions, 'batched', n)] / best:.2f}x")
+    return "\n".join(lines) + "\n" + tables(rows, kinds, n_envs, workloads)
+
+
+def tables(rows: list[dict], kinds: list[str], n_envs: list[int], workloads: list[str]) -> str:
+    """The markdown tables of ``rows`` (as in the CSV): steps/s (reference runs) per kind."""
+    table = {(r["workload"], r["kind"], int(r["n_envs"])): r for r in rows}
+    has_ratio = "batched" in kinds and "subproc" in kinds
+    lines: list[str] = []
+    for workload in workloads:
+        lines += ["", f"**{workload}** ({', '.join(WORKLOADS[workload])})", "",
+                  "| n_envs | " + " | ".join(kinds) + (" | batched / subproc |" if has_ratio else " |"),
+                  "|---" * (len(kinds) + 1 + has_ratio) + "|"]
+        for n in n_envs:
+            cell = {k: table[(workload, k, n)] for k in kinds}
+            cells = [f"{float(c['steps_per_s']):.1f} ({c['reference_runs']})" for c in cell.values()]
+            if has_ratio:
+                cells.append(f"{float(cell['batched']['steps_per_s']) / float(cell['subproc']['steps_per_s']):.2f}x")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text)
-    print("\n" + text)
-    _plot(table, args, out)
-
-
-def _plot(table: dict, args: argparse.Namespace, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for actions, style in zip(args.actions, ("-", "--")):
-            for kind in args.kinds:
-                values = [table[(actions, kind, n)] for n in args.n_envs]
-                ax.plot(args.n_envs, values, style, marker="o", label=f"{kind}, {actions} actions")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("environments")
-        ax.set_ylabel("environment steps / s")
-        ax.set_title(f"vector env throughput, {os.cpu_count()} CPU cores")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out.with_suffix(".png"), dpi=120)
-    except ImportError:
-        pass
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

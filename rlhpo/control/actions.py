@@ -55,7 +55,7 @@ def _lr() -> ControlConfig:
 
 
 def _bs() -> ControlConfig:
-    return ControlConfig(True, 4, 1024, 2.0)
+    return ControlConfig(True, 4, 1024, 2.0, min_start_ratio=1.0)  # never below the start (the shipped recipe)
 
 
 def _wd() -> ControlConfig:

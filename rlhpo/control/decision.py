@@ -5,7 +5,9 @@ Hugging Face) and the evaluation runner all decide through this module, so a pol
 under exactly the rules it was meta-trained under:
 
 * the **interval clock** (:func:`interval_end`): the example budget split evenly into
-  ``n_intervals``; a decision falls when the examples seen reach the interval's end;
+  ``n_intervals``; a decision falls when the examples seen reach the interval's end; the base
+  schedule (:func:`base_factor`) is a function of the fraction of the budget, so it ends at the
+  budget whatever the number of intervals;
 * the **divergence rule and the guard** (:mod:`rlhpo.control.guard`): a snapshot of the last
   good state at every healthy decision, a rollback and a learning-rate cut after divergence;
 * **observe -> act -> apply** (:class:`DecisionPath`): interval statistics and the validation
@@ -35,6 +37,7 @@ from rlhpo.control.guard import (
     Verdict,
     divergence_reason,
 )
+from rlhpo.errors import ControllerError, is_int
 from rlhpo.tasks.base import Hyperparams
 from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
 from rlhpo.training.monitor import IntervalStats
@@ -50,21 +53,41 @@ def interval_end(total_examples: int, n_intervals: int, k: int) -> int:
 BASE_SCHEDULES: tuple[str, ...] = ("none", "cosine")
 
 
-def base_factor(schedule: str, k: int, n_intervals: int) -> float:
-    """The base schedule's lr multiplier for interval ``k`` (0-based) of ``n_intervals``.
+def base_factor(schedule: str, fraction: float, warmup: float) -> float:
+    """The base schedule's lr multiplier at ``fraction`` of the example budget.
 
-    ``cosine``: the first interval is a linear warm-up (its mean factor, 0.5), then cosine decay
-    to zero, evaluated at each interval's midpoint. The policy's lr state is a *level* the
-    schedule multiplies: a policy whose actions are all zero runs warm-up + cosine from the start,
-    so the controller builds on the strongest cheap baseline instead of re-learning it.
+    ``cosine``: a linear warm-up over the first ``warmup`` of the budget, then cosine decay to
+    zero at the budget. An interval runs at the factor of its midpoint: the first interval
+    (the warm-up) at 0.5, the last near 0, whatever the number of intervals. The policy's lr state
+    is a *level* the schedule multiplies: a policy whose actions are all zero runs warm-up +
+    cosine from the start, so the controller builds on the strongest cheap baseline instead of
+    re-learning it.
     """
-    if schedule == "none" or n_intervals <= 1:
+    if schedule == "none" or warmup >= 1:
         return 1.0
-    if k <= 0:
-        return 0.5
-    # past the last interval (a loop that trains beyond its budget) the last interval's factor holds
-    t = (min(k, n_intervals - 1) - 0.5) / (n_intervals - 1)
-    return 0.5 * (1.0 + math.cos(math.pi * t))
+    if fraction < warmup:
+        return fraction / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min((fraction - warmup) / (1.0 - warmup), 1.0)))
+
+
+def interval_factor(schedule: str, k: int, n_intervals: int) -> float:
+    """The base factor of interval ``k`` (0-based) of a run cut into ``n_intervals``: the factor
+    at the interval's midpoint, the first interval being the warm-up. Past the last interval (a
+    loop that trains beyond its budget) the last interval's factor holds."""
+    k = min(max(k, 0), n_intervals - 1)
+    return base_factor(schedule, (k + 0.5) / n_intervals, 1.0 / n_intervals)
+
+
+def check_intervals(n_intervals: object, trained_with: int) -> int:
+    """``n_intervals`` if a policy meta-trained with ``trained_with`` intervals can run in that
+    many: at least 2 (the first interval is the base schedule's warm-up, and a decision falls
+    between intervals); else :class:`~rlhpo.errors.ControllerError`."""
+    if not (is_int(n_intervals) and n_intervals >= 2):  # type: ignore[operator]
+        raise ControllerError(
+            f"n_intervals={n_intervals!r} cannot be honoured: the policy decides between intervals and the first "
+            f"is the base schedule's warm-up; allowed: an integer >= 2 (the policy was meta-trained with {trained_with})"
+        )
+    return int(n_intervals)  # type: ignore[call-overload]
 
 
 #: a run with no guard (a baseline) is lost, and stops, above this multiple of a reference
@@ -99,7 +122,8 @@ class DecisionPath:
 
     :param actions: the controls and their bounds (the policy's, from its spec)
     :param total_examples: the run's example budget
-    :param n_intervals: decisions per run (the policy's)
+    :param n_intervals: intervals in the run (the environment's, or the loop's: a run cut into
+        any number ends its base schedule at the budget; see :func:`check_intervals`)
     :param guard: the divergence rule and the response (:class:`~rlhpo.control.guard.GuardConfig`)
     :param max_batch_size: an extra cap on the batch size (the training-set size)
     :param feature_version: the feature set the policy observes (its spec's)
@@ -211,7 +235,7 @@ class DecisionPath:
         whose lr the policy does not set keeps its lr)."""
         if self.base_schedule == "none" or not self.actions.live("lr"):
             return hp
-        return Hyperparams(hp.lr * base_factor(self.base_schedule, k, self.n_intervals), hp.batch_size, hp.weight_decay)
+        return Hyperparams(hp.lr * interval_factor(self.base_schedule, k, self.n_intervals), hp.batch_size, hp.weight_decay)
 
     def state_dict(self) -> dict:
         return {

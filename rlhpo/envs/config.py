@@ -20,6 +20,13 @@ REWARDS: tuple[str, ...] = ("delta", "reference")
 class EnvConfig:
     """Configuration of :class:`~rlhpo.envs.HyperparamControlEnv`.
 
+    The defaults are the shipped recipe (the environment ``rlhpo/pretrained/default`` was
+    meta-trained in, controller v2): ``EnvConfig()``, ``rlhpo.make_env()``,
+    ``gymnasium.make("rlhpo/HyperparamControl-v0")`` and ``python -m rlhpo.train`` all build it;
+    the YAML files under ``conf/`` only override. The v1 environment is
+    ``EnvConfig(reward="delta", base_schedule="none", sensible_fraction=0.0, task_seeds=[],
+    feature_version=1)``.
+
     :param families: task families (or groups "meta_train", "held_out", "all") to sample from
     :param n_intervals: control intervals per episode; the budget is split evenly between them
     :param budget_scale: multiplies every task's example budget (tests use small values)
@@ -27,13 +34,15 @@ class EnvConfig:
     :param actions: which hyperparameters are controlled, and their bounds
     :param divergence_penalty: reward on a step that diverges (the guard's rule)
     :param guard: the divergence rule and the rollback (:class:`~rlhpo.control.guard.GuardConfig`);
-        with ``guard.enabled`` false a diverged episode ends instead
+        with ``guard.enabled`` false a diverged episode ends instead. ``guard.restore_best`` must
+        stay false: an episode never restores its best snapshot (it is a deployment option of
+        :class:`rlhpo.Controller`)
     :param reward_clip: per-step rewards are clipped to [-reward_clip, reward_clip]
     :param task_seeds: a fixed instance set of task seeds (DACBench style); empty: any seed
     :param device: where target networks train ("cpu", "cuda", "cuda:N")
     :param feature_version: the observation's feature set (:data:`rlhpo.control.features.FEATURE_SETS`)
     :param base_schedule: what the policy's lr level multiplies: ``none`` or ``cosine``
-        (:func:`rlhpo.control.decision.base_factor`)
+        (:func:`rlhpo.control.decision.base_factor`: a function of the fraction of the budget)
     :param reward: ``delta``: the decrease of the log validation loss per interval (version 1);
         ``reference``: the change, per interval, of the run's lead over a reference run on the
         same task from the same start and seed with all-zero actions (warm-up + cosine under the
@@ -54,13 +63,13 @@ class EnvConfig:
     divergence_penalty: float = 5.0
     guard: GuardConfig = field(default_factory=GuardConfig)
     reward_clip: float = 5.0
-    task_seeds: list[int] = field(default_factory=list)
+    task_seeds: list[int] = field(default_factory=lambda: list(range(24)))
     device: str = "cpu"
     feature_version: int = FEATURE_VERSION
-    base_schedule: str = "none"
-    reward: str = "delta"
+    base_schedule: str = "cosine"
+    reward: str = "reference"
     reference_cache: Optional[str] = None
-    sensible_fraction: float = 0.0
+    sensible_fraction: float = 0.5
     sensible_lr_jitter: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
 
     def validate(self) -> "EnvConfig":
@@ -86,6 +95,12 @@ class EnvConfig:
         if not isinstance(self.guard, GuardConfig):
             raise ConfigError(f"env.guard must be a guard config (enabled, factor, lr_cut, ...), got {self.guard!r}")
         self.guard.validate("env.guard")
+        if self.guard.restore_best:
+            raise ConfigError(
+                "env.guard.restore_best is not an environment setting: an episode never restores its best "
+                "snapshot; remove it (to deploy with it: rlhpo.Controller(..., "
+                "guard=dataclasses.replace(artifact.spec.guard_config(), restore_best=True)))"
+            )
         seeds = self.task_seeds
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or any(
             not (is_int(x) and x >= 0) for x in seeds

@@ -62,7 +62,9 @@ class HyperparamControlEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n_actions,), dtype=np.float32)
         n_features = len(feature_names(config.feature_version))
         self.observation_space = spaces.Box(-CLIP, CLIP, shape=(n_features,), dtype=np.float32)
-        self.references = ReferenceCurves(self, config.reference_cache) if config.reward == "reference" else None
+        self.references: Optional[ReferenceCurves] = None
+        if config.reward == "reference":
+            self.references = ReferenceCurves(config, HyperparamControlEnv, config.reference_cache)
         self.decision: Optional[DecisionPath] = None
         self.session: Optional[TrainingSession] = None
         self.task: Optional[Task] = None

@@ -22,7 +22,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -76,13 +76,16 @@ def lead(reference: Reference, examples: int, val: float) -> float:
 class ReferenceCurves:
     """Computes and caches reference curves for the episodes of one environment.
 
-    :param env: the environment whose rules the reference follows (its class and config)
+    :param config: the environment configuration whose rules the reference follows
+    :param env_type: the environment class reference runs train in, one network at a time
+        (:class:`~rlhpo.envs.HyperparamControlEnv`, also for the batched env's slots: every
+        vector env computes the same reference curves)
     :param cache_dir: a directory shared between processes, or None (memory only)
     """
 
-    def __init__(self, env: Any, cache_dir: Optional[str] = None) -> None:
-        self._env_type = type(env)
-        self._config = replace(env.config, reward="delta", reference_cache=None, sensible_fraction=0.0)
+    def __init__(self, config: Any, env_type: Callable[[Any], Any], cache_dir: Optional[str] = None) -> None:
+        self._env_type = env_type
+        self._config = replace(config, reward="delta", reference_cache=None, sensible_fraction=0.0)
         self._memory: dict[str, Reference] = {}
         self._env: Any = None  # the environment reference runs train in, built at the first one
         self._dir = Path(cache_dir) if cache_dir else None

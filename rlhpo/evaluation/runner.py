@@ -111,6 +111,7 @@ class ControllerSchedule(Schedule):
             writer=self.writer,
             is_adaptive=session.task.optimizer != "sgd",
             track_steps=False,  # the session's own monitor provides the statistics
+            n_intervals=n_intervals,  # the runner's clock: the base schedule ends at the budget
         )
         self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 
 from rlhpo.envs.config import EnvConfig
-from rlhpo.errors import ConfigError, check_device, is_int, is_number
+from rlhpo.errors import ConfigError, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 
@@ -42,8 +42,8 @@ class TasksConfig:
 
     train_families: list[str] = field(default_factory=lambda: ["meta_train"])
     eval_families: list[str] = field(default_factory=lambda: ["dev"])  # never "final": the evaluation's split
-    budget_scale: float = 1.0
-    eval_task_seeds: list[int] = field(default_factory=lambda: [1000, 1001])
+    budget_scale: float = 0.5
+    eval_task_seeds: list[int] = field(default_factory=lambda: [1000, 1001, 1002, 1003])
 
     def validate(self) -> "TasksConfig":
         for name in ("train_families", "eval_families"):
@@ -246,6 +246,10 @@ class VecEnvConfig:
 class TrainConfig:
     """``python -m rlhpo.train``: meta-train a controller.
 
+    The defaults (here and in every group's dataclass) are the shipped policy's recipe
+    (``rlhpo/pretrained/default``: controller v2, 81,920 environment steps of 4 x 256, the
+    meta-training families at half their budget); the YAML files under ``conf/`` only override.
+
     :param seed: fixes PPO, the environments' task sampling and the target networks
     :param total_timesteps: environment steps (control intervals) to meta-train for
     :param checkpoint_every: environment steps between checkpoints
@@ -254,19 +258,18 @@ class TrainConfig:
     :param resume: a run directory to continue from its last good checkpoint
     :param torch_threads: threads per process for the target networks
     :param progress_bar: show a progress bar on the terminal
-    :param device: where the target networks train (``cpu``, ``cuda``, ``cuda:N``): sets
-        ``env.device`` unless that is set itself. The PPO policy, a small MLP, stays on the CPU.
+
+    Where the target networks train is ``env.device``; the PPO policy, a small MLP, stays on the CPU.
     """
 
     seed: int = 0
-    total_timesteps: int = 100_000
+    total_timesteps: int = 81_920
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
     eval_every: int = 20_000
     resume: Optional[str] = None
     torch_threads: int = 1
     progress_bar: bool = True
-    device: str = "cpu"
     tasks: TasksConfig = field(default_factory=TasksConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -274,9 +277,6 @@ class TrainConfig:
     vec_env: VecEnvConfig = field(default_factory=VecEnvConfig)
 
     def validate(self) -> "TrainConfig":
-        check_device(self.device)
-        if self.device != "cpu" and self.env.device == "cpu":
-            self.env.device = self.device
         if not (is_int(self.seed) and 0 <= self.seed < 2**32):
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         for name in ("total_timesteps", "checkpoint_every", "keep_checkpoints", "torch_threads"):
@@ -313,6 +313,34 @@ class TrainConfig:
         self.ppo.validate(self.vec_env.n_envs)
         self.policy.validate()
         return self
+
+
+#: settings that were removed, and what replaces each (an old config or override naming one is
+#: an error that says so; an old run's saved config.yaml drops them, see :func:`drop_removed`)
+REMOVED: dict[str, str] = {
+    "device": "set env.device (cpu, cuda, cuda:N): the one setting of where target networks train",
+}
+
+
+def override_error(overrides: list[str]) -> Optional[str]:
+    """The one-line error for the first command-line override that sets a removed setting or
+    names an unknown vector env (Hydra's own errors name no replacement, or take many lines)."""
+    for arg in overrides:
+        if "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key in REMOVED:
+            return f"{key} was removed: {REMOVED[key]}"
+        if key == "vec_env" and value not in VEC_ENV_KINDS:
+            return f"vec_env={value}: unknown vector env; allowed: {', '.join(VEC_ENV_KINDS)}"
+    return None
+
+
+def drop_removed(saved: dict) -> dict:
+    """A saved ``config.yaml`` (a plain dict) without the removed settings. An old run wrote its
+    config after validation, so ``env.device`` already holds what ``device`` set."""
+    return {k: v for k, v in saved.items() if k not in REMOVED}
 
 
 def register_configs() -> None:

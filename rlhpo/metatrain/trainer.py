@@ -54,8 +54,23 @@ def _env_factory(env_config: EnvConfig, torch_threads: int):
 
 def build_vec_env(config: TrainConfig):
     """The vectorised, normalised meta-training environment."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return VecNormalize(
+        make_vec(config),
+        norm_obs=config.ppo.normalize_obs,
+        norm_reward=config.ppo.normalize_reward,
+        clip_obs=10.0,
+        gamma=config.ppo.gamma,
+    )
+
+
+def make_vec(config: TrainConfig):
+    """The meta-training environments as ``config.vec_env`` runs them, seeded with ``config.seed``
+    (environment ``i`` gets ``seed + i`` at its first reset, whatever the kind), monitored, not
+    normalised."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
     if config.vec_env.kind == "batched":
         from stable_baselines3.common.vec_env import VecMonitor
@@ -88,13 +103,7 @@ def build_vec_env(config: TrainConfig):
             vec_env_cls=vec_cls,
             vec_env_kwargs=kwargs,
         )
-    return VecNormalize(
-        venv,
-        norm_obs=config.ppo.normalize_obs,
-        norm_reward=config.ppo.normalize_reward,
-        clip_obs=10.0,
-        gamma=config.ppo.gamma,
-    )
+    return venv
 
 
 def build_model(config: TrainConfig, venv: Any, tb_dir: Path) -> Any:

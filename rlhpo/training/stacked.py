@@ -100,7 +100,7 @@ class StackedTrainer:
         # per-row scalars, and the value a new row starts with
         self._scalars = {
             "lr": 0.0, "wd": 0.0, "t": 0.0, "cosine": 0.0, "grad_norm": math.nan, "update_ratio": math.nan,
-            "prev_probe": -2.0, "params_finite": True,
+            "prev_probe": -2.0, "params_finite": True, "mstep": 0.0,
         }  # fmt: skip
         for name, fill in self._scalars.items():
             setattr(self, name, torch.zeros(0, dtype=torch.bool if fill is True else dtype, device=self.device))
@@ -315,10 +315,14 @@ class StackedTrainer:
             if any_probe:
                 self.grad_norm[act] = torch.where(probe, torch.linalg.vector_norm(grad, dim=1), self.grad_norm[act])
             new = self._update(act, p, grad, t)
+            # the monitor's step counter (TrainingMonitor._step): unlike the optimizer's t, a
+            # rollback does not turn it back, so "successive probe steps" mean what they mean
+            # for a single session
+            mstep = self.mstep[act]
             if any_probe:
-                self._probe(act, p, new, probe, t)
+                self._probe(act, p, new, probe, mstep)
             self.flat[act] = new
-            self.t[act] = t + 1
+            self.t[act], self.mstep[act] = t + 1, mstep + 1
             full = torch.zeros(self.capacity, dtype=loss.dtype, device=self.device)
             full[act] = loss.detach()
         return full

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
-from rlhpo.control.decision import base_factor
+from rlhpo.control.decision import interval_factor
 from rlhpo.control.features import CLIP, N_FEATURES
 from rlhpo.controller import Controller
 from rlhpo.errors import ControllerError
@@ -82,7 +82,7 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
         return  # not begun: the optimizer still holds the user's own values
     # the bounds hold the policy's lr level; the base schedule multiplies it by a factor in (0, 1]
     n = c.spec.n_intervals
-    lowest = min(base_factor(c.spec.base_schedule, k, n) for k in range(n))
+    lowest = min(interval_factor(c.spec.base_schedule, k, n) for k in range(n))
     for g in c.optimizer.param_groups:
         assert math.isfinite(g["lr"]) and bounds.lr.min * lowest * (1 - 1e-9) <= g["lr"] <= bounds.lr.max, g["lr"]
         if c.controls_weight_decay:

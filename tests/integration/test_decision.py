@@ -15,8 +15,8 @@ from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import (
     DIVERGENCE_FACTOR,
     DecisionPath,
-    base_factor,
     interval_end,
+    interval_factor,
     is_diverged,
     write_hparams,
 )
@@ -116,7 +116,7 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
     # the guard's response, as in the env: the last good state back and the lr cut, the policy's action set aside
     assert level() == pytest.approx(lr * art.spec.guard_config().lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
     n = art.spec.n_intervals
-    assert c.hparams.lr == pytest.approx(level() * base_factor(art.spec.base_schedule, c.decision.interval, n))
+    assert c.hparams.lr == pytest.approx(level() * interval_factor(art.spec.base_schedule, c.decision.interval, n))
     assert before.lr == pytest.approx(1e-3)
 
 
@@ -160,7 +160,7 @@ def test_controller_start_clips_into_the_policy_bounds_like_the_env():
     c = Controller(opt, task.budget_examples, policy=art, batch_size=16)
     c.begin()
     # the level is clipped to the bound; the first interval runs at the base schedule's warm-up factor
-    first = base_factor(art.spec.base_schedule, 0, art.spec.n_intervals)
+    first = interval_factor(art.spec.base_schedule, 0, art.spec.n_intervals)
     assert c.hparams.lr == info["lr"] == pytest.approx(art.spec.action_config().lr.max * first)
     assert math.isfinite(c.hparams.weight_decay)
 
@@ -177,5 +177,5 @@ def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch
     for k in range(6):
         c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
     assert math.exp(c.decision.actions.z[0]) == pytest.approx(4e-3)  # the level, capped at 4x the start
-    factor = base_factor(art.spec.base_schedule, c.decision.interval, art.spec.n_intervals)
+    factor = interval_factor(art.spec.base_schedule, c.decision.interval, art.spec.n_intervals)
     assert opt.param_groups[0]["lr"] == pytest.approx(4e-3 * factor)

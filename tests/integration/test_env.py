@@ -116,7 +116,7 @@ def test_a_diverging_episode_rolls_back_and_goes_on_with_the_examples_charged():
 
 
 def test_controls_can_be_switched_off():
-    cfg = EnvConfig(n_intervals=4)
+    cfg = EnvConfig(n_intervals=4, base_schedule="none")  # the lr is the policy's level alone
     cfg.actions.batch_size.enabled = False
     cfg.actions.weight_decay.enabled = False
     env = TinyEnv(cfg)

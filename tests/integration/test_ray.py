@@ -34,16 +34,6 @@ from rlhpo.train import build_vec_env, run  # noqa: E402
 pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
 
 
-@pytest.fixture(scope="module")
-def ray_instance():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def ray_config(**overrides):
     cfg = tiny_train_config(**overrides)
     cfg.vec_env.kind = "ray"

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_tiny_task
 
 from rlhpo.control.actions import ActionConfig
-from rlhpo.control.decision import DecisionPath, base_factor
+from rlhpo.control.decision import DecisionPath, interval_factor
 from rlhpo.envs import EnvConfig, HyperparamControlEnv
 from rlhpo.envs.reference import Reference, lead
 from rlhpo.tasks import Hyperparams
@@ -37,12 +37,12 @@ def episode(env, action, options=None, seed=0):
 
 def test_base_factor_is_warmup_then_cosine_to_zero():
     n = 20
-    f = [base_factor("cosine", k, n) for k in range(n)]
+    f = [interval_factor("cosine", k, n) for k in range(n)]
     assert f[0] == 0.5 and f[1] == pytest.approx(1.0, abs=0.01)
     assert all(a >= b for a, b in zip(f[1:], f[2:]))  # decays monotonically
     assert f[-1] < 0.01
-    assert all(base_factor("none", k, n) == 1.0 for k in range(n))
-    assert base_factor("cosine", n + 5, n) == f[-1] > 0  # past the budget: never zero
+    assert all(interval_factor("none", k, n) == 1.0 for k in range(n))
+    assert interval_factor("cosine", n + 5, n) == f[-1] > 0  # past the budget: never zero
 
 
 def test_zero_actions_earn_exactly_zero_the_reference_is_the_null_policy(tmp_path):

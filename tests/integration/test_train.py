@@ -206,7 +206,7 @@ def test_bad_config_is_rejected_before_training(mutate, pattern, tmp_path):
     [
         ("ppo.n_steps=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
         ("ppo.learning_rat=0.1", "Key 'learning_rat' not in 'PPOConfig'"),
-        ("vec_env=gpu", "Could not find 'vec_env/gpu'"),
+        ("vec_env=gpu", "[rlhpo] error: vec_env=gpu: unknown vector env; allowed: dummy, subproc, batched, ray"),
     ],
 )
 def test_bad_cli_override_is_a_clear_error(override, message, tmp_path):

@@ -10,7 +10,9 @@ the vector env only runs its ``begin_*``/``end_*`` phases around one batched tra
 
 Networks can only be stacked when they share an architecture and data, so the environments
 come in groups of ``group_size`` that train the *same task* on every episode, each with its own
-initialisation, batch order and actions (the policy's samples differ, so the trajectories do).
+actions (the policy's samples differ, so the trajectories do); under the ``delta`` reward each
+also has its own initialisation and batch order, under the ``reference`` reward they share the
+task's (the reference run's), and the group shares one set of reference curves.
 Each group draws a new task per episode from the configured families, so over a run the task
 distribution is the single environment's; within a rollout, tasks are repeated ``group_size``
 times. A slot whose episode ends early (divergence) starts its next episode on the group's
@@ -21,7 +23,9 @@ network at a time behind the same interface (:class:`~rlhpo.training.stacked.Loo
 warning naming the family; everything else behaves the same.
 
 For the same task, seeds and actions, the batched and the single environment give the same
-observations and rewards up to float rounding (tests/test_batched.py).
+observations and rewards up to float rounding (tests/integration/test_batched.py); with
+``group_size=1`` every slot samples its tasks as a single environment with the same seed does,
+so the batched env's rollouts are those of the other vector envs (tests/integration/test_vec_parity.py).
 """
 
 from __future__ import annotations
@@ -92,14 +96,14 @@ class BatchedVecEnv(VecEnv):
         self.config, self.group_size = config, group_size
         self.envs = [_Slot(config, self, i // group_size) for i in range(n_envs)]
         env = self.envs[0]
+        for slot in self.envs[1:]:  # one set of reference curves: a group's slots share its task
+            slot.references = env.references
         super().__init__(n_envs, env.observation_space, env.action_space)
         self._trainers: dict[int, tuple[Task, Trainer]] = {}  # id(task) -> its trainer
         self._unstackable: dict[str, str] = {}  # family -> why its tasks are trained one by one
         self._stackable: set[str] = set()
         n_groups = n_envs // group_size
-        self._group_seeds: list[Optional[int]] = [None] * n_groups
         self._group_task_of: list[Optional[Task]] = [None] * n_groups
-        self._group_generation = [0] * n_groups
         self._group_resets = [0] * n_groups
         self._explicit: dict[tuple, Task] = {}
         self._actions: Optional[np.ndarray] = None
@@ -111,7 +115,10 @@ class BatchedVecEnv(VecEnv):
 
         A group keeps its task for ``group_size`` episodes in all, then draws the next one: a
         slot whose episode ended early (divergence) restarts on the same task, so the group's
-        networks stay in one stacked computation.
+        networks stay in one stacked computation. The draw uses the random generator of the
+        group's first slot, exactly as a single environment draws its task: with
+        ``group_size=1`` every slot samples the tasks (and starts) a single environment with
+        the same seed samples.
         """
         g = slot._group
         if options.get("family") is not None or "task_seed" in options:  # every slot asking shares one task
@@ -120,11 +127,8 @@ class BatchedVecEnv(VecEnv):
                 self._explicit[key] = self._finish_task(slot._sample_task(options, np.random.default_rng(0)))
             return self._explicit[key]
         if self._group_task_of[g] is None or self._group_resets[g] >= self.group_size:
-            if self._group_seeds[g] is None:  # unseeded: draw the group's seed from the slot
-                self._group_seeds[g] = int(slot.np_random.integers(2**31 - 1))
-            self._group_generation[g] += 1
-            rng = np.random.default_rng([self._group_seeds[g], self._group_generation[g]])
-            self._group_task_of[g] = self._finish_task(slot._sample_task({}, rng))
+            first = self.envs[g * self.group_size]
+            self._group_task_of[g] = self._finish_task(first._sample_task({}, first.np_random))
             self._group_resets[g] = 0
         self._group_resets[g] += 1
         return self._group_task_of[g]  # type: ignore[return-value]
@@ -183,9 +187,7 @@ class BatchedVecEnv(VecEnv):
             if seed is not None:
                 gym.Env.reset(slot, seed=seed)  # seeds the slot's np_random, as HyperparamControlEnv.reset
                 if i % self.group_size == 0:  # the group's first slot seeds the group's tasks
-                    g = slot._group
-                    self._group_seeds[g], self._group_task_of[g] = int(seed), None
-                    self._group_generation[g] = self._group_resets[g] = 0
+                    self._group_task_of[slot._group], self._group_resets[slot._group] = None, 0
             slot.begin_episode(opts or {})
         self._collect()
         trained = self._train(indices)

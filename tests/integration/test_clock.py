@@ -1,0 +1,76 @@
+"""The clock: a run cut into K intervals (Controller, ``rlhpo.apply n_intervals=K``, the
+evaluation runner) ends its base schedule at the budget whatever K is; a K the policy cannot
+honour is one clear error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import make_tiny_task
+
+from rlhpo import Controller
+from rlhpo.control.decision import base_factor, interval_factor
+from rlhpo.errors import ControllerError
+from rlhpo.evaluation.runner import ControllerSchedule, run_task
+from rlhpo.policy.artifact import load_artifact
+
+
+def test_the_base_factor_is_a_function_of_the_fraction_of_the_budget():
+    for n in (5, 20, 40):
+        f = [interval_factor("cosine", k, n) for k in range(n)]
+        assert f[0] == 0.5  # the warm-up interval: the mean of a linear warm-up
+        assert all(a > b for a, b in zip(f[1:], f[2:]))  # then a decay ...
+        assert f[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * (n - 1.5) / (n - 1))))  # ... to near 0 at the budget
+        assert f[-1] < 0.04 and max(f) > 0.95
+        # the same function of the fraction of the budget, however finely the budget is cut
+        assert f[-1] == pytest.approx(base_factor("cosine", 1 - 0.5 / n, 1 / n))
+    assert base_factor("cosine", 1.0, 0.05) == pytest.approx(0.0) and base_factor("none", 0.7, 0.05) == 1.0
+
+
+@pytest.mark.parametrize("k", [5, 20, 40])
+def test_a_controller_run_of_k_intervals_ends_its_schedule_at_the_budget(k):
+    """The evaluation runner (and rlhpo.apply) cut the run into K intervals: the Controller decides
+    on that clock, and the last interval trains at the end of the warm-up + cosine schedule."""
+    artifact = load_artifact("default")
+    assert artifact.spec.base_schedule == "cosine" and artifact.spec.n_intervals == 20
+    task = make_tiny_task(budget=1600, batch_size=8)
+    schedule = ControllerSchedule(artifact)
+    result = run_task(task, schedule, seed=0, n_intervals=k)
+    c = schedule.controller
+    assert c.decision.n_intervals == k and len(c.history) == k - 1 and result.examples == task.budget_examples
+    level = math.exp(c.decision.actions.z[0])  # the lr level the base schedule multiplies
+    last = c.history[-1]
+    assert last["lr"] == pytest.approx(level * interval_factor("cosine", k - 1, k), rel=1e-6)
+    assert interval_factor("cosine", k - 1, k) < 0.04  # not ~0.9, as with the policy's own 20 intervals at K=5
+
+
+def test_a_controller_in_a_users_loop_defaults_to_the_policys_intervals():
+    artifact = load_artifact("default")
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    assert Controller(opt, total_examples=1000, policy=artifact).decision.n_intervals == artifact.spec.n_intervals
+    assert Controller(opt, total_examples=1000, policy=artifact, n_intervals=7).decision.n_intervals == 7
+
+
+@pytest.mark.parametrize("k", [1, 0, 2.5, "5"])
+def test_a_k_the_policy_cannot_honour_is_one_clear_error(k):
+    artifact = load_artifact("default")
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    with pytest.raises(ControllerError, match=rf"^n_intervals={k!r} cannot be honoured: .*allowed: an integer >= 2 "
+                                              r"\(the policy was meta-trained with 20\)$"):
+        Controller(opt, total_examples=1000, policy=artifact, n_intervals=k)
+
+
+@pytest.mark.slow  # a subprocess
+def test_apply_with_one_interval_is_refused_in_one_line():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "rlhpo.apply", "n_intervals=1", "budget_scale=0.01"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "[rlhpo] error: n_intervals=1 cannot be honoured: the policy decides between intervals and the first is the "
+        "base schedule's warm-up; allowed: an integer >= 2 (the policy was meta-trained with 20)"
+    ]

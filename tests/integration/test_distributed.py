@@ -70,6 +70,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.barrier()
     with open(f"{out}.{rank}", "w") as f:
         json.dump(result, f)
+    dist.barrier()  # every rank done with its collectives before any tears the group down
     dist.destroy_process_group()
 
 

@@ -168,10 +168,10 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
 def test_same_seed_same_meta_training(tmp_path):
     def params(d):
         art = load_artifact(run(tiny_train_config(seed=5), d))
-        return [p.detach().clone() for p in art.model.policy.parameters()]
+        return [p.detach().clone() for p in art.model.parameters()]  # the policy as its plain torch module
 
     a, b = params(tmp_path / "a"), params(tmp_path / "b")
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert a and len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_recurrent_policy(tmp_path):

@@ -95,11 +95,17 @@ def cluster_config(**vec_env):
     return cfg
 
 
-def test_meta_training_on_a_two_node_cluster_gives_the_local_runs_policy(tmp_path, monkeypatch):
-    for key, value in CLUSTER_ENV.items():
-        monkeypatch.setenv(key, value)
-    if ray.is_initialized():
-        ray.shutdown()  # this process joins the cluster below
+#: the driver that joins the cluster runs in its own process: Ray reads its authentication mode
+#: once per process, so a driver here would leave this test process unable to start a local Ray
+DRIVER = """
+import sys
+from test_ray_cluster import cluster_config
+from rlhpo.train import run
+print(run(cluster_config(kind="ray", address=sys.argv[1], num_cpus_per_env=1.0), sys.argv[2]))
+"""
+
+
+def test_meta_training_on_a_two_node_cluster_gives_the_local_runs_policy(tmp_path):
     port, client_port = free_ports(2)
     address = f"127.0.0.1:{port}"
     temp = tempfile.mkdtemp(prefix="rlhpo-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -110,13 +116,17 @@ def test_meta_training_on_a_two_node_cluster_gives_the_local_runs_policy(tmp_pat
         wait_for_nodes(address, 1)  # a worker started before the head answers fails at once
         nodes.append(start_node([f"--address={address}"], tmp_path / "worker.log"))
         wait_for_nodes(address, 2)
-        remote = run(cluster_config(kind="ray", address=address, num_cpus_per_env=1.0), tmp_path / "cluster")
+        tests = str(Path(__file__).resolve().parent)
+        env = {**os.environ, **CLUSTER_ENV, "PYTHONPATH": os.pathsep.join([tests, str(Path(tests).parent)])}
+        driver = subprocess.run([sys.executable, "-c", DRIVER, address, str(tmp_path / "cluster")], capture_output=True,
+                                text=True, timeout=600, env=env, cwd=tmp_path)
+        assert driver.returncode == 0, driver.stderr[-4000:]
+        remote = Path(driver.stdout.strip().splitlines()[-1])
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
         for node in reversed(nodes):
             stop(node)
     local = run(cluster_config(kind="dummy"), tmp_path / "local")
-    a, b = (load_artifact(p).model.policy.state_dict() for p in (remote, local))
+    a, b = (load_artifact(p).model.state_dict() for p in (remote, local))  # the policies as plain torch modules
+    assert a.keys() == b.keys() and a
     for name, value in b.items():
         np.testing.assert_allclose(a[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)

@@ -46,7 +46,7 @@ def test_the_shipped_recipe_meta_trains_under_every_vec_env(kind, policies):
 def test_the_same_seed_gives_the_same_policy_under_dummy_subproc_and_ray(policies):
     """Their rollouts are the same (tests/integration/test_vec_parity.py), so PPO learns the same
     policy; only DummyVecEnv's float32 reward buffer rounds differently."""
-    params = {k: load_artifact(policies[k]).model.policy.state_dict() for k in ("dummy", "subproc", "ray")}
+    params = {k: load_artifact(policies[k]).model.state_dict() for k in ("dummy", "subproc", "ray")}
     for kind in ("subproc", "ray"):
         for name, value in params["dummy"].items():
             np.testing.assert_allclose(params[kind][name].numpy(), value.numpy(), rtol=1e-4, atol=1e-6, err_msg=f"{kind}: {name}")

@@ -30,6 +30,8 @@ from rlhpo.evaluation.tables import (
     README_END,
     controller_table,
     family_table,
+    loss_block,
+    loss_table,
     losses_list,
     method_table,
     readme_block,
@@ -50,6 +52,8 @@ __all__ = [
     "controller_table",
     "family_table",
     "histories_frame",
+    "loss_block",
+    "loss_table",
     "losses_list",
     "main",
     "method_table",
@@ -66,18 +70,20 @@ __all__ = [
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m rlhpo.evaluation.report runs.csv [--readme README.md] [--plots DIR]``: print the
-    tables of a finished evaluation, write them into the README, redraw the profile plots."""
+    """``python -m rlhpo.evaluation.report runs.csv [--readme README.md] [--losses] [--plots DIR]``:
+    print the tables of a finished evaluation, write them into the README (or a docs page; with
+    ``--losses`` its per-task test-loss block too), redraw the profile plots."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("csv", type=Path)
     p.add_argument("--readme", type=Path, default=None)
+    p.add_argument("--losses", action="store_true", help="also write the per-task test-loss block into --readme")
     p.add_argument("--plots", type=Path, default=None, help="write performance_profile_<start>.png here")
     a = p.parse_args(argv)
     df = pd.read_csv(a.csv)
     if a.readme is not None:
-        update_readme(a.csv, a.readme)
+        update_readme(a.csv, a.readme, losses=a.losses)
     if a.plots is not None:
         plot_profiles(df, a.plots)
     print(readme_tables(df))

@@ -35,7 +35,7 @@ from rlhpo.training.session import TrainingSession
 
 FACTORS = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
 #: collapse-rule candidates: (jump, jump_min), each on top of the 2x factor rule
-JUMPS = tuple((j, m) for j in (2.0, 3.0, 5.0, 10.0, 20.0) for m in (0.1, 0.15, 0.2, 0.3))
+JUMPS = tuple((j, m) for j in (3.0, 4.0, 5.0, 8.0, 20.0) for m in (0.1, 0.2, 0.3))
 
 
 def curves(
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     off = GuardConfig(jump=None)
     print("\nThe factor rule alone (val > factor x best):\n")
     print("\n".join(table(healthy, blown, collapsed, [(f"factor {f:g}", dataclasses.replace(off, factor=f)) for f in FACTORS])))
-    print("\nThe collapse rule on top of factor 2 (rise over the last healthy interval > jump x the recent")
-    print("mean interval-to-interval change, and val > (1 + jump_min) x best):\n")
+    print("\nThe collapse rule on top of factor 2 (val - best > jump x the median interval-to-interval change")
+    print("of the last 5 healthy intervals, and val > (1 + jump_min) x best):\n")
     rules = [(f"jump {j:g}, jump_min {m:g}", dataclasses.replace(off, jump=j, jump_min=m)) for j, m in JUMPS]
     print("\n".join(table(healthy, blown, collapsed, rules)))
 

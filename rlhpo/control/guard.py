@@ -28,7 +28,7 @@ from rlhpo.errors import ConfigError, is_int, is_number
 
 
 #: the collapse rule's defaults (``python -m rlhpo.bench.divergence_rule``, docs/results/divergence_rule.txt)
-JUMP, JUMP_MIN = 10.0, 0.2
+JUMP, JUMP_MIN = 5.0, 0.2
 
 
 @dataclass
@@ -44,10 +44,10 @@ class GuardConfig:
         final validation loss is worse (off by default: it acts like early stopping, which a
         fair comparison must then give every method)
     :param max_lr_ratio: the lr stays within [start / r, start * r] (None: only the policy's bounds)
-    :param jump: the collapse rule: an interval whose validation loss rises above the previous
-        healthy interval's by more than ``jump`` x the median interval-to-interval change of the
-        last ``jump_window`` healthy intervals, and ends more than ``jump_min`` (a fraction) above
-        the best so far, diverged (None: off). Chosen by ``python -m rlhpo.bench.divergence_rule``
+    :param jump: the collapse rule: an interval whose validation loss is above the best so far by
+        more than ``jump`` x the median interval-to-interval change over the last ``jump_window``
+        healthy intervals, and by more than ``jump_min`` x |best|, diverged (None: off). Chosen
+        by ``python -m rlhpo.bench.divergence_rule``
     :param jump_min: see ``jump``
     :param jump_window: see ``jump``; the rule needs at least 3 healthy intervals
     """
@@ -98,10 +98,10 @@ def divergence_reason(
 
     Diverged: a non-finite training loss, gradient or parameter in the interval, a non-finite
     validation loss, a validation loss above ``factor`` x the best so far, or (with ``jump``) a
-    collapse: the validation loss rose above the last of ``recent`` (the run's recent healthy
-    validation losses, oldest first, at least 3) by more than ``jump`` x their median
-    interval-to-interval change (the median: one fast early fall in the window does not hide a
-    jump), and ends more than ``jump_min`` x |best| above the best.
+    collapse: the validation loss is above the best by more than ``jump`` x the median
+    interval-to-interval change of ``recent`` (the run's recent healthy validation losses, oldest
+    first, at least 3; the median: one fast early fall in the window does not hide a jump) and by
+    more than ``jump_min`` x |best|.
     Relative to the best, not to the first interval: a run that has come far down and then jumps
     has lost what it gained, whatever its start was. ``factor``, ``jump`` and ``jump_min`` are
     chosen by measurement (``python -m rlhpo.bench.divergence_rule``).
@@ -118,12 +118,11 @@ def divergence_reason(
         return f"validation loss {val_loss:.4g} above {factor:g} x the best so far ({best_val:.4g})"
     if jump is not None and len(recent) >= 3 and val_loss - best_val > jump_min * scale:
         spread = statistics.median(abs(b - a) for a, b in zip(recent[:-1], recent[1:]))
-        rise = val_loss - recent[-1]
+        rise = val_loss - best_val
         if rise > jump * spread:
             return (
-                f"validation loss {val_loss:.4g} jumped {rise:.3g} in one interval, {rise / max(spread, 1e-300):.3g} x "
-                f"the run's recent interval-to-interval change ({spread:.3g}), to {100 * (val_loss - best_val) / scale:.0f}% "
-                f"above the best so far ({best_val:.4g})"
+                f"validation loss {val_loss:.4g} jumped {100 * rise / scale:.0f}% above the best so far ({best_val:.4g}), "
+                f"{rise / max(spread, 1e-300):.3g} x the run's recent interval-to-interval change ({spread:.3g})"
             )
     return ""
 

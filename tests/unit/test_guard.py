@@ -180,11 +180,15 @@ def test_bad_guard_config_is_one_clear_line(field, value, message):
 def test_collapse_rule_flags_a_jump_far_beyond_the_recent_variation_and_well_above_the_best():
     recent = [2.30, 2.20, 2.10, 2.00, 1.95]  # falling ~0.1 an interval
     why = divergence_reason(False, 3.30, 1.95, 2.0, recent, jump=3.0, jump_min=0.2)  # the collapse
-    assert "jumped 1.35 in one interval" in why and "69% above the best" in why
+    assert "jumped 69% above the best so far (1.95)" in why and "13.5 x the run's recent" in why
     assert divergence_reason(False, 3.30, 1.95, 2.0, recent, jump=None) == ""  # off: the 2x rule alone misses it
     assert divergence_reason(False, 2.10, 1.95, 2.0, recent, jump=3.0, jump_min=0.2) == ""  # under jump_min above best
     noisy = [2.6, 2.0, 2.7, 2.1, 2.0]  # the run's own variation is large: the same rise is ordinary
     assert divergence_reason(False, 2.7, 2.0, 2.0, noisy, jump=3.0, jump_min=0.2) == ""
+    # a slow climb is caught once it is far above the best for the run's variation
+    climb = [2.0, 2.05, 2.1, 2.15, 2.2]
+    assert divergence_reason(False, 2.25, 2.0, 2.0, climb, jump=3.0, jump_min=0.2) == ""  # 12.5% above the best
+    assert divergence_reason(False, 2.45, 2.0, 2.0, climb, jump=3.0, jump_min=0.2) != ""
     assert divergence_reason(False, 3.3, 1.95, 2.0, recent[-2:], jump=3.0) == ""  # too little history yet
     # a loss that can be negative: "above the best" is best + jump_min * |best|
     assert divergence_reason(False, -1.0, -2.0, 3.0, [-1.8, -1.9, -2.0], jump=3.0, jump_min=0.2) != ""

@@ -315,7 +315,7 @@ class Controller:
         action = self.driver.act(observation.obs, deterministic=self.deterministic)
         if diverged:
             log.warning("rlhpo controller: training diverged at %d examples (%s); %s", self.examples_seen, observation.verdict.reason,
-                        "rolled back to the last good state, lr cut" if observation.verdict.rolled_back else "stepping every control down")
+                        "rolled back to the best good state so far, lr cut" if observation.verdict.rolled_back else "stepping every control down")
             if self.writer is not None:
                 self.writer.add_scalar("controller/diverged", 1.0, self.examples_seen)
         new = self._set(self.decision.act(action, hp))
@@ -365,10 +365,14 @@ class Controller:
 
     def load_state_dict(self, state: dict) -> None:
         self.examples_seen = int(state["examples_seen"])
-        self.decision.load_state_dict(to_numpy(state["decision"]))
+        decision = dict(state["decision"])
+        guard = decision.pop("guard")  # its snapshots are torch state dicts: they stay tensors
+        self.decision.load_state_dict({**to_numpy(decision), "guard": guard})
         self.monitor.load_state_dict(state["monitor"])
         self._boundary = self.decision.boundary
         self._started = bool(state["started"])
+        if self._started:  # a resumed run snapshots and rolls back this loop's state, as before the checkpoint
+            self.decision.guard.target = LoopState(self.optimizer, self.model, self.sampler)
         self._last_val = state["last_val"]
         self.driver.load_state_dict(to_numpy(state["driver"]))
         if self.sampler is not None and state.get("sampler") is not None:
@@ -381,7 +385,7 @@ class Controller:
         self.history = list(state["history"])
 
     def finish(self, val_loss: Optional[float] = None) -> Optional[float]:
-        """End the run under the guard: after a divergence since the last decision the last good state
+        """End the run under the guard: after a divergence since the last decision the best good state
         comes back (with ``restore_best``, the best one if the end is worse). ``batches()`` and the
         Lightning/HF callbacks call it; returns the validation (else training) loss then in effect."""
         if not self._started or self._finished:
@@ -392,7 +396,7 @@ class Controller:
         verdict = self.decision.guard.review(stats.nonfinite, val)
         if verdict.diverged:
             log.warning("rlhpo controller: training diverged at the end of the run (%s); %s", verdict.reason,
-                        "the last good state is back" if verdict.rolled_back else "nothing to restore")
+                        "the best good state so far is back" if verdict.rolled_back else "nothing to restore")
             self.history.append(dict(examples=self.examples_seen, steps=int(stats.steps), val_loss=val, end=True,
                                      diverged=True, rolled_back=verdict.rolled_back, **vars(self.hparams)))
         restored = self.decision.guard.finish(verdict.val_loss)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import rlhpo
 from rlhpo.errors import TaskError
 from rlhpo.tasks import FAMILIES, FAMILY_GROUPS, SENSIBLE_STARTS, resolve_families
 from rlhpo.tasks.workloads import WORKLOAD_FAMILIES, WORKLOADS_DEV, WORKLOADS_FINAL
@@ -29,6 +31,18 @@ def test_each_workload_builds_and_trains_a_few_steps_at_its_tiny_size(family):
     # the start is the kind's usual optimizer at its usual default and batch size: both start regimes agree
     assert task.default_hparams == task.sensible_hparams()
     assert (task.default_hparams.lr, task.default_hparams.weight_decay) == SENSIBLE_STARTS[task.optimizer]
+
+
+@pytest.mark.parametrize("family", WORKLOAD_FAMILIES, ids=lambda f: f.name)
+def test_each_workload_runs_an_env_episode_at_its_tiny_size(family):
+    env = rlhpo.make_env(n_intervals=4)
+    obs, info = env.reset(seed=0, options={"task": family(size="tiny").sample(0), "session_seed": 0})
+    done = False
+    while not done:
+        obs, reward, term, trunc, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert np.isfinite(obs).all() and np.isfinite(reward)
+        done = term or trunc
+    assert info["examples"] == info["budget"]
 
 
 @pytest.mark.parametrize("family", WORKLOAD_FAMILIES, ids=lambda f: f.name)

@@ -365,13 +365,12 @@ class Controller:
 
     def load_state_dict(self, state: dict) -> None:
         self.examples_seen = int(state["examples_seen"])
-        decision = dict(state["decision"])
-        guard = decision.pop("guard")  # its snapshots are torch state dicts: they stay tensors
-        self.decision.load_state_dict({**to_numpy(decision), "guard": guard})
+        decision = state["decision"]  # the guard's snapshots are torch state dicts: they stay tensors
+        self.decision.load_state_dict({**to_numpy(decision), "guard": decision["guard"]})
         self.monitor.load_state_dict(state["monitor"])
         self._boundary = self.decision.boundary
         self._started = bool(state["started"])
-        if self._started:  # a resumed run snapshots and rolls back this loop's state, as before the checkpoint
+        if self._started:  # a resumed run's guard snapshots and restores this loop's state again
             self.decision.guard.target = LoopState(self.optimizer, self.model, self.sampler)
         self._last_val = state["last_val"]
         self.driver.load_state_dict(to_numpy(state["driver"]))

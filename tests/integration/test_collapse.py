@@ -1,8 +1,9 @@
 """A real collapse, caught by the guard: a small byte-level causal transformer LM (the
 workload_lm model, tiny) trained at AdamW's usual lr for a third of the run, then with the lr
 doubled at every decision up to 0.25 - what the shipped v2 controller did on the workload LM -
-collapses to near-unigram predictions without ever reaching 2x its best validation loss. The collapse rule rolls it back to its best state
-and cuts the lr, and the run ends within 5% of its best validation loss."""
+collapses to near-unigram predictions without ever reaching 2x its best validation loss. The
+collapse rule rolls it back to its best state and cuts the lr, and the run ends within 5% of its
+best validation loss."""
 
 from __future__ import annotations
 

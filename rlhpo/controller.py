@@ -141,6 +141,7 @@ class Controller(ControllerData):
         self._forwarded = 0  # examples of the model's training inputs since the last step
         self._recommended_bs: Optional[int] = None  # the warm start's batch size, for make_loader
         self._last_train_loss: Optional[float] = None
+        self._val_is_proxy = False  # the last validation loss was the training loss (no validation source)
         self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
         self._forward_hook = model.register_forward_pre_hook(self._count_inputs) if model is not None else None
         self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
@@ -298,6 +299,7 @@ class Controller(ControllerData):
             return float(self.val_loss_fn())
         if self._last_val is not None:
             return self._last_val
+        self._val_is_proxy = True  # the training loss stands in: the guard's collapse rule sits this one out
         if stats.steps == 0:  # an interval shorter than a batch: no news, never a divergence
             return self._last_train_loss if self._last_train_loss is not None else float("inf")
         self._last_train_loss = stats.loss_mean
@@ -318,13 +320,15 @@ class Controller(ControllerData):
             self._used_bs, self._interval_max_bs = self._interval_max_bs, 0  # the batch size really used
         hp = self.hparams
         stats, val_loss = self.sync.reduce(stats, val_loss)
+        self.decision.guard.watch_jumps, self._val_is_proxy = not self._val_is_proxy, False
         observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
         self._boundary = self.decision.boundary
         diverged = observation.diverged
         action = self.sync.agree(self.driver.act(observation.obs, deterministic=self.deterministic))
         if diverged:
             log.warning("rlhpo controller: training diverged at %d examples (%s); %s", self.examples_seen, observation.verdict.reason,
-                        "rolled back to the last good state, lr cut" if observation.verdict.rolled_back else "stepping every control down")
+                        "rolled back to the best good state so far, lr cut" if observation.verdict.rolled_back
+                        else "stepping every control down")
             if self.writer is not None:
                 self.writer.add_scalar("controller/diverged", 1.0, self.examples_seen)
         new = self._set(self.decision.act(action, hp))
@@ -356,7 +360,7 @@ class Controller(ControllerData):
         return self.hparams
 
     def finish(self, val_loss: Optional[float] = None) -> Optional[float]:
-        """End the run under the guard: after a divergence since the last decision the last good state
+        """End the run under the guard: after a divergence since the last decision the best good state
         comes back (with ``restore_best``, the best one if the end is worse). ``batches()`` and the
         Lightning/HF callbacks call it; returns the validation (else training) loss then in effect."""
         if not self._started or self._finished:
@@ -366,10 +370,11 @@ class Controller(ControllerData):
         stats = self.monitor.summary()
         val = self._validation_loss(stats) if val_loss is None else float(val_loss)
         stats, val = self.sync.reduce(stats, val)
+        self.decision.guard.watch_jumps, self._val_is_proxy = not self._val_is_proxy, False
         verdict = self.decision.guard.review(stats.nonfinite, val)
         if verdict.diverged:
             log.warning("rlhpo controller: training diverged at the end of the run (%s); %s", verdict.reason,
-                        "the last good state is back" if verdict.rolled_back else "nothing to restore")
+                        "the best good state so far is back" if verdict.rolled_back else "nothing to restore")
             self.history.append(dict(examples=self.examples_seen, steps=int(stats.steps), val_loss=val, end=True,
                                      diverged=True, rolled_back=verdict.rolled_back, **vars(self.hparams)))
         restored = self.decision.guard.finish(verdict.val_loss)

@@ -15,6 +15,7 @@ from rlhpo.controller_loops import CountingLoader, batch_len, check_dataset, to_
 from rlhpo.errors import ControllerError
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.sampler import MutableBatchSampler
+from rlhpo.training.snapshot import LoopState
 
 
 class ControllerData:
@@ -116,10 +117,13 @@ class ControllerData:
             if self.decision.total_examples != self.budget.total:
                 self._new_decision_path()
         self.examples_seen = int(state["examples_seen"])
-        self.decision.load_state_dict(to_numpy(state["decision"]))
+        decision = state["decision"]  # the guard's snapshots are torch state dicts: they stay tensors
+        self.decision.load_state_dict({**to_numpy(decision), "guard": decision["guard"]})
         self.monitor.load_state_dict(state["monitor"])
         self._boundary = self.decision.boundary
         self._started = bool(state["started"])
+        if self._started:  # a resumed run's guard snapshots and restores this loop's state again
+            self.decision.guard.target = LoopState(self.optimizer, self.model, self.sampler, self.scaler)
         self._last_val = state["last_val"]
         self.driver.load_state_dict(to_numpy(state["driver"]))
         if self.sampler is not None and state.get("sampler") is not None:

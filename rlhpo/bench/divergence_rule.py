@@ -1,39 +1,50 @@
-"""Choosing the divergence rule's factor by measurement.
+"""Choosing the divergence rule by measurement: the ``factor`` rule and the collapse (``jump``) rule.
 
 Trains tasks of the given families from their sampled (wide) starts, and from those starts with
 the learning rate x100, under the constant and the cosine schedule with no guard, and records
-the validation loss after every control interval. For each candidate factor it reports:
+the validation loss after every control interval. Each candidate rule is the guard's own
+(:class:`rlhpo.control.guard.Guard` with nothing to restore, reviewing the recorded curve), and
+for each it reports:
 
-* false alarms: intervals flagged (val > factor x the best so far) in runs that end within 10%
-  of their best validation loss, i.e. runs a rollback could only have hurt;
+* false alarms: intervals flagged in runs that end within 10% of their best validation loss,
+  i.e. runs a rollback could only have hurt;
 * catches: runs that blew up (a non-finite loss, or a final validation loss more than 2x their
-  best) and were flagged at or before the interval where they went wrong.
+  best) and runs that collapsed (finite, ending more than 25% above their best) that were flagged.
 
-    python -m rlhpo.bench.divergence_rule [--families meta_train near] [--tasks 6]
+    python -m rlhpo.bench.divergence_rule [--families meta_train dev near] [--tasks 6] [--cache FILE]
+
+``--cache`` keeps the recorded curves in a JSON file (read instead of training when it exists).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
+from rlhpo.control.guard import Guard, GuardConfig
 from rlhpo.evaluation.baselines import Constant, Cosine
 from rlhpo.evaluation.runner import train_interval
 from rlhpo.tasks import make_family, resolve_families
 from rlhpo.training.session import TrainingSession
 
 FACTORS = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+#: collapse-rule candidates: (jump, jump_min), each on top of the 2x factor rule
+JUMPS = tuple((j, m) for j in (3.0, 4.0, 5.0, 8.0, 20.0) for m in (0.1, 0.2, 0.3))
 
 
-def curves(families: list[str], n_tasks: int, lr_scales: tuple[float, ...]) -> list[tuple[str, list[float], bool]]:
+def curves(
+    families: list[str], n_tasks: int, lr_scales: tuple[float, ...], budget_scale: float = 1.0
+) -> list[tuple[str, list[float], bool]]:
     """(name, validation losses per interval, ran to the end finite) per run."""
     out = []
     for family in families:
-        fam = make_family(family)
+        fam = make_family(family, budget_scale=budget_scale)
         for k in range(n_tasks):
             task = fam.sample(5000 + k)
             for scale in lr_scales:
@@ -58,36 +69,60 @@ def _val_curve(task, schedule, n_intervals: int = 20) -> list[float]:  # type: i
     return vals
 
 
-def flagged(vals: list[float], factor: float) -> list[int]:
-    """Intervals the rule flags: non-finite, or above factor x the best so far."""
-    best, hits = math.inf, []
-    for i, v in enumerate(vals):
-        if not math.isfinite(v) or (math.isfinite(best) and v > factor * best):
-            hits.append(i)
-        elif math.isfinite(v):
-            best = min(best, v)
-    return hits
+def flagged(vals: list[float], config: GuardConfig) -> list[int]:
+    """Intervals the guard's rule (``config``) flags on a recorded curve (nothing is restored:
+    a flagged interval only stays out of the best and the recent window, as in a guarded run)."""
+    guard = Guard(config, None)
+    return [i for i, v in enumerate(vals) if guard.review(not math.isfinite(v), v).diverged]
+
+
+def table(healthy: list, blown: list, collapsed: list, rules: list[tuple[str, GuardConfig]]) -> list[str]:
+    n_int = sum(len(v) for _, v in healthy)
+    lines = [
+        "| rule | false alarms (intervals of healthy runs) | runs with a false alarm | blown-up runs caught | collapsed runs caught |",
+        "|---|---|---|---|---|",
+    ]
+    for label, cfg in rules:
+        alarms = sum(len(flagged(v, cfg)) for _, v in healthy)
+        runs_alarmed = sum(bool(flagged(v, cfg)) for _, v in healthy)
+        caught = sum(bool(flagged(v, cfg)) for _, v in blown)
+        caught_c = sum(bool(flagged(v, cfg)) for _, v in collapsed)
+        lines.append(
+            f"| {label} | {alarms}/{n_int} ({100 * alarms / max(n_int, 1):.2f}%) | {runs_alarmed}/{len(healthy)} "
+            f"| {caught}/{len(blown)} | {caught_c}/{len(collapsed)} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--families", nargs="+", default=["meta_train", "dev", "near"], help="never final: a development decision")
     p.add_argument("--tasks", type=int, default=6, help="tasks per family")
+    p.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every task's example budget")
+    p.add_argument("--cache", type=Path, default=None, help="JSON file of recorded curves (read if it exists, else written)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    runs = curves(resolve_families(args.families), args.tasks, (1.0, 100.0))
+    if args.cache is not None and args.cache.exists():
+        runs = [tuple(r) for r in json.loads(args.cache.read_text())]
+    else:
+        runs = curves(resolve_families(args.families), args.tasks, (1.0, 100.0), args.budget_scale)
+        if args.cache is not None:
+            args.cache.write_text(json.dumps(runs))
     healthy = [(n, v) for n, v, ok in runs if ok and v[-1] <= 1.1 * min(v)]
     blown = [(n, v) for n, v, ok in runs if not ok or v[-1] > 2.0 * min(x for x in v if math.isfinite(x))]
-    print(f"{len(runs)} runs ({len(healthy)} ending within 10% of their best, {len(blown)} blown up) in {time.perf_counter() - t0:.0f} s")
-    print("| factor | false alarms (intervals of healthy runs) | runs with a false alarm | blown-up runs caught |")
-    print("|---|---|---|---|")
-    n_int = sum(len(v) for _, v in healthy)
-    for f in FACTORS:
-        alarms = sum(len(flagged(v, f)) for _, v in healthy)
-        runs_alarmed = sum(bool(flagged(v, f)) for _, v in healthy)
-        caught = sum(bool(flagged(v, f)) for _, v in blown)
-        print(f"| {f:g} | {alarms}/{n_int} ({100 * alarms / max(n_int, 1):.1f}%) | {runs_alarmed}/{len(healthy)} | {caught}/{len(blown)} |")
+    collapsed = [(n, v) for n, v, ok in runs if ok and 1.25 * min(v) < v[-1] <= 2.0 * min(v)]
+    print(
+        f"{len(runs)} runs ({len(healthy)} ending within 10% of their best, {len(blown)} blown up, "
+        f"{len(collapsed)} ending 25%-100% above their best) in {time.perf_counter() - t0:.0f} s"
+    )
+    off = GuardConfig(jump=None)
+    print("\nThe factor rule alone (val > factor x best):\n")
+    print("\n".join(table(healthy, blown, collapsed, [(f"factor {f:g}", dataclasses.replace(off, factor=f)) for f in FACTORS])))
+    print("\nThe collapse rule on top of factor 2 (val - best > jump x the median interval-to-interval change")
+    print("of the last 5 healthy intervals, and val > (1 + jump_min) x best):\n")
+    rules = [(f"jump {j:g}, jump_min {m:g}", dataclasses.replace(off, jump=j, jump_min=m)) for j, m in JUMPS]
+    print("\n".join(table(healthy, blown, collapsed, rules)))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 At every decision whose interval passes the health check the guard keeps a snapshot of the
 training state (model parameters and buffers, optimizer state, sampler position) in host
 memory. When an interval diverges (:func:`divergence_reason`: a non-finite
-loss, gradient or parameter, or a validation loss above ``factor`` times the best so far) it
-restores the snapshot and the decision path cuts the learning rate; after ``freeze_after``
+loss, gradient or parameter, a validation loss above ``factor`` times the best so far, or a
+*collapse*: a validation loss that jumps far beyond the run's own recent interval-to-interval
+variation and well above the best) it restores the best snapshot (the last good state with the
+lowest validation loss) and the decision path cuts the learning rate; after ``freeze_after``
 rollbacks the policy may no longer move any hyperparameter upwards. The examples spent since
 the snapshot are not refunded: the run's clock goes on.
 
@@ -18,10 +20,14 @@ training session, one row of the stacked trainer, or a user's model + optimizer 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 from rlhpo.errors import ConfigError, is_int, is_number
+
+#: the collapse rule's defaults (``python -m rlhpo.bench.divergence_rule``, docs/results/divergence_rule.txt)
+JUMP, JUMP_MIN = 5.0, 0.2
 
 
 @dataclass
@@ -37,6 +43,12 @@ class GuardConfig:
         final validation loss is worse (off by default: it acts like early stopping, which a
         fair comparison must then give every method)
     :param max_lr_ratio: the lr stays within [start / r, start * r] (None: only the policy's bounds)
+    :param jump: the collapse rule: an interval whose validation loss is above the best so far by
+        more than ``jump`` x the median interval-to-interval change over the last ``jump_window``
+        healthy intervals, and by more than ``jump_min`` x |best|, diverged (None: off). Chosen
+        by ``python -m rlhpo.bench.divergence_rule``
+    :param jump_min: see ``jump``
+    :param jump_window: see ``jump``; the rule needs at least 3 healthy intervals
     """
 
     enabled: bool = True
@@ -45,6 +57,11 @@ class GuardConfig:
     freeze_after: int = 2
     restore_best: bool = False
     max_lr_ratio: Optional[float] = None
+    # the collapse rule (added after the policies in rlhpo/pretrained were trained: their spec.json
+    # has no such keys and loads with these defaults)
+    jump: Optional[float] = JUMP
+    jump_min: float = JUMP_MIN
+    jump_window: int = 5
 
     def validate(self, where: str = "guard") -> "GuardConfig":
         for name in ("enabled", "restore_best"):
@@ -58,25 +75,54 @@ class GuardConfig:
             raise ConfigError(f"{where}.freeze_after must be an integer >= 1, got {self.freeze_after!r}")
         if self.max_lr_ratio is not None and not (is_number(self.max_lr_ratio) and self.max_lr_ratio > 1):
             raise ConfigError(f"{where}.max_lr_ratio must be null or a number > 1, got {self.max_lr_ratio!r}")
+        if self.jump is not None and not (is_number(self.jump) and self.jump > 0):
+            raise ConfigError(f"{where}.jump must be null (off) or a number > 0, got {self.jump!r}")
+        if not (is_number(self.jump_min) and self.jump_min >= 0):
+            raise ConfigError(f"{where}.jump_min must be a number >= 0, got {self.jump_min!r}")
+        if not (is_int(self.jump_window) and self.jump_window >= 2):
+            raise ConfigError(f"{where}.jump_window must be an integer >= 2, got {self.jump_window!r}")
         return self
 
 
-def divergence_reason(nonfinite: bool, val_loss: float, best_val: float, factor: float) -> str:
+def divergence_reason(
+    nonfinite: bool,
+    val_loss: float,
+    best_val: float,
+    factor: float,
+    recent: Sequence[float] = (),
+    jump: Optional[float] = None,
+    jump_min: float = JUMP_MIN,
+) -> str:
     """The one divergence rule; why an interval diverged, '' if it did not.
 
     Diverged: a non-finite training loss, gradient or parameter in the interval, a non-finite
-    validation loss, or a validation loss above ``factor`` x the best so far. Relative to the best,
-    not to the first interval: a run that has come far down and then jumps 3x has lost most of
-    what it gained, whatever its start was. ``factor`` is chosen by measurement
-    (``python -m rlhpo.bench.divergence_rule``).
+    validation loss, a validation loss above ``factor`` x the best so far, or (with ``jump``) a
+    collapse: the validation loss is above the best by more than ``jump`` x the median
+    interval-to-interval change of ``recent`` (the run's recent healthy validation losses, oldest
+    first, at least 3; the median: one fast early fall in the window does not hide a jump) and by
+    more than ``jump_min`` x |best|.
+    Relative to the best, not to the first interval: a run that has come far down and then jumps
+    has lost what it gained, whatever its start was. ``factor``, ``jump`` and ``jump_min`` are
+    chosen by measurement (``python -m rlhpo.bench.divergence_rule``).
     """
     if nonfinite:
         return "non-finite training loss, gradient or parameter"
     if not math.isfinite(val_loss):
         return "non-finite validation loss"
+    if not math.isfinite(best_val):
+        return ""
+    scale = max(abs(best_val), 1e-12)
     # val > factor x best, written so that it also holds for losses that can be negative
-    if math.isfinite(best_val) and val_loss - best_val > (factor - 1.0) * max(abs(best_val), 1e-12):
+    if val_loss - best_val > (factor - 1.0) * scale:
         return f"validation loss {val_loss:.4g} above {factor:g} x the best so far ({best_val:.4g})"
+    if jump is not None and len(recent) >= 3 and val_loss - best_val > jump_min * scale:
+        spread = statistics.median(abs(b - a) for a, b in zip(recent[:-1], recent[1:]))
+        rise = val_loss - best_val
+        if rise > jump * spread:
+            return (
+                f"validation loss {val_loss:.4g} jumped {100 * rise / scale:.0f}% above the best so far ({best_val:.4g}), "
+                f"{rise / max(spread, 1e-300):.3g} x the run's recent interval-to-interval change ({spread:.3g})"
+            )
     return ""
 
 
@@ -109,8 +155,12 @@ class Guard:
         self.target = target
         self.best_val = math.inf
         self.rollbacks = 0
+        self.recent: list[float] = []  # the last healthy validation losses (the collapse rule's window)
         self._last: Optional[tuple[dict, float]] = None  # the last good state and its val loss
-        self._best: Optional[tuple[dict, float]] = None  # kept only with restore_best
+        self._best: Optional[tuple[dict, float]] = None  # the good state with the lowest val loss
+        #: the collapse rule judges a real validation loss; a caller whose "validation loss" is the
+        #: interval's training loss (a noisy proxy: a few minibatches) turns it off for that interval
+        self.watch_jumps = True
 
     @property
     def frozen(self) -> bool:
@@ -127,19 +177,28 @@ class Guard:
         """Whether it snapshots and rolls back (enabled, and given something to snapshot)."""
         return self.config.enabled and self.target is not None
 
+    def reason(self, nonfinite: bool, val_loss: float) -> str:
+        """Why the interval that just ended diverged under this guard's rule ('' if it did not)."""
+        c = self.config
+        jump = c.jump if self.watch_jumps else None
+        return divergence_reason(nonfinite, val_loss, self.best_val, c.factor, self.recent, jump, c.jump_min)
+
     def review(self, nonfinite: bool, val_loss: float) -> Verdict:
-        """Judge an interval that just ended: snapshot a healthy state, restore after divergence."""
-        why = divergence_reason(nonfinite, val_loss, self.best_val, self.config.factor)
+        """Judge an interval that just ended: snapshot a healthy state, restore the best one after
+        divergence."""
+        why = self.reason(nonfinite, val_loss)
         if not why:
+            self.recent = [*self.recent, val_loss][-(self.config.jump_window + 1) :]
+            improved = val_loss <= self.best_val
             self.best_val = min(self.best_val, val_loss)
             if self.active:
                 self._last = (self.target.capture(), val_loss)
-                if self.config.restore_best and val_loss <= self.best_val:
-                    self._best = self._last
+                if improved:
+                    self._best = self._last  # the same snapshot: no second copy
             return Verdict(False, val_loss=val_loss)
         if not self.active or self._last is None:
             return Verdict(True, val_loss=val_loss, reason=why)
-        state, good_val = self._last
+        state, good_val = self._best or self._last
         self.target.restore(state)
         self.rollbacks += 1
         return Verdict(True, rolled_back=True, val_loss=good_val, reason=why)
@@ -159,13 +218,17 @@ class Guard:
         return {
             "best_val": self.best_val,
             "rollbacks": self.rollbacks,
+            "recent": list(self.recent),
             "last": None if self._last is None else {"state": self._last[0], "val": self._last[1]},
             "best": None if self._best is None else {"state": self._best[0], "val": self._best[1]},
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Load :meth:`state_dict`'s output; a state saved before the collapse rule (no
+        ``recent``) loads with an empty window (the rule starts again after 3 healthy intervals)."""
         self.best_val = float(state["best_val"])
         self.rollbacks = int(state["rollbacks"])
+        self.recent = [float(v) for v in state.get("recent", [])]
         last, best = state.get("last"), state.get("best")
         self._last = None if last is None else (last["state"], float(last["val"]))
         self._best = None if best is None else (best["state"], float(best["val"]))

@@ -34,6 +34,8 @@ from rlhpo.evaluation.tables import (
     family_table,
     headline_block,
     headline_table,
+    loss_block,
+    loss_table,
     losses_list,
     method_table,
     readme_block,
@@ -57,6 +59,8 @@ __all__ = [
     "controller_table",
     "family_table",
     "histories_frame",
+    "loss_block",
+    "loss_table",
     "losses_list",
     "main",
     "method_table",
@@ -76,20 +80,22 @@ __all__ = [
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m rlhpo.evaluation.report runs.csv [--page docs/evaluation.md] [--readme README.md]
-    [--plots DIR]``: print the tables of a finished evaluation, write them into the documentation's
-    evaluation page and the headline table into the README, redraw the profile plots."""
+    """``python -m rlhpo.evaluation.report runs.csv [--page docs/evaluation.md] [--losses] [--readme README.md]
+    [--plots DIR]``: print the tables of a finished evaluation, write them into a documentation page
+    (with ``--losses`` its per-task test-loss block too) and the headline table into the README,
+    redraw the profile plots."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("csv", type=Path)
-    p.add_argument("--page", type=Path, default=None, help="the evaluation page whose generated block gets every table")
+    p.add_argument("--page", type=Path, default=None, help="the documentation page whose generated block gets every table")
+    p.add_argument("--losses", action="store_true", help="also write the per-task test-loss block into --page")
     p.add_argument("--readme", type=Path, default=None, help="the README whose headline table is replaced")
     p.add_argument("--plots", type=Path, default=None, help="write performance_profile_<start>.png here")
     a = p.parse_args(argv)
     df = pd.read_csv(a.csv)
     if a.page is not None:
-        update_readme(a.csv, a.page)
+        update_readme(a.csv, a.page, losses=a.losses)
     if a.readme is not None:
         update_headline(a.csv, a.readme)
     if a.plots is not None:

@@ -33,6 +33,11 @@ digits_cnn                near        new architecture (CNN) on digits_mlp's dat
 tabular                   near        new datasets (breast cancer, wine, diabetes), meta-train MLPs
 ========================  ==========  ========================================================
 
+Workloads (:mod:`rlhpo.tasks.workloads`): families of the length users train (1,000-10,000
+optimizer steps, 30 s to 5 min a run), in two groups of their own, ``workloads_dev`` (development
+decisions) and ``workloads_final`` (reported only), ``workloads`` being both. They are in no
+meta-training group and not in ``held_out``.
+
 ``held_out`` is ``dev`` + ``final`` + ``near``. Users add their own family with
 :func:`register_family`, or pass a :class:`Task` directly.
 """
@@ -70,6 +75,7 @@ from rlhpo.tasks.synthetic import (
     TeacherStudent,
 )
 from rlhpo.tasks.text import CodeBagOfWords
+from rlhpo.tasks.workloads import WORKLOAD_FAMILIES, WORKLOADS_DEV, WORKLOADS_FINAL
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
@@ -95,6 +101,7 @@ FAMILIES: dict[str, type[TaskFamily]] = {
         CountPoisson,
         SeriesConv,
         CodeBagOfWords,
+        *WORKLOAD_FAMILIES,
     )
 }
 META_TRAIN_FAMILIES: tuple[str, ...] = (
@@ -127,6 +134,9 @@ FAMILY_GROUPS: dict[str, tuple[str, ...]] = {
     "final": FINAL_FAMILIES,
     "near": NEAR_FAMILIES,
     "held_out": HELD_OUT_FAMILIES,
+    "workloads_dev": WORKLOADS_DEV,
+    "workloads_final": WORKLOADS_FINAL,
+    "workloads": WORKLOADS_DEV + WORKLOADS_FINAL,
     "all": tuple(FAMILIES),
 }
 
@@ -140,7 +150,8 @@ def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
 
 
 def resolve_families(names: str | Sequence[str]) -> list[str]:
-    """Expand group names ("meta_train", "dev", "final", "near", "held_out", "all") and check
+    """Expand group names ("meta_train", "dev", "final", "near", "held_out", "workloads_dev",
+    "workloads_final", "workloads", "all") and check
     every name is known."""
     if isinstance(names, str):
         names = [names]
@@ -160,6 +171,8 @@ def resolve_families(names: str | Sequence[str]) -> list[str]:
 
 
 def make_family(name: str, budget_scale: float = 1.0) -> TaskFamily:
+    """A family by name (workloads at their ``default`` size: construct the class with ``size=``
+    for another)."""
     if name not in FAMILIES:
         resolve_families(name)  # raises, naming the allowed families, for an unknown name
         raise TaskError(f"{name!r} is a group of families, not one family; pick one of {sorted(FAMILIES)}")
@@ -182,6 +195,8 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFamily",
+    "WORKLOADS_DEV",
+    "WORKLOADS_FINAL",
     "accuracy",
     "make_family",
     "make_mlp",

@@ -214,6 +214,8 @@ def test_measured_tables_are_the_committed_output_of_their_command(page, result)
     text = (DOCS / page).read_text()
     lines = [line for line in (RESULTS / result).read_text().splitlines() if line.startswith(("|", "  ", "task "))]
     assert len(lines) >= 4
+    if f'--8<-- "docs/results/{result}"' in text:  # included whole at build time (mkdocs snippets, check_paths)
+        return
     missing = [line for line in lines if line not in text]
     assert not missing, f"docs/{page} lacks these lines of docs/results/{result}: {missing[:3]}"
 

@@ -172,3 +172,82 @@ def test_bad_guard_config_is_one_clear_line(field, value, message):
     setattr(cfg, field, value)
     with pytest.raises(ConfigError, match=message):
         cfg.validate()
+
+
+# --------------------------------------------------------------------------- the collapse rule
+
+
+def test_collapse_rule_flags_a_jump_far_beyond_the_recent_variation_and_well_above_the_best():
+    recent = [2.30, 2.20, 2.10, 2.00, 1.95]  # falling ~0.1 an interval
+    why = divergence_reason(False, 3.30, 1.95, 2.0, recent, jump=3.0, jump_min=0.2)  # the issue's collapse
+    assert "jumped 69% above the best so far (1.95)" in why and "13.5 x the run's recent" in why
+    assert divergence_reason(False, 3.30, 1.95, 2.0, recent, jump=None) == ""  # off: the 2x rule alone misses it
+    assert divergence_reason(False, 2.10, 1.95, 2.0, recent, jump=3.0, jump_min=0.2) == ""  # under jump_min above best
+    noisy = [2.6, 2.0, 2.7, 2.1, 2.0]  # the run's own variation is large: the same rise is ordinary
+    assert divergence_reason(False, 2.7, 2.0, 2.0, noisy, jump=3.0, jump_min=0.2) == ""
+    # a slow climb is caught once it is far above the best for the run's variation
+    climb = [2.0, 2.05, 2.1, 2.15, 2.2]
+    assert divergence_reason(False, 2.25, 2.0, 2.0, climb, jump=3.0, jump_min=0.2) == ""  # 12.5% above the best
+    assert divergence_reason(False, 2.45, 2.0, 2.0, climb, jump=3.0, jump_min=0.2) != ""
+    assert divergence_reason(False, 3.3, 1.95, 2.0, recent[-2:], jump=3.0) == ""  # too little history yet
+    # a loss that can be negative: "above the best" is best + jump_min * |best|
+    assert divergence_reason(False, -1.0, -2.0, 3.0, [-1.8, -1.9, -2.0], jump=3.0, jump_min=0.2) != ""
+
+
+def test_guard_restores_the_best_state_not_the_last_after_a_collapse():
+    model, opt, sampler = _loop()
+    guard = Guard(GuardConfig(jump=3.0, jump_min=0.2), LoopState(opt, model, sampler))
+    guard.start()
+    for val in (3.0, 2.5, 2.2, 2.0):
+        _step(model, opt)
+        assert not guard.review(False, val).diverged
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    _step(model, opt)
+    assert not guard.review(False, 2.05).diverged  # a healthy interval a little above the best
+    _step(model, opt, lr_scale=100.0)
+    v = guard.review(False, 3.3)
+    assert v.rolled_back and v.val_loss == 2.0 and "jumped" in v.reason
+    assert all(torch.equal(model.state_dict()[k], best[k]) for k in best)
+
+
+def test_guard_config_and_state_from_before_the_collapse_rule_still_load():
+    old_spec = {"enabled": True, "factor": 2.0, "lr_cut": 0.5, "freeze_after": 2, "restore_best": False, "max_lr_ratio": None}
+    cfg = GuardConfig(**old_spec).validate()
+    assert cfg.jump is not None and cfg.factor == 2.0  # an old artifact gets the collapse rule too
+    from rlhpo.policy.artifact import load_artifact
+
+    for name in ("default", "v1"):
+        assert load_artifact(name).spec.guard_config().jump == GuardConfig().jump
+    guard = Guard(GuardConfig(), None)
+    guard.load_state_dict({"best_val": 1.5, "rollbacks": 1, "last": None, "best": None})  # no "recent"
+    assert guard.recent == [] and guard.best_val == 1.5
+    guard.review(False, 1.4)
+    restored = Guard(GuardConfig(), None)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.recent == [1.4] and restored.rollbacks == 1
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(jump=0), r"guard\.jump must be null \(off\) or a number > 0"),
+        (dict(jump_min=-0.1), r"guard\.jump_min must be a number >= 0"),
+        (dict(jump_window=1), r"guard\.jump_window must be an integer >= 2"),
+    ],
+)
+def test_collapse_rule_settings_are_checked(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        GuardConfig(**bad).validate()
+
+
+def test_the_collapse_rule_sits_out_a_training_loss_proxy_but_the_2x_rule_does_not():
+    """A Controller with no validation source passes the interval's training loss; its minibatch
+    noise is no collapse, so only the factor rule judges it (rlhpo.Controller sets watch_jumps)."""
+    for watch, expect in ((True, True), (False, False)):
+        guard = Guard(GuardConfig(), None)
+        guard.watch_jumps = watch
+        for v in (1.0, 0.9, 0.85, 0.82, 0.80, 0.79):
+            assert not guard.review(False, v).diverged
+        assert guard.review(False, 1.3).diverged is expect  # 65% above the best: a collapse, not 2x
+        guard.watch_jumps = watch
+        assert guard.review(False, 1.7).diverged  # above 2x the best: divergence either way

@@ -1,0 +1,28 @@
+"""docs/workloads.md's result tables are regenerated from the committed workloads runs CSV and
+must be on the page verbatim (after a new evaluation: `python -m rlhpo.evaluation.report
+docs/results/workloads_quick_runs.csv --page docs/workloads.md --losses`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from rlhpo.evaluation.report import loss_block, readme_block
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_workloads_page_tables_are_the_committed_csv_s():
+    page = (ROOT / "docs" / "workloads.md").read_text()
+    df = pd.read_csv(ROOT / "docs" / "results" / "workloads_quick_runs.csv")
+    assert set(df.family) <= {"workload_gru", "workload_signal", "workload_lm", "workload_resnet", "workload_tabular"}
+    assert readme_block(df) in page
+    assert loss_block(df) in page
+
+
+def test_full_length_workloads_tables_are_the_committed_csv_s():
+    """docs/results/workloads_full_losses.md is loss_block() of the full-length runs CSV (as far
+    as the evaluation got; docs/workloads.md says which runs it holds)."""
+    df = pd.read_csv(ROOT / "docs" / "results" / "workloads_full_runs.csv")
+    assert (ROOT / "docs" / "results" / "workloads_full_losses.md").read_text() == loss_block(df) + "\n"

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -116,7 +117,9 @@ def test_ray_vec_env_steps_like_dummy_and_replaces_killed_actors_until_the_cap(r
         assert "environment actor 0 died" in caplog.text and "restart 1 of at most 2" in caplog.text
         assert venv.restarts == 1 and venv.actor_pids()[0] != pids[0]
 
-        # 2. an actor dies while its step is in flight
+        # 2. an actor dies while its step is in flight: a call queued ahead keeps the actor busy, so
+        # the step has surely not run when the kill lands (without it the step could finish first)
+        venv.actors[1].__ray_call__.remote(lambda self: time.sleep(5))
         venv.step_async(_actions(venv))
         ray.kill(venv.actors[1])
         obs3, _, dones, infos = venv.step_wait()

@@ -123,7 +123,7 @@ class Controller(ControllerData):
         artifact = policy if isinstance(policy, PolicyArtifact) else load_artifact(policy)
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
         self.n_intervals = check_intervals(self.spec.n_intervals if n_intervals is None else n_intervals, self.spec.n_intervals)
-        self.budget = Budget(total, unit, self.n_intervals)
+        self.budget = Budget(total, unit, self.n_intervals, optimizer.param_groups[0])
         self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
         action_config = self.spec.action_config()
         self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
@@ -143,7 +143,8 @@ class Controller(ControllerData):
         self._last_train_loss: Optional[float] = None
         self._val_is_proxy = False  # the last validation loss was the training loss (no validation source)
         self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
-        self._forward_hook = model.register_forward_pre_hook(self._count_inputs) if model is not None else None
+        # counting the model's inputs serves step(); loops that call decide() with their own counts need none
+        self._forward_hook = model.register_forward_pre_hook(self._count_inputs) if model is not None and track_steps else None
         self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
         self._ratios = GroupRatios.of(optimizer)
         self._started = self._restart_pending = self._warned_clip = self._finished = False
@@ -269,7 +270,7 @@ class Controller(ControllerData):
         was_done = self.done
         progress = n * self.sync.world if self.budget.unit == "examples" else 1  # every rank trained a batch of n
         self.examples_seen += progress
-        self.budget.advance(progress, self.decision.interval, self.hparams.lr)
+        self.budget.advance(progress, self.decision.interval)  # step() is per optimizer step: no hparams read
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
         # the later ones on an empty interval, exactly as the environment the policy met

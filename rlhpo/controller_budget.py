@@ -44,7 +44,7 @@ class _Progress:
     finished: bool = False
     reported_end: bool = False
     lr_start: float = float("nan")
-    lr_now: float = float("nan")
+    group: Optional[dict] = None  # the optimizer's first param group: the lr in effect, read when reported
 
 
 def _report_end(p: _Progress) -> None:
@@ -53,12 +53,13 @@ def _report_end(p: _Progress) -> None:
         return
     p.reported_end = True
     interval = max(p.total // p.n_intervals, 1)
+    lr_now = float(p.group["lr"]) if p.group is not None else float("nan")
     if p.total - p.seen < interval:  # the last partial interval: an epoch's rounding, not a mistake
         return
     message = (
         f"rlhpo Controller: the run ended after {p.seen:,} of its total_{p.unit}={p.total:,} "
         f"({p.seen / p.total:.0%}; {p.decisions} of {p.n_intervals} decisions), so its schedule stopped mid-way "
-        f"(lr {p.lr_now:.3g}, {p.lr_now / p.lr_start:.3g}x the start). Give total_{p.unit} = what the loop trains."
+        f"(lr {lr_now:.3g}, {lr_now / p.lr_start:.3g}x the start). Give total_{p.unit} = what the loop trains."
     )
     warnings.warn(message, stacklevel=2)
     log.warning(message)
@@ -83,10 +84,11 @@ class Budget:
     :param total: the budget in ``unit``
     :param unit: ``"steps"`` or ``"examples"``
     :param n_intervals: the policy's decisions per run
+    :param group: the optimizer's first param group, whose lr the end-of-run report names
     """
 
-    def __init__(self, total: int, unit: str, n_intervals: int) -> None:
-        self.p = _Progress(total, unit, n_intervals)
+    def __init__(self, total: int, unit: str, n_intervals: int, group: Optional[dict] = None) -> None:
+        self.p = _Progress(total, unit, n_intervals, group=group)
         self._past_warned = False
         self._finalizer = weakref.finalize(self, _report_end, self.p)
 
@@ -123,13 +125,14 @@ class Budget:
             + hint
         )
 
-    def advance(self, n: int, decisions: int, lr: float) -> None:
+    def advance(self, n: int, decisions: int) -> None:
         """Count ``n`` more; warn once when the loop is a whole interval past its budget."""
         p = self.p
         if not p.started:
-            p.started, p.lr_start = True, lr
+            p.started = True
+            p.lr_start = float(p.group["lr"]) if p.group is not None else float("nan")
         p.seen += n
-        p.decisions, p.lr_now = decisions, lr
+        p.decisions = decisions
         if not self._past_warned and p.seen >= p.total + self.interval:
             self._past_warned = True
             warnings.warn(

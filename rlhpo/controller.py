@@ -30,6 +30,7 @@ import torch
 from rlhpo.control.decision import DecisionPath, check_intervals, write_hparams
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import GuardConfig
+from rlhpo.control.prior import optimizer_kind
 from rlhpo.controller_budget import Budget, parse_budget
 from rlhpo.controller_data import ControllerData
 from rlhpo.controller_loops import (
@@ -213,7 +214,8 @@ class Controller(ControllerData):
         controls = tuple(n for n, on in (("lr", True), ("batch_size", self.control_batch_size),
                                           ("weight_decay", self.controls_weight_decay)) if on)
         off = tuple(n for n in ("batch_size", "weight_decay") if n not in controls)
-        start = self.decision.start(asked, self._adaptive, self._set, target, off)  # clipped into the policy's bounds
+        # clipped into the policy's bounds; under the calibrated prior: the calibrated default of the optimizer's kind
+        start = self.decision.start(asked, self._adaptive, self._set, target, off, kind=optimizer_kind(self.optimizer))
         message = clipping_message(asked, start, self.spec.action_config(), controls)
         if message and not self._warned_clip:
             warnings.warn(message, stacklevel=3)

@@ -37,6 +37,7 @@ from rlhpo.control.guard import (
     Verdict,
     divergence_reason,
 )
+from rlhpo.control.prior import PRIORS, prior_start
 from rlhpo.errors import ControllerError, is_int
 from rlhpo.tasks.base import Hyperparams
 from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
@@ -128,6 +129,10 @@ class DecisionPath:
     :param max_batch_size: an extra cap on the batch size (the training-set size)
     :param feature_version: the feature set the policy observes (its spec's)
     :param base_schedule: ``none`` or ``cosine`` (:func:`base_factor`): what the lr level multiplies
+    :param prior: where a run starts (:mod:`rlhpo.control.prior`): ``user`` (the values given to
+        :meth:`start`) or ``calibrated`` (the calibrated default of the optimizer kind; the user's
+        lr then bounds the trust region from below)
+    :param prior_table: the calibrated defaults (None: :data:`rlhpo.control.prior.CALIBRATED`)
     """
 
     def __init__(
@@ -139,9 +144,14 @@ class DecisionPath:
         max_batch_size: Optional[int] = None,
         feature_version: int = FEATURE_VERSION,
         base_schedule: str = "none",
+        prior: str = "user",
+        prior_table: Optional[dict] = None,
     ) -> None:
         if base_schedule not in BASE_SCHEDULES:
             raise ValueError(f"base_schedule must be one of {BASE_SCHEDULES}, got {base_schedule!r}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
+        self.prior, self.prior_table = prior, prior_table
         self.actions = ActionSpec(actions, max_batch_size=max_batch_size)
         self.features = FeatureExtractor(feature_version)
         self.base_schedule = base_schedule
@@ -165,21 +175,33 @@ class DecisionPath:
         write: Callable[[Hyperparams], Hyperparams],
         target: Optional[Restorable] = None,
         off: tuple[str, ...] = (),
+        kind: Optional[str] = None,
     ) -> Hyperparams:
         """Begin a run from ``hp``: the starting values are clipped into the policy's bounds and
         given to ``write``, which applies them and returns the values in effect (a sampler clamps
         the batch size to the dataset); the features start from those, the clock from zero, and
         the guard snapshots ``target`` (None: divergence is detected, nothing can be restored).
 
+        Under the ``calibrated`` prior the run starts from the calibrated default of the optimizer
+        ``kind`` (``adam``, ``adamw``, ``sgd``; another kind: from ``hp``) with ``hp``'s batch
+        size, and ``hp``'s lr is a bound: the trust region (``max_lr_ratio`` around the start)
+        reaches down to it. A control in ``off`` keeps ``hp``'s value.
+
         Controls named in ``off`` stay at their start for the run; so does the weight decay of a
         run that starts without any (Adam's and SGD's default): the policy never switches it on.
         """
+        user = hp
+        hp = prior_start(self.prior, kind, hp, self.prior_table)
+        if "weight_decay" in off:
+            hp = Hyperparams(hp.lr, hp.batch_size, user.weight_decay)
+        if "lr" in off:
+            hp = Hyperparams(user.lr, hp.batch_size, hp.weight_decay)
         if hp.weight_decay == 0 and "weight_decay" not in off:
             off = (*off, "weight_decay")
         start = self.actions.reset(hp, off)
         r = self.guard_config.max_lr_ratio
-        if r is not None:
-            self.actions.narrow("lr", start.lr / r, start.lr * r)
+        if r is not None:  # the trust region: the lr level within [start / r, start * r], down to the user's lr
+            self.actions.narrow("lr", min(start.lr / r, max(user.lr, 1e-30)), start.lr * r)
         for name in CONTROLS:
             floor = getattr(self.actions.config, name).min_start_ratio
             if floor is not None and getattr(start, name) > 0:

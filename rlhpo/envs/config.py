@@ -9,6 +9,7 @@ from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import BASE_SCHEDULES
 from rlhpo.control.features import FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.guard import GuardConfig
+from rlhpo.control.prior import PRIORS
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
@@ -53,6 +54,10 @@ class EnvConfig:
         defaults (:meth:`rlhpo.tasks.Task.with_start`), the lr multiplied by one of
         ``sensible_lr_jitter``; the others start from the family's wide random start
     :param sensible_lr_jitter: lr factors of the sensible starts (small perturbations)
+    :param prior: where an episode's lr and weight decay start (:mod:`rlhpo.control.prior`):
+        ``calibrated`` (controller v3: the calibrated default of the task's optimizer kind, the
+        sampled start's lr bounding the trust region from below) or ``user`` (v1/v2: the
+        sampled start)
     """
 
     families: list[str] = field(default_factory=lambda: ["meta_train"])
@@ -61,7 +66,7 @@ class EnvConfig:
     budget_examples: Optional[int] = None
     actions: ActionConfig = field(default_factory=ActionConfig)
     divergence_penalty: float = 5.0
-    guard: GuardConfig = field(default_factory=GuardConfig)
+    guard: GuardConfig = field(default_factory=lambda: GuardConfig(max_lr_ratio=4.0))  # v3: the trust region
     reward_clip: float = 5.0
     task_seeds: list[int] = field(default_factory=lambda: list(range(24)))
     device: str = "cpu"
@@ -71,6 +76,7 @@ class EnvConfig:
     reference_cache: Optional[str] = None
     sensible_fraction: float = 0.5
     sensible_lr_jitter: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    prior: str = "calibrated"
 
     def validate(self) -> "EnvConfig":
         fams = self.families
@@ -125,4 +131,6 @@ class EnvConfig:
             not (is_number(x) and x > 0) for x in jit
         ):
             raise ConfigError(f"env.sensible_lr_jitter must be a non-empty list of numbers > 0, got {jit!r}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"env.prior must be one of {list(PRIORS)}, got {self.prior!r}")
         return self

@@ -138,10 +138,10 @@ class HyperparamControlEnv(gym.Env):
         self.session = self._new_session(task, session_seed)
         self.decision = DecisionPath(
             c.actions, task.budget_examples, c.n_intervals, c.guard,
-            feature_version=c.feature_version, base_schedule=c.base_schedule,
+            feature_version=c.feature_version, base_schedule=c.base_schedule, prior=c.prior,
         )
         target = self.session if c.guard.enabled else None
-        self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target)
+        self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target, kind=task.optimizer)
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)

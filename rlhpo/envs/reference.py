@@ -101,6 +101,7 @@ class ReferenceCurves:
             "seed": int(seed),
             "n_intervals": c.n_intervals,
             "base_schedule": c.base_schedule,
+            "prior": c.prior,
             "actions": asdict(c.actions),
             "guard": asdict(c.guard),
         }

@@ -25,8 +25,12 @@ METHODS: tuple[str, ...] = (
     "pbt",
     "controller",
     "replay",
-    # the controller-v1 policy (rlhpo/pretrained/v1), kept as a row so the change is visible
+    # the controller-v1 and v2 policies (rlhpo/pretrained/v1, v2), kept as rows so the change is visible
     "controller_v1",
+    "controller_v2",
+    # the shipped policy's null action through its own decision path (its prior and base schedule,
+    # every action zero): what the learned policy adds over the schedule it starts from
+    "prior_only",
     # warm start (rlhpo.evaluation.warm): the start replaced by rlhpo.recommend, or an LR range test
     "recommend_constant",
     "recommend_cosine",
@@ -42,7 +46,7 @@ START_FREE_METHODS: tuple[str, ...] = ("optuna", "pbt")
 #: the start regimes (rlhpo.tasks.base.START_REGIMES), in the order the report lists them
 STARTS: tuple[str, ...] = ("sensible", "random")
 #: methods that need the policy artifact
-POLICY_METHODS: tuple[str, ...] = ("controller", "replay", "recommend_controller")
+POLICY_METHODS: tuple[str, ...] = ("controller", "replay", "recommend_controller", "prior_only")
 #: optional methods: (module to import, pip extra that provides it)
 OPTIONAL_METHODS: dict[str, tuple[str, str]] = {
     "optuna": ("optuna", "search"),

@@ -94,8 +94,9 @@ class ControllerSchedule(Schedule):
 
     guarded = True  # its guard rolls a diverged interval back: the runner does not stop the run
 
-    def __init__(self, artifact: Any, deterministic: bool = True, writer: Any = None) -> None:
+    def __init__(self, artifact: Any, deterministic: bool = True, writer: Any = None, null_action: bool = False) -> None:
         self.artifact, self.deterministic, self.writer = artifact, deterministic, writer
+        self.null_action = null_action  # every action zero: the policy's prior and base schedule alone
         self.controller: Any = None
 
     def start(self, session: TrainingSession, n_intervals: int) -> None:
@@ -113,6 +114,10 @@ class ControllerSchedule(Schedule):
             track_steps=False,  # the session's own monitor provides the statistics
             n_intervals=n_intervals,  # the runner's clock: the base schedule ends at the budget
         )
+        if self.null_action:
+            from rlhpo.policy.driver import NullDriver
+
+            self.controller.driver = NullDriver(len(self.artifact.spec.action_config().enabled))
         self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
 
     def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:

@@ -122,8 +122,10 @@ def make_schedule(job: Job) -> Schedule:
         return ControllerSchedule(load_artifact(job.policy or "default"))
     if job.method == "replay":
         return Replay(job.replay or [])
-    if job.method == "controller_v1":
-        return ControllerSchedule(load_artifact("v1"))
+    if job.method in ("controller_v1", "controller_v2"):
+        return ControllerSchedule(load_artifact(job.method.split("_")[1]))
+    if job.method == "prior_only":
+        return ControllerSchedule(load_artifact(job.policy or "default"), null_action=True)
     raise ValueError(f"{job.method!r} is not a single-run method")
 
 

@@ -38,6 +38,7 @@ def policy_spec(env_config: EnvConfig, model: Any, trained_on: Sequence[str] = (
         feature_version=env_config.feature_version,
         feature_names=list(feature_names(env_config.feature_version)),
         base_schedule=env_config.base_schedule,
+        prior=env_config.prior,
         controls=list(env_config.actions.enabled),
         actions=asdict(env_config.actions),
         n_intervals=env_config.n_intervals,

@@ -263,7 +263,7 @@ class TrainConfig:
     """
 
     seed: int = 0
-    total_timesteps: int = 81_920
+    total_timesteps: int = 102_400
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
     eval_every: int = 20_000

@@ -38,6 +38,7 @@ from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
 from rlhpo.control.decision import BASE_SCHEDULES
 from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 from rlhpo.control.guard import GuardConfig
+from rlhpo.control.prior import CALIBRATED, PRIORS
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
 from rlhpo.policy.runtime import POLICY_FILE, convert_sb3_zip, from_sb3_state_dict, load_lean, read_sb3_data, save_lean
@@ -58,6 +59,10 @@ class PolicySpec:
     n_intervals: int = 20
     # what the lr level multiplies (rlhpo.control.decision.base_factor); older artifacts: none
     base_schedule: str = "none"
+    # where a run starts (rlhpo.control.prior): older artifacts start from the user's values
+    prior: str = "user"
+    # the calibrated defaults of the ``calibrated`` prior, as meta-trained with
+    prior_table: dict = field(default_factory=lambda: {k: dict(v) for k, v in CALIBRATED.items()})
     # the guard the policy was meta-trained under (older artifacts: the defaults)
     guard: dict = field(default_factory=lambda: asdict(GuardConfig()))
     algorithm: str = "PPO"
@@ -70,7 +75,8 @@ class PolicySpec:
     def decision_kwargs(self) -> dict:
         """What a :class:`~rlhpo.control.decision.DecisionPath` needs from the spec besides the
         actions, the interval count and the guard."""
-        return {"feature_version": self.feature_version, "base_schedule": self.base_schedule}
+        return {"feature_version": self.feature_version, "base_schedule": self.base_schedule,
+                "prior": self.prior, "prior_table": self.prior_table}
 
     def action_config(self) -> ActionConfig:
         return ActionConfig(**{k: ControlConfig(**v) for k, v in self.actions.items()})
@@ -88,6 +94,8 @@ class PolicySpec:
             )
         if self.base_schedule not in BASE_SCHEDULES:
             raise ArtifactError(f"{where}: unknown base_schedule {self.base_schedule!r}; allowed: {', '.join(BASE_SCHEDULES)}")
+        if self.prior not in PRIORS:
+            raise ArtifactError(f"{where}: unknown prior {self.prior!r}; allowed: {', '.join(PRIORS)}")
         if self.algorithm not in ALGORITHMS:
             raise ArtifactError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
 

@@ -46,3 +46,16 @@ class PolicyDriver:
     def load_state_dict(self, state: dict) -> None:
         self._state = state["state"]
         self._episode_start = np.asarray(state["episode_start"], dtype=bool)
+
+
+class NullDriver(PolicyDriver):
+    """Every action zero: a policy's decision path (prior, base schedule, guard) without the
+    policy. The evaluation's ``prior_only`` row; the reference run of the environment's reward."""
+
+    def __init__(self, n_actions: int) -> None:
+        self.n_actions = n_actions
+        self.recurrent = False
+        self.reset()
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return np.zeros(self.n_actions, dtype=np.float32)

@@ -160,7 +160,7 @@ class Controller(ControllerData):
 
     def _new_decision_path(self) -> None:
         self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.n_intervals, self._guard_config,
-                                     **self.spec.decision_kwargs())
+                                     **self.spec.decision_kwargs(), prior_table=self.spec.prior_table)
         self._boundary = self.decision.boundary
 
     # -- construction ----------------------------------------------------------------------

@@ -192,9 +192,10 @@ class DecisionPath:
         """
         user = hp
         hp = prior_start(self.prior, kind, hp, self.prior_table)
-        if "weight_decay" in off:
+        held = set(off) | {n for n in CONTROLS if n not in self.actions.controls}  # these keep the user's value
+        if "weight_decay" in held:
             hp = Hyperparams(hp.lr, hp.batch_size, user.weight_decay)
-        if "lr" in off:
+        if "lr" in held:
             hp = Hyperparams(user.lr, hp.batch_size, hp.weight_decay)
         if hp.weight_decay == 0 and "weight_decay" not in off:
             off = (*off, "weight_decay")

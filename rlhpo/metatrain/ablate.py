@@ -1,6 +1,6 @@
 """Recipe ablations on the ``dev`` held-out split: ``python -m rlhpo.metatrain.ablate``.
 
-Each variant is the controller-v2 recipe (``conf/env/default.yaml``) with one thing changed,
+Each variant is the shipped recipe (controller v3, the schemas' defaults) with one thing changed,
 meta-trained with the same (small) PPO budget, then evaluated with its open-loop replay on the
 ``dev`` families (never ``final``) from both start regimes against the no-tuning baselines, which
 run once. One row per variant in ``ablations.md`` / ``ablations.csv``:
@@ -35,9 +35,13 @@ import pandas as pd
 
 from rlhpo.evaluation.config import NO_TUNING
 
-#: variant -> Hydra overrides of ``python -m rlhpo.train`` (the v2 recipe is the defaults)
+#: variant -> Hydra overrides of ``python -m rlhpo.train`` (the v3 recipe is the defaults)
 VARIANTS: dict[str, list[str]] = {
-    "v2": [],
+    "v3": [],
+    # v3's two new pieces off, one at a time, and both (= the v2 recipe)
+    "prior_user": ["env.prior=user"],
+    "no_trust_region": ["env.guard.max_lr_ratio=null"],
+    "v2": ["env.prior=user", "env.guard.max_lr_ratio=null"],
     "reward_delta": ["env.reward=delta"],
     "no_base_schedule": ["env.base_schedule=none"],
     "starts_wide": ["env.sensible_fraction=0.0"],
@@ -48,7 +52,7 @@ VARIANTS: dict[str, list[str]] = {
     "recurrent": ["policy=recurrent"],
 }
 #: policies evaluated as they are (no training): the shipped v1 policy
-FIXED: dict[str, str] = {"v1_shipped": "v1"}
+FIXED: dict[str, str] = {"v1_shipped": "v1", "v2_shipped": "v2"}
 #: the no-tuning baselines, run once
 BASELINES = list(NO_TUNING)
 
@@ -170,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         (args.out / "ablations.md").write_text(text)
         if args.table:
             args.table.write_text(text)
-            allruns.to_csv(args.table.with_name("ablations_runs.csv"), index=False)
+            allruns.to_csv(args.table.with_name(f"{args.table.stem}_runs.csv"), index=False)
         print(text, flush=True)
 
 

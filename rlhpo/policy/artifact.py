@@ -75,8 +75,7 @@ class PolicySpec:
     def decision_kwargs(self) -> dict:
         """What a :class:`~rlhpo.control.decision.DecisionPath` needs from the spec besides the
         actions, the interval count and the guard."""
-        return {"feature_version": self.feature_version, "base_schedule": self.base_schedule,
-                "prior": self.prior, "prior_table": self.prior_table}
+        return {"feature_version": self.feature_version, "base_schedule": self.base_schedule, "prior": self.prior}
 
     def action_config(self) -> ActionConfig:
         return ActionConfig(**{k: ControlConfig(**v) for k, v in self.actions.items()})

@@ -112,7 +112,7 @@ def test_batched_env_rolls_back_like_the_single_env():
     n = 3
     # no base schedule: under cosine the lr falls into a range where these runs are chaotic (loss
     # 1e22..1e35, overflow or not hinges on float rounding); here every interval overflows
-    config = EnvConfig(n_intervals=6, base_schedule="none")
+    config = EnvConfig(n_intervals=6, base_schedule="none", prior="user")  # the task's lr, not the calibrated one
     venv = BatchedVecEnv(config, n_envs=n)
     venv.set_options([{"task": task, "session_seed": 20 + i} for i in range(n)])
     venv.reset()

@@ -10,6 +10,7 @@ from conftest import make_tiny_task
 
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath, interval_factor
+from rlhpo.control.prior import calibrated_hparams
 from rlhpo.envs import EnvConfig, HyperparamControlEnv
 from rlhpo.envs.reference import Reference, lead
 from rlhpo.tasks import Hyperparams
@@ -50,7 +51,7 @@ def test_zero_actions_earn_exactly_zero_the_reference_is_the_null_policy(tmp_pat
     rewards, infos = episode(env, 0.0, {"task_seed": 3})
     assert len(rewards) == 5 and all(r == 0.0 for r in rewards)
     lrs = [i["lr"] for i in infos]
-    start = env.task.default_hparams.lr
+    start = calibrated_hparams(env.task.optimizer, env.task.default_hparams).lr  # v3: the calibrated prior
     assert lrs[0] == pytest.approx(start * 0.5)  # warm-up interval
     assert lrs[1] > lrs[-1] and lrs[-1] < start * 0.1  # then cosine decay
     assert env.references.computed == 1
@@ -125,7 +126,7 @@ def test_v1_artifact_still_runs_with_its_own_features():
     assert len(c.decision.features.names) == 19
 
 
-def test_the_shipped_recipe_composes_to_controller_v2():
+def test_the_shipped_recipe_composes_to_controller_v3():
     from hydra import compose, initialize_config_module
 
     from rlhpo.cli import to_dataclass
@@ -137,4 +138,5 @@ def test_the_shipped_recipe_composes_to_controller_v2():
     env = cfg.env
     assert (env.reward, env.base_schedule, env.feature_version, env.sensible_fraction) == ("reference", "cosine", 2, 0.5)
     assert env.actions.batch_size.min_start_ratio == 1.0 and env.task_seeds == list(range(24))
-    assert cfg.total_timesteps == 81920
+    assert cfg.total_timesteps == 102400
+    assert env.prior == "calibrated" and env.guard.max_lr_ratio == 4.0  # v3: the calibrated prior, the trust region

@@ -43,7 +43,7 @@ def test_row_compares_with_each_baseline_and_the_best_by_validation():
 
 
 def test_variants_are_overrides_of_the_recipe_and_unknown_ones_are_refused(capsys):
-    assert VARIANTS["v2"] == [] and all(isinstance(o, str) and "=" in o for v in VARIANTS.values() for o in v)
+    assert VARIANTS["v3"] == [] and all(isinstance(o, str) and "=" in o for v in VARIANTS.values() for o in v)
     with pytest.raises(SystemExit):
         main(["--variants", "nope"])
     assert "unknown variant(s) ['nope']" in capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""Merge two evaluations' runs: ``python -m rlhpo.evaluation.merge BASE.csv NEW.csv --keep optuna pbt --out OUT.csv``.
+
+A new policy changes the controller's rows, not the searches': the expensive start-free searches
+(Optuna, PBT: two thirds of the held-out evaluation's compute) need not run again. OUT holds
+NEW's runs and, from BASE, only the runs of the methods named in ``--keep`` that NEW does not
+have; the comparison columns (ratios to constant and to the best no-tuning baseline) are computed
+again over the merged runs. The kept runs' "examples to reach the controller's final validation
+loss" referred to BASE's controller: it is blanked. Both evaluations must cover the same tasks,
+seeds and starts (checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from rlhpo.evaluation.frames import add_comparisons
+
+KEYS = ["task", "seed", "start", "group"]
+
+
+def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str]) -> pd.DataFrame:
+    """NEW's runs plus BASE's runs of the methods in ``keep`` that NEW lacks; comparisons recomputed."""
+    missing = [m for m in keep if m not in set(base.method)]
+    if missing:
+        raise SystemExit(f"merge: --keep {missing}: not in the base runs; allowed: {sorted(set(base.method))}")
+    taken = [m for m in keep if m in set(new.method)]
+    if taken:
+        raise SystemExit(f"merge: --keep {taken}: the new runs have them already; keep only methods the new evaluation did not run")
+    b_tasks = set(map(tuple, base[base.group == "main"][["task", "seed", "start"]].drop_duplicates().to_numpy()))
+    n_tasks = set(map(tuple, new[new.group == "main"][["task", "seed", "start"]].drop_duplicates().to_numpy()))
+    kept = base[base.method.isin(keep)].copy()
+    k_tasks = set(map(tuple, kept[["task", "seed", "start"]].drop_duplicates().to_numpy()))
+    if not k_tasks <= n_tasks or not n_tasks <= b_tasks:
+        raise SystemExit("merge: the two evaluations cover different tasks, seeds or starts; rerun with the base's configuration")
+    kept["to_controller_final_val"] = float("nan")
+    out = pd.concat([new, kept], ignore_index=True)
+    drop = [c for c in ("norm_test_loss", "best_no_tuning", "ratio_vs_best_no_tuning", "start_lr_log10_vs_optuna") if c in out]
+    return add_comparisons(out.drop(columns=drop))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("base", type=Path)
+    p.add_argument("new", type=Path)
+    p.add_argument("--keep", nargs="+", default=["optuna", "pbt"])
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    df = merge(pd.read_csv(a.base), pd.read_csv(a.new), a.keep)
+    df.to_csv(a.out, index=False)
+    print(f"[rlhpo] {len(df)} runs ({', '.join(sorted(set(df.method)))}) in {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Merging a new evaluation's runs with an earlier one's searches (rlhpo.evaluation.merge)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlhpo.evaluation.merge import merge
+
+
+def _runs(methods, loss):
+    rows = []
+    for m in methods:
+        for seed in (0, 1):
+            rows.append(dict(task="t", family="f", start="sensible", group="main", seed=seed, method=m, test_loss=loss[m],
+                             final_val_loss=loss[m], diverged=False, start_lr=1e-3, tuned_lr=np.nan, to_controller_final_val=0.5))
+    return pd.DataFrame(rows)
+
+
+def test_new_runs_replace_old_and_kept_searches_are_compared_again():
+    base = _runs(["constant", "calibrated", "controller", "optuna"], {"constant": 2.0, "calibrated": 1.0, "controller": 1.5, "optuna": 0.8})
+    new = _runs(["constant", "calibrated", "controller"], {"constant": 2.0, "calibrated": 1.0, "controller": 0.9})
+    out = merge(base, new, ["optuna"])
+    assert sorted(set(out.method)) == ["calibrated", "constant", "controller", "optuna"] and len(out) == 8
+    assert (out[out.method == "controller"].test_loss == 0.9).all()  # the new controller, not the old
+    opt = out[out.method == "optuna"]
+    assert np.allclose(opt.norm_test_loss, 0.4) and opt.to_controller_final_val.isna().all()
+    assert (out[out.method == "controller"].best_no_tuning == "calibrated").all()
+
+
+def test_merge_refuses_what_it_cannot_do():
+    base = _runs(["constant", "optuna"], {"constant": 2.0, "optuna": 0.8})
+    with pytest.raises(SystemExit, match="not in the base runs"):
+        merge(base, base, ["pbt"])
+    with pytest.raises(SystemExit, match="have them already"):
+        merge(base, base, ["optuna"])
+    other = _runs(["constant"], {"constant": 2.0}).assign(task="u")
+    with pytest.raises(SystemExit, match="different tasks"):
+        merge(base, other, ["optuna"])

@@ -6,10 +6,11 @@
 
 Trains the task under the controller (through :func:`rlhpo.evaluation.runner.run_task`, the one loop),
 logs losses and the chosen hyperparameters to TensorBoard, writes ``decisions.json`` and prints
-a summary. With ``compare=true`` it also runs the task's default constant hyperparameters and a
-cosine schedule with the same budget and seed, and prints the three side by side.
+a summary. With ``compare=true`` it also runs the task's default constant hyperparameters, a
+cosine schedule and the calibrated default (warm-up + cosine at one lr per optimizer kind, the
+prior controller v3 starts from) with the same budget and seed, and prints the four side by side.
 
-TensorBoard: one run directory per method (``tb/controller``, ``tb/constant``, ``tb/cosine``),
+TensorBoard: one run directory per method (``tb/controller``, ``tb/constant``, ``tb/cosine``, ``tb/calibrated``),
 each with the same tags (:data:`TB_TAGS`: ``hparams/lr``, ``loss/val`` ...), one value per
 interval, so the methods overlay on one chart. ``decisions.json`` and ``results.json`` are strict
 JSON: a value that is not a finite number (an interval that trained no example has no training
@@ -32,7 +33,7 @@ from omegaconf import DictConfig
 
 from rlhpo.cli import cli_errors, to_dataclass
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
-from rlhpo.evaluation.baselines import Constant, Cosine
+from rlhpo.evaluation.baselines import Calibrated, Constant, Cosine
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.output import check_writable, write_failed
 from rlhpo.policy.artifact import load_artifact
@@ -87,7 +88,7 @@ class ApplyConfig:
     :param task_seed: which task of the family
     :param seed: fixes the target network's initialisation and batch order
     :param policy: a pretrained name (``default``) or an artifact folder
-    :param compare: also run the default constant and cosine schedules
+    :param compare: also run the default constant and cosine schedules and the calibrated default
     :param n_intervals: control intervals (null: the policy's own)
     :param budget_scale: multiplies the task's example budget
     :param device: where the target network trains
@@ -172,7 +173,9 @@ def apply(
 ) -> dict[str, RunResult]:
     """Train ``task`` under the controller (and, with ``compare``, the baselines).
 
-    :return: results by method name: ``controller`` (and ``constant``, ``cosine``)
+    :return: results by method name: ``controller`` (and ``constant``, ``cosine`` from the task's
+        start, and ``calibrated``: warm-up + cosine at the calibrated default, the prior the
+        controller v3 starts from)
     """
     ApplyConfig(
         task=task, seed=seed, policy=policy, compare=compare, n_intervals=n_intervals, device=device,  # type: ignore[arg-type]
@@ -184,7 +187,7 @@ def apply(
     n = n_intervals or artifact.spec.n_intervals
     methods: dict[str, Any] = {"controller": lambda: ControllerSchedule(artifact, deterministic)}
     if compare:
-        methods.update(constant=Constant, cosine=Cosine)
+        methods.update(constant=Constant, cosine=Cosine, calibrated=lambda: Calibrated(artifact.spec.prior_table))
     results = {}
     for name, make in methods.items():
         results[name] = run_task(task, make(), seed=seed, n_intervals=n, device=device, method=name)

@@ -216,7 +216,7 @@ def test_guard_config_and_state_from_before_the_collapse_rule_still_load():
     assert cfg.jump is not None and cfg.factor == 2.0  # an old artifact gets the collapse rule too
     from rlhpo.policy.artifact import load_artifact
 
-    for name in ("default", "v1"):
+    for name in ("default", "v1", "v2"):
         assert load_artifact(name).spec.guard_config().jump == GuardConfig().jump
     guard = Guard(GuardConfig(), None)
     guard.load_state_dict({"best_val": 1.5, "rollbacks": 1, "last": None, "best": None})  # no "recent"

@@ -69,7 +69,7 @@ def test_empty_intervals_are_never_a_divergence():
             break
     assert c.done and len(c.history) >= 15
     assert not any(h["diverged"] for h in c.history), [h["val_loss"] for h in c.history]
-    assert c.hparams.lr >= 1e-4
+    assert c.decision.guard.rollbacks == 0  # no false rollback cut the lr
 
 
 def test_batches_without_step_is_caught():

@@ -152,8 +152,9 @@ def test_write_hparams_is_the_one_writer():
     assert "weight_decay" not in rprop.param_groups[0]
 
 
-def test_controller_start_clips_into_the_policy_bounds_like_the_env():
-    art = load_artifact("default")
+@pytest.mark.parametrize("name", ["v2", "default"])
+def test_controller_start_clips_into_the_policy_bounds_like_the_env(name):
+    art = load_artifact(name)
     task = make_tiny_task(lr=50.0, batch_size=16)  # lr above the policy's bound of 10
     env = rlhpo.make_env(n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), **art.spec.decision_kwargs())
     _, info = env.reset(seed=0, options={"task": task})
@@ -161,9 +162,11 @@ def test_controller_start_clips_into_the_policy_bounds_like_the_env():
     opt = torch.optim.Adam(model.parameters(), lr=50.0)
     c = Controller(opt, task.budget_examples, policy=art, batch_size=16)
     c.begin()
-    # the level is clipped to the bound; the first interval runs at the base schedule's warm-up factor
+    # v2: the level is clipped to the bound; v3: the calibrated prior replaces the user's lr.
+    # The first interval runs at the base schedule's warm-up factor
     first = interval_factor(art.spec.base_schedule, 0, art.spec.n_intervals)
-    assert c.hparams.lr == info["lr"] == pytest.approx(art.spec.action_config().lr.max * first)
+    level = art.spec.action_config().lr.max if art.spec.prior == "user" else art.spec.prior_table["adam"]["lr"]
+    assert c.hparams.lr == info["lr"] == pytest.approx(level * first)
     assert math.isfinite(c.hparams.weight_decay)
 
 
@@ -178,6 +181,7 @@ def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch
     c = Controller(opt, policy=art, total_examples=2000, batch_size=10, guard=guard, control_batch_size=False)
     for k in range(6):
         c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
-    assert math.exp(c.decision.actions.z[0]) == pytest.approx(4e-3)  # the level, capped at 4x the start
+    cap = 4 * art.spec.prior_table["adamw"]["lr"]  # 4x the start: v3 starts from the calibrated AdamW lr
+    assert math.exp(c.decision.actions.z[0]) == pytest.approx(cap)  # the level, capped
     factor = interval_factor(art.spec.base_schedule, c.decision.interval, art.spec.n_intervals)
-    assert opt.param_groups[0]["lr"] == pytest.approx(4e-3 * factor)
+    assert opt.param_groups[0]["lr"] == pytest.approx(cap * factor)

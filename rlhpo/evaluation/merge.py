@@ -6,7 +6,9 @@ NEW's runs and, from BASE, only the runs of the methods named in ``--keep`` that
 have; the comparison columns (ratios to constant and to the best no-tuning baseline) are computed
 again over the merged runs. The kept runs' "examples to reach the controller's final validation
 loss" referred to BASE's controller: it is blanked. Both evaluations must cover the same tasks,
-seeds and starts (checked).
+seeds and starts (checked). ``--rename controller=controller_v2`` first renames BASE's runs of a
+method (its main runs only; its replay-group runs are dropped): the previous policy's runs kept
+as its own row when the new evaluation reruns ``controller`` with a new policy.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from rlhpo.evaluation.frames import add_comparisons
 KEYS = ["task", "seed", "start", "group"]
 
 
-def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str]) -> pd.DataFrame:
-    """NEW's runs plus BASE's runs of the methods in ``keep`` that NEW lacks; comparisons recomputed."""
+def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str], rename: Optional[dict[str, str]] = None) -> pd.DataFrame:
+    """NEW's runs plus BASE's runs of the methods in ``keep`` that NEW lacks (after ``rename``);
+    comparisons recomputed."""
+    for old, to in (rename or {}).items():
+        if old not in set(base.method):
+            raise SystemExit(f"merge: --rename {old}={to}: {old!r} is not in the base runs; allowed: {sorted(set(base.method))}")
+        base = base[~((base.method == old) & (base.group != "main"))].copy()
+        base.loc[base.method == old, "method"] = to
     missing = [m for m in keep if m not in set(base.method)]
     if missing:
         raise SystemExit(f"merge: --keep {missing}: not in the base runs; allowed: {sorted(set(base.method))}")
@@ -47,9 +55,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("base", type=Path)
     p.add_argument("new", type=Path)
     p.add_argument("--keep", nargs="+", default=["optuna", "pbt"])
+    p.add_argument("--rename", nargs="*", default=[], help="OLD=NEW: rename a method of the base runs first")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    df = merge(pd.read_csv(a.base), pd.read_csv(a.new), a.keep)
+    bad = [r for r in a.rename if r.count("=") != 1]
+    if bad:
+        p.error(f"--rename {bad}: each must be OLD=NEW, e.g. controller=controller_v2")
+    df = merge(pd.read_csv(a.base), pd.read_csv(a.new), a.keep, dict(r.split("=") for r in a.rename))
     df.to_csv(a.out, index=False)
     print(f"[rlhpo] {len(df)} runs ({', '.join(sorted(set(df.method)))}) in {a.out}")
 

@@ -1,6 +1,6 @@
-"""docs/workloads.md's result tables are regenerated from the committed workloads runs CSV and
-must be on the page verbatim (after a new evaluation: `python -m rlhpo.evaluation.report
-docs/results/workloads_quick_runs.csv --page docs/workloads.md --losses`)."""
+"""docs/workloads.md's result tables are regenerated from the committed full-length workloads runs
+CSV and must be on the page verbatim (after a new evaluation: `python -m rlhpo.evaluation.report
+docs/results/workloads_full_runs.csv --page docs/workloads.md --losses`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_workloads_page_tables_are_the_committed_csv_s():
     page = (ROOT / "docs" / "workloads.md").read_text()
-    df = pd.read_csv(ROOT / "docs" / "results" / "workloads_quick_runs.csv")
+    df = pd.read_csv(ROOT / "docs" / "results" / "workloads_full_runs.csv")
     assert set(df.family) <= {"workload_gru", "workload_signal", "workload_lm", "workload_resnet", "workload_tabular"}
     assert readme_block(df) in page
     assert loss_block(df) in page

@@ -64,12 +64,13 @@ def test_a_k_the_policy_cannot_honour_is_one_clear_error(k):
 
 
 @pytest.mark.slow  # a subprocess
-def test_apply_with_one_interval_is_refused_in_one_line():
+def test_apply_with_one_interval_is_refused_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "rlhpo.apply", "n_intervals=1", "budget_scale=0.01"],
-                       capture_output=True, text=True, timeout=300)
+    # its Hydra run folder (apply.log, .hydra/) in tmp_path, not outputs/ in the directory pytest runs from
+    r = subprocess.run([sys.executable, "-m", "rlhpo.apply", "n_intervals=1", "budget_scale=0.01", f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "[rlhpo] error: n_intervals=1 cannot be honoured: the policy decides between intervals and the first is the "

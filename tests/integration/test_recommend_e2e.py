@@ -55,15 +55,17 @@ def test_recommend_task_falls_back_to_the_task_start():
         assert recommend_task(task).hparams == task.default_hparams
 
 
-def test_cli_prints_the_recommendation():
+def test_cli_prints_the_recommendation(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "rlhpo.recommend", "task=digits_mlp:3", "budget_scale=0.2"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert "recommended start: lr" in out.stdout and "nearest meta-training tasks" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "rlhpo.recommend", "task=digits_mlp:x"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([sys.executable, "-m", "rlhpo.recommend", "task=digits_mlp:x"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert bad.returncode == 1 and "task seed" in bad.stderr + bad.stdout
+    assert not list(tmp_path.iterdir())  # it only prints: no Hydra log (an empty __main__.log) in the working directory
 
 
 def test_controller_warm_start_records_the_recommendation():

@@ -22,7 +22,7 @@ class EnvConfig:
     """Configuration of :class:`~rlhpo.envs.HyperparamControlEnv`.
 
     The defaults are the shipped recipe (the environment ``rlhpo/pretrained/default`` was
-    meta-trained in, controller v2): ``EnvConfig()``, ``rlhpo.make_env()``,
+    meta-trained in, controller v3): ``EnvConfig()``, ``rlhpo.make_env()``,
     ``gymnasium.make("rlhpo/HyperparamControl-v0")`` and ``python -m rlhpo.train`` all build it;
     the YAML files under ``conf/`` only override. The v1 environment is
     ``EnvConfig(reward="delta", base_schedule="none", sensible_fraction=0.0, task_seeds=[],

@@ -131,6 +131,7 @@ TRAIN_ROWS = [
     ("env.feature_version", 3, r"env.feature_version must be one of \[1, 2\], got 3"),
     ("env.base_schedule", "linear", r"env.base_schedule must be one of \['none', 'cosine'\], got 'linear'"),
     ("env.reward", "loss", r"env.reward must be one of \['delta', 'reference'\], got 'loss'"),
+    ("env.prior", "best", r"env.prior must be one of \['user', 'calibrated'\], got 'best'"),
     ("env.reference_cache", "", r"env.reference_cache must be null or a directory path, got ''"),
     ("env.sensible_fraction", 1.5, r"env.sensible_fraction must be a number in \[0, 1\], got 1.5"),
     ("env.sensible_lr_jitter", [], r"env.sensible_lr_jitter must be a non-empty list of numbers > 0, got \[\]"),

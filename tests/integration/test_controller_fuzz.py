@@ -85,7 +85,7 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
     lowest = min(interval_factor(c.spec.base_schedule, k, n) for k in range(n))
     for g in c.optimizer.param_groups:
         assert math.isfinite(g["lr"]) and bounds.lr.min * lowest * (1 - 1e-9) <= g["lr"] <= bounds.lr.max, g["lr"]
-        if c.controls_weight_decay:
+        if c.controls_weight_decay and c.decision.actions.live("weight_decay"):  # Adam's calibrated prior: off, at 0
             wd = g["weight_decay"]
             assert math.isfinite(wd) and bounds.weight_decay.min <= wd <= bounds.weight_decay.max, wd
     bs = c.hparams.batch_size

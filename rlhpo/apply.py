@@ -35,19 +35,9 @@ from rlhpo.cli import cli_errors, to_dataclass
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.evaluation.baselines import Calibrated, Constant, Cosine
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
-from rlhpo.output import check_writable, write_failed
+from rlhpo.output import check_writable, log_record, write_failed
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import FAMILIES, FAMILY_GROUPS, Task, TaskError, make_family
-
-#: history key -> the TensorBoard tag every method logs it under
-TB_TAGS: dict[str, str] = {
-    "lr": "hparams/lr",
-    "batch_size": "hparams/batch_size",
-    "weight_decay": "hparams/weight_decay",
-    "train_loss": "loss/train",
-    "val_loss": "loss/val",
-    "val_metric": "metric/val",
-}
 
 #: printed under the comparison table
 TABLE_NOTE = (
@@ -216,13 +206,10 @@ def log_run(run_dir: Path, result: RunResult) -> None:
     writer = SummaryWriter(str(run_dir))
     try:
         for row in trained_intervals(result.history):
-            for key, tag in TB_TAGS.items():
-                v = row.get(key)
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    writer.add_scalar(tag, v, row["examples"])
+            log_record(writer, row)
         for tag, v in (("loss/test", result.test_loss), ("metric/test", result.test_metric)):
             if math.isfinite(v):
-                writer.add_scalar(tag, v, result.examples)
+                writer.add_scalar(tag, v, result.steps)
     finally:
         writer.close()
 

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-import warnings
+import time
 from typing import Any, Callable, Optional
 
 import torch
 
 from rlhpo.control.decision import DecisionPath, check_intervals, write_hparams
 from rlhpo.control.distributed import RankSync
-from rlhpo.control.guard import GuardConfig
-from rlhpo.control.prior import optimizer_kind
+from rlhpo.control.guard import GuardConfig, Verdict
+from rlhpo.control.prior import CALIBRATED, optimizer_kind
 from rlhpo.controller_budget import Budget, parse_budget
 from rlhpo.controller_data import ControllerData
 from rlhpo.controller_loops import (
@@ -39,16 +40,23 @@ from rlhpo.controller_loops import (
     loss_value,
     weight_decay_control,
 )
-from rlhpo.errors import ControllerError, is_int
+from rlhpo.errors import ControllerError, is_int, warn_user
+from rlhpo.output import log_record
 from rlhpo.policy.artifact import PolicyArtifact, load_artifact
 from rlhpo.policy.driver import PolicyDriver
 from rlhpo.tasks import Hyperparams
-from rlhpo.training.hparams import GroupRatios
+from rlhpo.training.hparams import GroupRatios, write_lr
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
 from rlhpo.training.snapshot import LoopState, check_scaler
 
 log = logging.getLogger(__name__)
+
+#: optimizer steps without a controller.step() after which the controller says it is not driven
+_SILENT_STEPS = 100
+_NO_STEP = ("rlhpo Controller: optimizer.step() ran but controller.step(loss) was never called: the controller counts "
+            "the budget and decides in step(), so it has decided nothing; call controller.step(loss) right after "
+            "each optimizer.step()")
 
 
 class Controller(ControllerData):
@@ -156,6 +164,12 @@ class Controller(ControllerData):
         self._last_val: Optional[float] = None
         self.history: list[dict] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
+        self._opt_steps = self._steps_called = self._behind = 0  # optimizer steps seen, step() calls, calls before theirs
+        self._written_lr: Optional[float] = None  # the reference group's lr as the controller last wrote it
+        self._scheduled = False  # the base schedule writes the lr before every optimizer step (the pre-hook)
+        self._said: set[str] = set()  # the misuse warnings already given (each once)
+        self._steps_total = 0  # optimizer steps of the intervals decided so far
+        self._clock = [0.0, 0.0]  # wall-clock seconds: the run's start (perf_counter), spent in decisions
         self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
 
     def _new_decision_path(self) -> None:
@@ -215,16 +229,88 @@ class Controller(ControllerData):
                                           ("weight_decay", self.controls_weight_decay)) if on)
         off = tuple(n for n in ("batch_size", "weight_decay") if n not in controls)
         # clipped into the policy's bounds; under the calibrated prior: the calibrated default of the optimizer's kind
-        start = self.decision.start(asked, self._adaptive, self._set, target, off, kind=optimizer_kind(self.optimizer))
+        kind = optimizer_kind(self.optimizer)
+        start = self.decision.start(asked, self._adaptive, self._set, target, off, kind=kind)
         message = clipping_message(asked, start, self.spec.action_config(), controls)
         if message and not self._warned_clip:
-            warnings.warn(message, stacklevel=3)
+            warn_user(message)
             self._warned_clip = True
         self._boundary = self.decision.boundary
         self.driver.reset()
+        self._scheduled = self._hook is not None and self.decision.scheduled
+        first = not self._clock[0]
         self._started = True
+        if first:
+            self._clock = [time.perf_counter(), 0.0]
+            self._say_start(asked, start, kind)
+        self.history[:] = [h for h in self.history if not h.get("start")]
+        self.history.insert(sum(1 for h in self.history if h.get("recommended")), dict(
+            start=True, examples=0, steps=0, lr=start.lr, batch_size=start.batch_size if self._used_bs or self.sampler else None,
+            weight_decay=start.weight_decay, level=self.decision.level))
         # begun before the batch size was known (it counts in examples): start again at the first step
         self._restart_pending = self.sampler is None and self._used_bs is None and self.budget.unit == "examples"
+
+    # -- what it says -----------------------------------------------------------------------
+    def _say_once(self, key: str, message: str) -> None:
+        """A misuse or a surprise, as a warning from the user's line, once per controller."""
+        if key not in self._said and self.sync.is_main:
+            self._said.add(key)
+            warn_user(message)
+
+    def _say_start(self, asked: Hyperparams, start: Hyperparams, kind: Optional[str]) -> None:
+        """The start line: where the run starts and why (and the misuses visible at the start)."""
+        name = type(self.optimizer).__name__
+        prior = self.spec.prior == "calibrated" and kind is not None and kind in (self.spec.prior_table or CALIBRATED)
+        if prior:
+            source = (f"the calibrated default for {name} (warm-up + cosine at peak lr {self.decision.level:.3g}, "
+                      f"wd {start.weight_decay:.3g})")
+        else:
+            source = "your values"
+        level = self.decision.level
+        msg = (f"rlhpo: {name}, starting from {source} (yours: lr {asked.lr:.3g} / wd {asked.weight_decay:.3g}"
+               + ("; your lr is the floor of its range" if prior and asked.lr < level else "") + "); "
+               + f"{self.n_intervals - 1} decisions over {self.budget.total:,} {self.budget.unit}"
+               + (", the lr set every optimizer step" if self._scheduled or not self._hook else ""))
+        if self.sync.is_main:
+            log.info(msg)
+        if kind is None:
+            self._say_once("kind", (
+                f"rlhpo Controller: {name} is not an optimizer kind the policy was meta-trained with (Adam, AdamW, SGD): "
+                f"it starts from your values (lr {asked.lr:.3g}, wd {asked.weight_decay:.3g}) with no calibrated default, "
+                "and its decisions were never tried on this kind; use torch.optim.AdamW, Adam or SGD for the tested path"))
+
+    def _foreign_lr(self, now: float) -> None:
+        self._say_once("foreign", (
+            f"rlhpo Controller: the optimizer's lr was changed between its steps ({self._written_lr:.3g} -> {now:.3g}): "
+            "an lr scheduler stepped on the same optimizer, or your code sets the lr. The controller is the schedule "
+            "(warm-up + cosine times its level, set every step): remove the other scheduler or the lr writes"))
+
+    def _summary(self) -> str:
+        hp = self.hparams
+        decisions = [h for h in self.history if "action" in h]
+        rollbacks = sum(bool(h.get("rolled_back")) for h in self.history)
+        wall = time.perf_counter() - self._clock[0] if self._clock[0] else 0.0
+        spent = self._clock[1]
+        return (f"rlhpo: run finished at {self.examples_seen:,} {self.budget.unit}: {len(decisions)} decisions, "
+                f"{rollbacks} rollback{'s' if rollbacks != 1 else ''}; final lr {hp.lr:.3g} (level {self.decision.level:.3g}), "
+                f"wd {hp.weight_decay:.3g}, batch {hp.batch_size if self._used_bs or self.sampler else '(yours)'}; "
+                f"{wall:.1f} s since the start, {spent:.2f} s ({spent / wall if wall else 0.0:.1%}) in the controller's decisions")
+
+    def lr_at(self, seen: int, n: int) -> float:
+        """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the policy's
+        level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
+        that trains in whole intervals sets it before every step (the evaluation runner does)."""
+        total = self.budget.total
+        return self.decision.lr_at(min(seen, max(total - n, 0)), n)  # past the budget: the last step's lr holds
+
+    def _schedule_step(self, n: int) -> None:
+        """Write the base schedule's lr for the step about to run."""
+        groups = self.optimizer.param_groups
+        now = groups[min(self._ratios.lr_ref, len(groups) - 1)]["lr"]
+        if now != self._written_lr and self._written_lr is not None:
+            self._foreign_lr(now)
+        write_lr(self.optimizer, self.lr_at(self.examples_seen, n), self._ratios)
+        self._written_lr = groups[min(self._ratios.lr_ref, len(groups) - 1)]["lr"]
 
     @property
     def interval(self) -> int:
@@ -233,7 +319,14 @@ class Controller(ControllerData):
 
     # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._opt_steps += 1
+        if self._steps_called == 0 and self._opt_steps == _SILENT_STEPS:
+            self._say_once("no-step", _NO_STEP)
+        if not self._started:  # the first optimizer step already trains at the controller's values
+            self._start()
         bs = (self._delivered or self._current_batch_size()) * self.sync.world
+        if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
+            self._schedule_step(bs if self.budget.unit == "examples" else 1)
         self._probe = TrainingMonitor.should_probe(self._boundary - self.examples_seen, bs)
         if self._probe:
             self.monitor.before_step(True)
@@ -261,11 +354,19 @@ class Controller(ControllerData):
         n = self._examples_of(batch_size, batch)
         if self._used_bs is None and n:
             self._used_bs = n
+        self._steps_called += 1
+        if self._hook is not None and self._steps_called <= 3:
+            self._behind += self._opt_steps < self._steps_called
+            if self._behind == 3 and self.scaler is None:  # three calls, each before its optimizer step
+                self._say_once("order", (
+                    "rlhpo Controller: controller.step(loss) is called before optimizer.step(); call it right after "
+                    "optimizer.step(), so each step is counted after it trained"))
         if not self._started:
             self._start()
-            self.budget.check_first_step(n * self.sync.world if self.budget.unit == "examples" else 1)
-        elif self._restart_pending and self.decision.interval == 0:
+        elif self._restart_pending and self.decision.interval == 0 and self._steps_called == 1:
             self._start()  # begun before any batch size was known: start again from the real one
+        if self._steps_called == 1:
+            self.budget.check_first_step(n * self.sync.world if self.budget.unit == "examples" else 1)
         self._interval_max_bs = max(self._interval_max_bs, n)
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
@@ -280,6 +381,8 @@ class Controller(ControllerData):
             stats = self.monitor.summary()
             self.decide(stats, self._validation_loss(stats))
             decided = True
+        if decided:
+            self.budget.decided(self.decision.interval)
         if self.done and not was_done:
             self.finish()  # the guard's last word, without the loop having to call finish()
         return decided
@@ -317,6 +420,7 @@ class Controller(ControllerData):
         """
         if not self._started:
             self._start()
+        t0 = time.perf_counter()
         if examples_seen is not None:
             self.examples_seen = int(examples_seen)
         if self.sampler is None and self._interval_max_bs:
@@ -326,21 +430,20 @@ class Controller(ControllerData):
         self.decision.guard.watch_jumps, self._val_is_proxy = not self._val_is_proxy, False
         observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
         self._boundary = self.decision.boundary
+        self._steps_total += int(stats.steps)
         diverged = observation.diverged
         action = self.sync.agree(self.driver.act(observation.obs, deterministic=self.deterministic))
         if diverged:
-            log.warning("rlhpo controller: training diverged at %d examples (%s); %s", self.examples_seen, observation.verdict.reason,
-                        "rolled back to the best good state so far, lr cut" if observation.verdict.rolled_back
-                        else "stepping every control down")
-            if self.writer is not None:
-                self.writer.add_scalar("controller/diverged", 1.0, self.examples_seen)
+            self._say_diverged(observation.verdict, "")
         new = self._set(self.decision.act(action, hp))
         record = dict(
             examples=self.examples_seen,
-            steps=int(stats.steps),
+            steps=self._steps_total,  # optimizer steps so far (the TensorBoard x-axis)
+            interval_steps=int(stats.steps),
             train_loss=float(stats.loss_mean),
             val_loss=float(val_loss),
             lr=new.lr,
+            level=self.decision.level,  # the lr level from here on (the base schedule multiplies it every step)
             batch_size=new.batch_size if self.sampler is not None or self._used_bs else None,  # None: never seen
             weight_decay=new.weight_decay,
             action=self.decision.last_action.tolist(),
@@ -348,11 +451,15 @@ class Controller(ControllerData):
             rolled_back=bool(observation.verdict.rolled_back),
         )
         self.history.append(record)
-        if self.writer is not None:
-            for key in ("lr", "batch_size", "weight_decay", "train_loss", "val_loss"):
-                if record[key] is not None:
-                    self.writer.add_scalar(f"controller/{key}", record[key], self.examples_seen)
+        log_record(self.writer, record)
+        self._clock[1] += time.perf_counter() - t0
         return new
+
+    def _say_diverged(self, verdict: Any, when: str) -> None:
+        where = when or f"at {self.examples_seen:,} {self.budget.unit}"
+        log.warning("rlhpo Controller: training diverged %s (%s); %s", where, verdict.reason,
+                    ("rolled back to the best good state so far" + ("" if when else ", lr cut")) if verdict.rolled_back
+                    else ("nothing to restore" if when else "stepping every control down"))
 
     def _set(self, hp: Hyperparams) -> Hyperparams:
         """Write ``hp`` (the controls this run has) and return the values in effect."""
@@ -360,12 +467,21 @@ class Controller(ControllerData):
             self.optimizer, hp, self.sampler, weight_decay=self.controls_weight_decay,
             batch_size=self.control_batch_size, ratios=self._ratios,
         )
-        return self.hparams
+        now = self.hparams
+        self._written_lr = self.optimizer.param_groups[min(self._ratios.lr_ref, len(self.optimizer.param_groups) - 1)]["lr"]
+        if self._asked is not None and self.controls_weight_decay and now.weight_decay > 10 * self._asked.weight_decay:
+            self._say_once("wd", (
+                f"rlhpo Controller: weight decay {now.weight_decay:.3g} is more than 10x yours ({self._asked.weight_decay:.3g}), "
+                f"as the {'calibrated default' if self.spec.prior == 'calibrated' else 'policy'} sets it for "
+                f"{type(self.optimizer).__name__}; to keep yours, pass control_weight_decay=False"))
+        return now
 
     def finish(self, val_loss: Optional[float] = None) -> Optional[float]:
         """End the run under the guard: after a divergence since the last decision the best good state
         comes back (with ``restore_best``, the best one if the end is worse). ``batches()`` and the
         Lightning/HF callbacks call it; returns the validation (else training) loss then in effect."""
+        if self._hook is not None and self._steps_called == 0 and self._opt_steps > 0:
+            self._say_once("no-step", _NO_STEP)
         if not self._started or self._finished:
             return None
         self._finished = True
@@ -373,14 +489,23 @@ class Controller(ControllerData):
         stats = self.monitor.summary()
         val = self._validation_loss(stats) if val_loss is None else float(val_loss)
         stats, val = self.sync.reduce(stats, val)
-        self.decision.guard.watch_jumps, self._val_is_proxy = not self._val_is_proxy, False
-        verdict = self.decision.guard.review(stats.nonfinite, val)
+        proxy = self._val_is_proxy
+        self.decision.guard.watch_jumps, self._val_is_proxy = not proxy, False
+        if proxy and not stats.nonfinite and math.isfinite(val):
+            # a training loss that rose at the end proves nothing: the final weights stay the user's
+            verdict = Verdict(False, val_loss=val)
+        else:
+            verdict = self.decision.guard.review(stats.nonfinite, val)
+        self._steps_total += int(stats.steps)
         if verdict.diverged:
-            log.warning("rlhpo controller: training diverged at the end of the run (%s); %s", verdict.reason,
-                        "the best good state so far is back" if verdict.rolled_back else "nothing to restore")
-            self.history.append(dict(examples=self.examples_seen, steps=int(stats.steps), val_loss=val, end=True,
-                                     diverged=True, rolled_back=verdict.rolled_back, **vars(self.hparams)))
+            self._say_diverged(verdict, "at the end of the run")
+            record = dict(examples=self.examples_seen, steps=self._steps_total, interval_steps=int(stats.steps), val_loss=val, end=True,
+                          diverged=True, rolled_back=verdict.rolled_back, **vars(self.hparams))
+            self.history.append(record)
+            log_record(self.writer, record)
         restored = self.decision.guard.finish(verdict.val_loss)
+        if self.sync.is_main:
+            log.info(self._summary())
         return verdict.val_loss if restored is None else restored
 
     def close(self) -> None:

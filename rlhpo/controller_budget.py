@@ -21,12 +21,11 @@ What a loop can get wrong, and what is said, at the moment it becomes clear:
 from __future__ import annotations
 
 import logging
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Optional
 
-from rlhpo.errors import ControllerError, is_int
+from rlhpo.errors import ControllerError, is_int, warn_user
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +57,10 @@ def _report_end(p: _Progress) -> None:
         return
     message = (
         f"rlhpo Controller: the run ended after {p.seen:,} of its total_{p.unit}={p.total:,} "
-        f"({p.seen / p.total:.0%}; {p.decisions} of {p.n_intervals} decisions), so its schedule stopped mid-way "
-        f"(lr {lr_now:.3g}, {lr_now / p.lr_start:.3g}x the start). Give total_{p.unit} = what the loop trains."
+        f"({p.seen / p.total:.0%}; {p.decisions} of its {p.n_intervals - 1} decisions), so its schedule stopped mid-way "
+        f"(at lr {lr_now:.3g}, before the cosine's decay). Give total_{p.unit} = what the loop trains."
     )
-    warnings.warn(message, stacklevel=2)
-    log.warning(message)
+    warn_user(message)
 
 
 def parse_budget(total_examples: Optional[int], total_steps: Optional[int]) -> tuple[int, str]:
@@ -135,13 +133,16 @@ class Budget:
         p.decisions = decisions
         if not self._past_warned and p.seen >= p.total + self.interval:
             self._past_warned = True
-            warnings.warn(
+            warn_user(
                 f"rlhpo Controller: the loop has trained {p.seen:,} {p.unit}, past its total_{p.unit}={p.total:,}: "
                 "the controller's schedule ended there and its last values hold. Stop the loop at the budget "
                 "(controller.done, or controller.batches(loader)) or give the budget the loop really trains"
-                + (" (a budget in optimizer steps is total_steps=)" if p.unit == "examples" else ""),
-                stacklevel=3,
+                + (" (a budget in optimizer steps is total_steps=)" if p.unit == "examples" else "")
             )
+
+    def decided(self, decisions: int) -> None:
+        """The decisions taken so far (for the end-of-run report)."""
+        self.p.decisions = decisions
 
     def check_drawn(self, drawn: int) -> None:
         """``drawn``: examples handed out by ``batches()`` since the last ``step()``."""

@@ -5,6 +5,7 @@ and the controller's state for checkpoints."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Iterable, Iterator, Optional
 
@@ -109,6 +110,8 @@ class ControllerData:
             "ratios": self._ratios.state_dict(),
             "history": to_plain(list(self.history)),
             "budget": self.budget.state_dict(),
+            "counts": [self._opt_steps, self._steps_called, self._behind, self._steps_total],
+            "asked": None if self._asked is None else vars(self._asked).copy(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -135,3 +138,11 @@ class ControllerData:
         self._delivered = 0
         self.history = list(state["history"])
         self._loader_checked = self._started
+        if state.get("counts") is not None:
+            self._opt_steps, self._steps_called, self._behind, self._steps_total = (int(v) for v in state["counts"])
+        if state.get("asked") is not None:
+            self._asked = type(self.hparams)(**state["asked"])
+        groups = self.optimizer.param_groups
+        self._written_lr = groups[min(self._ratios.lr_ref, len(groups) - 1)]["lr"]  # the checkpoint's, not a foreign write
+        self._scheduled = self._started and self._hook is not None and self.decision.scheduled
+        self._clock = [time.perf_counter(), 0.0]

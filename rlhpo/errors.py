@@ -86,3 +86,31 @@ def check_device(value: object, where: str = "device") -> str:
         if not torch.cuda.is_available():
             raise ConfigError(f"{where}={value!r} but torch sees no CUDA device; use {where}=cpu")
     return value
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issue ``message`` as a warning attributed to the user's line: the innermost frame outside
+    rlhpo, torch, the integrations' frameworks and the interpreter's own machinery (a step
+    pre-hook or a finalizer would otherwise name ``torch/optim/optimizer.py`` or ``weakref.py``).
+    Python's default filter shows it once per line."""
+    import os
+    import sys
+    import warnings
+
+    skip = [os.path.dirname(os.path.abspath(__file__)) + os.sep]  # rlhpo itself
+    for lib in ("torch", "lightning", "pytorch_lightning", "transformers", "accelerate"):
+        module = sys.modules.get(lib)
+        if module is not None and getattr(module, "__file__", None):
+            skip.append(os.path.dirname(os.path.abspath(module.__file__)) + os.sep)
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not (name.startswith(tuple(skip)) or name.endswith(("weakref.py", "atexit.py")) or name.startswith("<")):
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # only library frames (an interpreter exit): the plain warning
+        warnings.warn(message, category, stacklevel=2)
+        return
+    registry = frame.f_globals.setdefault("__warningregistry__", {})
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__", "__main__"), registry=registry)

@@ -60,3 +60,36 @@ def check_writable(directory: str | os.PathLike, what: str = "output directory",
     if free < min_free:
         raise ConfigError(f"{what} {str(d)!r} has only {free // 2**20} MiB free; need at least {min_free // 2**20} MiB")
     return d
+
+
+#: the one TensorBoard tag set: the Controller, ``rlhpo.apply`` and the environment log a run's
+#: record under these tags, at x = optimizer steps (``progress/examples`` holds the examples)
+TB_TAGS: dict[str, str] = {
+    "lr": "hparams/lr",
+    "batch_size": "hparams/batch_size",
+    "weight_decay": "hparams/weight_decay",
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_metric": "metric/val",
+    "rolled_back": "guard/rollback",
+    "examples": "progress/examples",
+}
+
+
+def log_record(writer: object, record: dict, prefix: str = "") -> None:
+    """Write one record (the start, a decision, an interval of a baseline) to TensorBoard: every
+    key of :data:`TB_TAGS` the record has with a finite number (a bool counts as 0/1), at
+    x = its optimizer steps so far (``record["steps"]``).
+    ``prefix`` (a method's name) goes before the tag; a ``None`` writer logs nothing."""
+    if writer is None:
+        return
+    import math
+    import numbers
+
+    x = int(record.get("steps", 0) or 0)
+    for key, tag in TB_TAGS.items():
+        v = record.get(key)
+        if isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, numbers.Real) and math.isfinite(v):
+            writer.add_scalar(f"{prefix}/{tag}" if prefix else tag, v, x)  # type: ignore[attr-defined]

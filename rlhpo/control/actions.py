@@ -122,6 +122,7 @@ class ActionSpec:
         self._index = [i for i, on in enumerate(self._mask) if on]  # action entry k -> control index
         self._live = list(self._mask)  # the controls this run moves (reset() may hold some)
         self._z = [0.0, 0.0, 0.0]
+        self._v = [1.0, 1.0, 1.0]  # exp(z), exactly the start while a control has not moved
 
     @property
     def z(self) -> np.ndarray:
@@ -131,6 +132,7 @@ class ActionSpec:
     @z.setter
     def z(self, value: Sequence[float]) -> None:
         self._z = [float(v) for v in value]
+        self._v = [math.exp(v) for v in self._z]
 
     @property
     def n_actions(self) -> int:
@@ -142,6 +144,8 @@ class ActionSpec:
         self._live = [on and n not in off for on, n in zip(self._mask, CONTROLS)]
         logs = [math.log(start.lr), math.log(start.batch_size), math.log(max(start.weight_decay, 1e-30))]
         self._z = [_clip(v, lo, hi) if live else v for v, lo, hi, live in zip(logs, self._lo, self._hi, self._live)]
+        values = (start.lr, float(start.batch_size), max(start.weight_decay, 1e-30))
+        self._v = [x if z == v else math.exp(z) for x, z, v in zip(values, self._z, logs)]  # unclipped: the start itself
         return self.hparams(start)
 
     def full_action(self, action: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -163,11 +167,17 @@ class ActionSpec:
         full = self._full(action)
         for i in range(3):
             if self._live[i]:
-                self._z[i] = _clip(self._z[i] + full[i] * self._step[i], self._lo[i], self._hi[i])
+                self._set(i, _clip(self._z[i] + full[i] * self._step[i], self._lo[i], self._hi[i]))
         return self.hparams(current)
 
+    def _set(self, i: int, z: float) -> None:
+        """Control ``i``'s log value to ``z``; a value that does not move stays exactly as it was
+        (a zero action never perturbs the start by a rounding of exp(log(x)))."""
+        if z != self._z[i]:
+            self._z[i], self._v[i] = z, math.exp(z)
+
     def hparams(self, current: Hyperparams) -> Hyperparams:
-        c, (lr, bs, wd), live = self.config, (math.exp(v) for v in self._z), self._live
+        c, (lr, bs, wd), live = self.config, self._v, self._live
         # clip again after exp(): exp(log(x)) can land one ulp outside the bounds
         return Hyperparams(
             lr=_clip(lr, c.lr.min, c.lr.max) if live[0] else current.lr,
@@ -184,7 +194,7 @@ class ActionSpec:
         the guard's learning-rate cut after a rollback."""
         i = CONTROLS.index(name)
         if self._live[i]:
-            self._z[i] = _clip(self._z[i] + math.log(factor), self._lo[i], self._hi[i])
+            self._set(i, _clip(self._z[i] + math.log(factor), self._lo[i], self._hi[i]))
 
     def narrow(self, name: str, lo: float, hi: float) -> None:
         """Tighten one control's bounds to [lo, hi] within the configured ones (an lr cap
@@ -192,13 +202,14 @@ class ActionSpec:
         i = CONTROLS.index(name)
         self._lo[i] = max(self._lo[i], math.log(lo))
         self._hi[i] = min(self._hi[i], math.log(hi))
-        self._z[i] = _clip(self._z[i], self._lo[i], self._hi[i])
+        self._set(i, _clip(self._z[i], self._lo[i], self._hi[i]))
 
     def state_dict(self) -> dict:
-        return {"z": list(self._z), "live": list(self._live)}
+        return {"z": list(self._z), "v": list(self._v), "live": list(self._live)}
 
     def load_state_dict(self, state: dict) -> None:
         self._z = [float(v) for v in state["z"]]
+        self._v = [float(v) for v in state["v"]] if "v" in state else [math.exp(v) for v in self._z]
         if "live" in state:
             self._live = [bool(v) for v in state["live"]]
 

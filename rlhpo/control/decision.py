@@ -54,15 +54,19 @@ def interval_end(total_examples: int, n_intervals: int, k: int) -> int:
 BASE_SCHEDULES: tuple[str, ...] = ("none", "cosine")
 
 
-def base_factor(schedule: str, fraction: float, warmup: float) -> float:
-    """The base schedule's lr multiplier at ``fraction`` of the example budget.
+#: the base schedule's linear warm-up, as a fraction of the budget: the calibrated baseline's
+#: (5% of its steps), so a run whose policy actions are all zero *is* the calibrated baseline
+WARMUP_FRACTION = 0.05
+
+
+def base_factor(schedule: str, fraction: float, warmup: float = WARMUP_FRACTION) -> float:
+    """The base schedule's lr multiplier at ``fraction`` of the budget.
 
     ``cosine``: a linear warm-up over the first ``warmup`` of the budget, then cosine decay to
-    zero at the budget. An interval runs at the factor of its midpoint: the first interval
-    (the warm-up) at 0.5, the last near 0, whatever the number of intervals. The policy's lr state
-    is a *level* the schedule multiplies: a policy whose actions are all zero runs warm-up +
-    cosine from the start, so the controller builds on the strongest cheap baseline instead of
-    re-learning it.
+    zero at the budget. The policy's lr state is a *level* the schedule multiplies at every
+    optimizer step (:func:`step_factor`): a policy whose actions are all zero runs the calibrated
+    warm-up + cosine from the start, so the controller builds on the strongest cheap baseline
+    instead of re-learning it.
     """
     if schedule == "none" or warmup >= 1:
         return 1.0
@@ -71,12 +75,13 @@ def base_factor(schedule: str, fraction: float, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min((fraction - warmup) / (1.0 - warmup), 1.0)))
 
 
-def interval_factor(schedule: str, k: int, n_intervals: int) -> float:
-    """The base factor of interval ``k`` (0-based) of a run cut into ``n_intervals``: the factor
-    at the interval's midpoint, the first interval being the warm-up. Past the last interval (a
-    loop that trains beyond its budget) the last interval's factor holds."""
-    k = min(max(k, 0), n_intervals - 1)
-    return base_factor(schedule, (k + 0.5) / n_intervals, 1.0 / n_intervals)
+def step_factor(schedule: str, seen: int, n: int, total: int, warmup: float = WARMUP_FRACTION) -> float:
+    """The base factor of the optimizer step that trains budget units ``[seen, seen + n)`` of
+    ``total`` (examples, or steps with ``n = 1``): the factor at the step's midpoint, so the first
+    step of the warm-up is not wasted at lr 0 and the last one is not at lr 0 either. The one
+    per-step schedule: the environment, the Controller, the evaluation runner and the
+    ``calibrated`` baseline all set the lr from it before every optimizer step."""
+    return base_factor(schedule, (seen + 0.5 * n) / total, warmup)
 
 
 def check_intervals(n_intervals: object, trained_with: int) -> int:
@@ -162,6 +167,7 @@ class DecisionPath:
         self.interval = 0
         self.last_action = np.zeros(3)
         self._verdict = Verdict(False)
+        self._level = 0.0
 
     @property
     def boundary(self) -> int:
@@ -207,6 +213,7 @@ class DecisionPath:
             floor = getattr(self.actions.config, name).min_start_ratio
             if floor is not None and getattr(start, name) > 0:
                 self.actions.narrow(name, getattr(start, name) * floor, math.inf)
+        self._level = start.lr
         start = write(self._scheduled(start, 0))
         self.features.reset(start.lr, start.batch_size, start.weight_decay, adaptive)
         self.interval = 0
@@ -251,18 +258,37 @@ class DecisionPath:
         if self._verdict.rolled_back:
             self.actions.scale("lr", self.guard_config.lr_cut)
             new = self.actions.hparams(new)
-        return self._scheduled(new, self.interval)
+        self._level = new.lr
+        return self._scheduled(new, interval_end(self.total_examples, self.n_intervals, self.interval - 1))
 
-    def _scheduled(self, hp: Hyperparams, k: int) -> Hyperparams:
-        """``hp`` with the lr level times the base schedule's factor for interval ``k`` (a run
-        whose lr the policy does not set keeps its lr)."""
-        if self.base_schedule == "none" or not self.actions.live("lr"):
+    @property
+    def scheduled(self) -> bool:
+        """Whether the lr follows the base schedule step by step (:meth:`lr_at`)."""
+        return self.base_schedule != "none" and self.actions.live("lr")
+
+    @property
+    def level(self) -> float:
+        """The policy's lr level: the lr the base schedule multiplies."""
+        return self._level
+
+    def lr_at(self, seen: int, n: int) -> float:
+        """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the level
+        times :func:`step_factor`. Every loop under a scheduled decision path (:attr:`scheduled`)
+        sets this lr before every optimizer step."""
+        return self._level * step_factor(self.base_schedule, seen, n, self.total_examples)
+
+    def _scheduled(self, hp: Hyperparams, seen: int) -> Hyperparams:
+        """``hp`` with the lr the base schedule gives at ``seen`` (the first step's lr is written
+        at a decision; loops overwrite it per step with :meth:`lr_at`). A run whose lr the policy
+        does not set keeps its lr."""
+        if not self.scheduled:
             return hp
-        return Hyperparams(hp.lr * interval_factor(self.base_schedule, k, self.n_intervals), hp.batch_size, hp.weight_decay)
+        return Hyperparams(self.lr_at(seen, 1), hp.batch_size, hp.weight_decay)
 
     def state_dict(self) -> dict:
         return {
             "interval": self.interval,
+            "level": self._level,
             "last_action": self.last_action.tolist(),
             "actions": self.actions.state_dict(),
             "features": dict(vars(self.features)),
@@ -272,6 +298,7 @@ class DecisionPath:
 
     def load_state_dict(self, state: dict) -> None:
         self.interval = int(state["interval"])
+        self._level = float(state.get("level", math.exp(state["actions"]["z"][0])))
         self.last_action = np.asarray(state["last_action"], dtype=np.float64)
         self.actions.load_state_dict(state["actions"])
         vars(self.features).update(state["features"])

@@ -57,6 +57,11 @@ class RankSync:
         self.active = self.world > 1
         self._checked = False
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process speaks for the run (rank 0, or no process group)."""
+        return self.rank == 0
+
     def _device(self) -> torch.device:
         backend = self._dist.get_backend(self.group)
         return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")

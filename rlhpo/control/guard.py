@@ -49,6 +49,10 @@ class GuardConfig:
         by ``python -m rlhpo.bench.divergence_rule``
     :param jump_min: see ``jump``
     :param jump_window: see ``jump``; the rule needs at least 3 healthy intervals
+    :param min_lost: besides the 2x or the collapse rule, a divergence must have lost more than
+        this share of the run's progress so far (its first healthy loss minus its best): noise on a
+        loss that has come far down (0.01 -> 0.024 after a start at 2.3) is not a divergence; a
+        real blow-up loses most of it. Non-finite values are divergence whatever this is
     """
 
     enabled: bool = True
@@ -62,6 +66,7 @@ class GuardConfig:
     jump: Optional[float] = JUMP
     jump_min: float = JUMP_MIN
     jump_window: int = 5
+    min_lost: float = 0.25
 
     def validate(self, where: str = "guard") -> "GuardConfig":
         for name in ("enabled", "restore_best"):
@@ -79,6 +84,8 @@ class GuardConfig:
             raise ConfigError(f"{where}.jump must be null (off) or a number > 0, got {self.jump!r}")
         if not (is_number(self.jump_min) and self.jump_min >= 0):
             raise ConfigError(f"{where}.jump_min must be a number >= 0, got {self.jump_min!r}")
+        if not (is_number(self.min_lost) and 0 <= self.min_lost < 1):
+            raise ConfigError(f"{where}.min_lost must be a number in [0, 1), got {self.min_lost!r}")
         if not (is_int(self.jump_window) and self.jump_window >= 2):
             raise ConfigError(f"{where}.jump_window must be an integer >= 2, got {self.jump_window!r}")
         return self
@@ -92,6 +99,9 @@ def divergence_reason(
     recent: Sequence[float] = (),
     jump: Optional[float] = None,
     jump_min: float = JUMP_MIN,
+    first: float = math.nan,
+    min_lost: float = 0.0,
+    what: str = "validation loss",
 ) -> str:
     """The one divergence rule; why an interval diverged, '' if it did not.
 
@@ -102,25 +112,30 @@ def divergence_reason(
     first, at least 3; the median: one fast early fall in the window does not hide a jump) and by
     more than ``jump_min`` x |best|.
     Relative to the best, not to the first interval: a run that has come far down and then jumps
-    has lost what it gained, whatever its start was. ``factor``, ``jump`` and ``jump_min`` are
-    chosen by measurement (``python -m rlhpo.bench.divergence_rule``).
+    has lost what it gained, whatever its start was. Either rule also needs the rise to exceed
+    ``min_lost`` x the progress so far (``first`` - best, ``first`` the run's first healthy loss):
+    noise on a small loss is not a divergence. ``factor``, ``jump``, ``jump_min`` and ``min_lost``
+    are chosen by measurement (``python -m rlhpo.bench.divergence_rule``). ``what`` names the loss
+    in the reason (``training loss`` when the interval's mean training loss stands in).
     """
     if nonfinite:
         return "non-finite training loss, gradient or parameter"
     if not math.isfinite(val_loss):
-        return "non-finite validation loss"
+        return f"non-finite {what}"
     if not math.isfinite(best_val):
         return ""
+    if math.isfinite(first) and val_loss - best_val <= min_lost * max(first - best_val, 0.0):
+        return ""  # within the noise of a run that has come down: it kept most of its progress
     scale = max(abs(best_val), 1e-12)
     # val > factor x best, written so that it also holds for losses that can be negative
     if val_loss - best_val > (factor - 1.0) * scale:
-        return f"validation loss {val_loss:.4g} above {factor:g} x the best so far ({best_val:.4g})"
+        return f"{what} {val_loss:.4g} above {factor:g} x the best so far ({best_val:.4g})"
     if jump is not None and len(recent) >= 3 and val_loss - best_val > jump_min * scale:
         spread = statistics.median(abs(b - a) for a, b in zip(recent[:-1], recent[1:]))
         rise = val_loss - best_val
         if rise > jump * spread:
             return (
-                f"validation loss {val_loss:.4g} jumped {100 * rise / scale:.0f}% above the best so far ({best_val:.4g}), "
+                f"{what} {val_loss:.4g} jumped {100 * rise / scale:.0f}% above the best so far ({best_val:.4g}), "
                 f"{rise / max(spread, 1e-300):.3g} x the run's recent interval-to-interval change ({spread:.3g})"
             )
     return ""
@@ -154,12 +169,13 @@ class Guard:
         self.config = config.validate()
         self.target = target
         self.best_val = math.inf
+        self.first_val = math.nan  # the first healthy loss: the progress a divergence must lose is measured from it
         self.rollbacks = 0
         self.recent: list[float] = []  # the last healthy validation losses (the collapse rule's window)
         self._last: Optional[tuple[dict, float]] = None  # the last good state and its val loss
         self._best: Optional[tuple[dict, float]] = None  # the good state with the lowest val loss
         #: the collapse rule judges a real validation loss; a caller whose "validation loss" is the
-        #: interval's training loss (a noisy proxy: a few minibatches) turns it off for that interval
+        #: interval's mean training loss (a noisy proxy) turns it off for that interval
         self.watch_jumps = True
 
     @property
@@ -181,7 +197,9 @@ class Guard:
         """Why the interval that just ended diverged under this guard's rule ('' if it did not)."""
         c = self.config
         jump = c.jump if self.watch_jumps else None
-        return divergence_reason(nonfinite, val_loss, self.best_val, c.factor, self.recent, jump, c.jump_min)
+        what = "validation loss" if self.watch_jumps else "training loss (the interval's mean; no validation source)"
+        return divergence_reason(nonfinite, val_loss, self.best_val, c.factor, self.recent, jump, c.jump_min,
+                                 self.first_val, c.min_lost, what)
 
     def review(self, nonfinite: bool, val_loss: float) -> Verdict:
         """Judge an interval that just ended: snapshot a healthy state, restore the best one after
@@ -191,6 +209,8 @@ class Guard:
             self.recent = [*self.recent, val_loss][-(self.config.jump_window + 1) :]
             improved = val_loss <= self.best_val
             self.best_val = min(self.best_val, val_loss)
+            if not math.isfinite(self.first_val):
+                self.first_val = val_loss
             if self.active:
                 self._last = (self.target.capture(), val_loss)
                 if improved:
@@ -217,6 +237,7 @@ class Guard:
     def state_dict(self) -> dict:
         return {
             "best_val": self.best_val,
+            "first_val": self.first_val,
             "rollbacks": self.rollbacks,
             "recent": list(self.recent),
             "last": None if self._last is None else {"state": self._last[0], "val": self._last[1]},
@@ -227,6 +248,7 @@ class Guard:
         """Load :meth:`state_dict`'s output; a state saved before the collapse rule (no
         ``recent``) loads with an empty window (the rule starts again after 3 healthy intervals)."""
         self.best_val = float(state["best_val"])
+        self.first_val = float(state.get("first_val", math.nan))
         self.rollbacks = int(state["rollbacks"])
         self.recent = [float(v) for v in state.get("recent", [])]
         last, best = state.get("last"), state.get("best")

@@ -142,6 +142,8 @@ class HyperparamControlEnv(gym.Env):
         )
         target = self.session if c.guard.enabled else None
         self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target, kind=task.optimizer)
+        # the base schedule sets the lr before every optimizer step, from the decision path's level
+        self.session.lr_schedule = self.decision.lr_at if self.decision.scheduled else None
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)
@@ -216,7 +218,8 @@ class HyperparamControlEnv(gym.Env):
         info = {
             "task": self.task.name,
             "family": self.task.family,
-            "lr": hp.lr,
+            "lr": hp.lr,  # the lr of the interval's last step (the base schedule sets it every step)
+            "level": self.decision.level,  # the lr level the interval trained at (before this decision)
             "batch_size": hp.batch_size,
             "weight_decay": hp.weight_decay,
             "train_loss": stats.loss_mean,

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 
+from rlhpo.control.decision import step_factor
 from rlhpo.evaluation.runner import Schedule
 from rlhpo.tasks import Hyperparams
 from rlhpo.training.monitor import IntervalStats
@@ -97,11 +98,15 @@ class Cosine(torch_scheduler_hooks(_cosine)):  # type: ignore[misc]
     name = "cosine"
 
 
-class Calibrated(Cosine):
+class Calibrated(Schedule):
     """Warm-up + cosine at a calibrated default: one lr and weight decay per optimizer kind, chosen
     once on the meta-training families (``python -m rlhpo.evaluation.calibrate``; stored in
     ``conf/evaluate/calibrated.yaml``), the batch size of the start. AlgoPerf's
     calibrated-baseline idea, applied to this project's optimizers.
+
+    The schedule is the decision path's base schedule, set before every optimizer step
+    (:func:`rlhpo.control.decision.step_factor`: 5% linear warm-up, cosine to zero at the budget):
+    the controller's prior with every action zero (``prior_only``) is this run, step for step.
 
     :param defaults: ``{optimizer kind: {"lr": ..., "weight_decay": ...}}``
     """
@@ -109,7 +114,6 @@ class Calibrated(Cosine):
     name = "calibrated"
 
     def __init__(self, defaults: dict) -> None:
-        super().__init__()
         self.defaults = defaults
 
     def start(self, session: TrainingSession, n_intervals: int) -> None:
@@ -117,8 +121,10 @@ class Calibrated(Cosine):
         if kind not in self.defaults:
             raise ValueError(f"no calibrated default for optimizer {kind!r}; calibrated has {sorted(self.defaults)}")
         d = self.defaults[kind]
-        self.hparams = Hyperparams(float(d["lr"]), session.sampler.batch_size, float(d["weight_decay"]))
-        super().start(session, n_intervals)
+        hp = session.set_hparams(Hyperparams(float(d["lr"]), session.sampler.batch_size, float(d["weight_decay"])))
+        peak, total = float(d["lr"]), session.budget
+        session.lr_schedule = lambda seen, n: peak * step_factor("cosine", seen, n, total)
+        self.hparams = hp
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:

@@ -119,6 +119,8 @@ class ControllerSchedule(Schedule):
 
             self.controller.driver = NullDriver(len(self.artifact.spec.action_config().enabled))
         self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
+        # the base schedule sets the lr before every optimizer step, as in the env and a user's loop
+        session.lr_schedule = self.controller.lr_at if self.controller.decision.scheduled else None
 
     def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
         if not session.done:
@@ -185,6 +187,7 @@ def train_interval(
     record = dict(
         interval=k,
         examples=session.examples_seen,
+        steps=session.steps,
         lr=hp.lr,
         batch_size=hp.batch_size,
         weight_decay=hp.weight_decay,

@@ -95,3 +95,15 @@ def write_hparams(
             g["weight_decay"] = float(hp.weight_decay) * (ratios.wd_of(i, g) if ratios is not None else 1.0)
     if batch_size and sampler is not None:
         sampler.batch_size = int(hp.batch_size)
+
+
+def write_lr(optimizer: torch.optim.Optimizer, lr: float, ratios: Optional[GroupRatios] = None) -> None:
+    """Write only the lr (the per-step base schedule's write, between decisions): as
+    :func:`write_hparams` with ``weight_decay=False, batch_size=False``, without building a
+    :class:`~rlhpo.tasks.base.Hyperparams` per optimizer step."""
+    if ratios is None:
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+    else:
+        for i, g in enumerate(optimizer.param_groups):
+            g["lr"] = lr * ratios.lr_of(i)

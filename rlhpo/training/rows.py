@@ -10,7 +10,7 @@ part of the ``TrainingSession`` interface the environment uses.
 from __future__ import annotations
 
 import math
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import torch
 from torch import nn
@@ -31,6 +31,8 @@ class Trainer(Protocol):
     def add_row(self, seed: int) -> int: ...
     def remove_row(self, row: int) -> None: ...
     def live_rows(self) -> int: ...
+
+    def set_lr_schedule(self, row: int, fn: Optional[Callable[[int, int], float]]) -> None: ...
     def hparams(self, row: int) -> Hyperparams: ...
     def set_hparams(self, row: int, hp: Hyperparams) -> None: ...
     def examples_seen(self, row: int) -> int: ...
@@ -46,6 +48,7 @@ class RowSession(BudgetClock):
 
     def __init__(self, trainer: Trainer, row: int) -> None:
         self.trainer, self.row, self.task = trainer, row, trainer.task
+        self._lr_schedule: Optional[Callable[[int, int], float]] = None
 
     @property
     def hparams(self) -> Hyperparams:
@@ -58,6 +61,16 @@ class RowSession(BudgetClock):
     @property
     def examples_seen(self) -> int:
         return self.trainer.examples_seen(self.row)
+
+    @property
+    def lr_schedule(self) -> Optional[Callable[[int, int], float]]:
+        """As :attr:`TrainingSession.lr_schedule`, for this row."""
+        return self._lr_schedule
+
+    @lr_schedule.setter
+    def lr_schedule(self, fn: Optional[Callable[[int, int], float]]) -> None:
+        self._lr_schedule = fn
+        self.trainer.set_lr_schedule(self.row, fn)
 
 
     def capture(self) -> dict:
@@ -124,6 +137,9 @@ class LoopTrainer:
 
     def set_hparams(self, row: int, hp: Hyperparams) -> None:
         self.sessions[row].set_hparams(hp)
+
+    def set_lr_schedule(self, row: int, fn: Optional[Callable[[int, int], float]]) -> None:
+        self.sessions[row].lr_schedule = fn
 
     def examples_seen(self, row: int) -> int:
         return self.sessions[row].examples_seen

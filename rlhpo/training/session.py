@@ -15,7 +15,7 @@ import torch
 
 from rlhpo.errors import TaskError
 from rlhpo.tasks.base import Hyperparams, Task
-from rlhpo.training.hparams import write_hparams
+from rlhpo.training.hparams import write_hparams, write_lr
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
 from rlhpo.training.snapshot import LoopState
@@ -78,6 +78,8 @@ def make_optimizer(kind: str, params, hparams: Hyperparams) -> torch.optim.Optim
 
 
 StepHook = Callable[["TrainingSession"], None]
+#: ``lr_schedule(seen, n)``: the lr of the optimizer step that trains examples ``[seen, seen + n)``
+LrSchedule = Callable[[int, int], float]
 
 
 class BudgetClock:
@@ -130,6 +132,9 @@ class TrainingSession(BudgetClock):
         self.steps = 0
         self._target = 0
         self._checked_loss = False
+        #: set by a per-step schedule (the decision path's base schedule, the calibrated baseline):
+        #: the loop writes ``lr_schedule(seen, n)`` into every param group before each optimizer step
+        self.lr_schedule: Optional[LrSchedule] = None
 
     # -- hyperparameters -------------------------------------------------------------------
     @property
@@ -182,6 +187,7 @@ class TrainingSession(BudgetClock):
         should_probe, monitor_before, monitor_after = monitor.should_probe, monitor.before_step, monitor.after_step
         device = None if self.device.type == "cpu" else self.device
         hooked = before_step is not None or after_step is not None
+        lr_at, optimizer = self.lr_schedule, self.optimizer
         model.train()
         while self.examples_seen < target:
             seen = self.examples_seen
@@ -206,6 +212,8 @@ class TrainingSession(BudgetClock):
                 monitor_before(True, followed=n < remaining and not hooked)
             if before_step is not None:
                 before_step(self)
+            if lr_at is not None:
+                write_lr(optimizer, lr_at(seen, n))
             opt_step()
             monitor_after(loss, probe)
             self.examples_seen = seen + n

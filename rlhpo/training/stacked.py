@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch.func import functional_call, vmap
@@ -67,6 +67,7 @@ class _Row:
         self.examples_seen = 0
         self.target = 0
         self.steps = 0
+        self.lr_schedule: Optional[Callable[[int, int], float]] = None  # as TrainingSession.lr_schedule
 
 
 class StackedTrainer:
@@ -182,6 +183,10 @@ class StackedTrainer:
         self._row(row).sampler.batch_size = hp.batch_size
         self.lr[row], self.wd[row] = float(hp.lr), float(hp.weight_decay)
 
+    def set_lr_schedule(self, row: int, fn: Optional[Callable[[int, int], float]]) -> None:
+        """Row ``row``'s per-step lr (as :attr:`TrainingSession.lr_schedule`); None: its lr holds."""
+        self._row(row).lr_schedule = fn
+
     def examples_seen(self, row: int) -> int:
         return self._row(row).examples_seen
 
@@ -224,16 +229,23 @@ class StackedTrainer:
         while True:
             batch: dict[int, torch.Tensor] = {}
             probe: list[int] = []
+            scheduled: list[int] = []
+            lrs: list[float] = []
             for i, r in rows.items():
                 if r.examples_seen < r.target:
                     idx = r.sampler.next_batch()
                     if r.examples_seen + idx.shape[0] > budget:  # the run's last batch: never past the budget
                         idx = idx[: budget - r.examples_seen]
                     batch[i] = idx
+                    if r.lr_schedule is not None:  # the per-step schedule, as TrainingSession applies it
+                        scheduled.append(i)
+                        lrs.append(r.lr_schedule(r.examples_seen, int(idx.shape[0])))
                     if TrainingMonitor.should_probe(r.target - r.examples_seen, r.sampler.batch_size):
                         probe.append(i)
             if not batch:
                 break
+            if scheduled:
+                self.lr[torch.tensor(scheduled, device=self.device)] = torch.tensor(lrs, dtype=self.lr.dtype, device=self.device)
             losses.append(self._step(batch, probe))
             for i, idx in batch.items():
                 r = rows[i]

@@ -4,28 +4,26 @@ honour is one clear error."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from conftest import make_tiny_task
 
 from rlhpo import Controller
-from rlhpo.control.decision import base_factor, interval_factor
+from rlhpo.control.decision import WARMUP_FRACTION, base_factor, step_factor
 from rlhpo.errors import ControllerError
 from rlhpo.evaluation.runner import ControllerSchedule, run_task
 from rlhpo.policy.artifact import load_artifact
 
 
 def test_the_base_factor_is_a_function_of_the_fraction_of_the_budget():
-    for n in (5, 20, 40):
-        f = [interval_factor("cosine", k, n) for k in range(n)]
-        assert f[0] == 0.5  # the warm-up interval: the mean of a linear warm-up
-        assert all(a > b for a, b in zip(f[1:], f[2:]))  # then a decay ...
-        assert f[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * (n - 1.5) / (n - 1))))  # ... to near 0 at the budget
-        assert f[-1] < 0.04 and max(f) > 0.95
-        # the same function of the fraction of the budget, however finely the budget is cut
-        assert f[-1] == pytest.approx(base_factor("cosine", 1 - 0.5 / n, 1 / n))
+    for total, n in ((1000, 1), (20_000, 32), (777, 3)):  # in steps, or in examples with batches of n
+        seen = list(range(0, total - n + 1, n))
+        f = [step_factor("cosine", s, n, total) for s in seen]
+        assert f == [base_factor("cosine", (s + n / 2) / total, WARMUP_FRACTION) for s in seen]  # the step's midpoint
+        peak = max(range(len(f)), key=f.__getitem__)
+        assert all(a < b for a, b in zip(f[:peak], f[1 : peak + 1]))  # a linear warm-up ...
+        assert all(a >= b for a, b in zip(f[peak:], f[peak + 1 :]))  # then a decay ...
+        assert f[-1] < 0.01 and f[peak] > 0.99  # ... to near 0 at the budget
     assert base_factor("cosine", 1.0, 0.05) == pytest.approx(0.0) and base_factor("none", 0.7, 0.05) == 1.0
 
 
@@ -39,12 +37,14 @@ def test_a_controller_run_of_k_intervals_ends_its_schedule_at_the_budget(k):
     schedule = ControllerSchedule(artifact)
     result = run_task(task, schedule, seed=0, n_intervals=k)
     c = schedule.controller
-    decisions = [h for h in c.history if not h.get("end")]  # finish() may add the guard's end-of-run record
+    decisions = [h for h in c.history if "action" in h]  # history[0] is the start; finish() may add an end record
+    assert c.history[0]["start"] and "action" not in c.history[0]
     assert c.decision.n_intervals == k and len(decisions) == k - 1 and result.examples == task.budget_examples
-    level = math.exp(c.decision.actions.z[0])  # the lr level the base schedule multiplies
+    level = c.decision.level  # the lr level the base schedule multiplies
     last = decisions[-1]
-    assert last["lr"] == pytest.approx(level * interval_factor("cosine", k - 1, k), rel=1e-6)
-    assert interval_factor("cosine", k - 1, k) < 0.04  # not ~0.9, as with the policy's own 20 intervals at K=5
+    assert last["lr"] == pytest.approx(level * step_factor("cosine", last["examples"], 1, task.budget_examples), rel=1e-6)
+    # the lr is set every step: the run's last step trains near the end of the cosine, whatever K is
+    assert schedule.controller.optimizer.param_groups[0]["lr"] < 0.01 * level
 
 
 def test_a_controller_in_a_users_loop_defaults_to_the_policys_intervals():

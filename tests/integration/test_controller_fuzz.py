@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
-from rlhpo.control.decision import interval_factor
 from rlhpo.control.features import CLIP, N_FEATURES
 from rlhpo.controller import Controller
 from rlhpo.errors import ControllerError
@@ -81,10 +80,8 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
     if c.examples_seen == 0:
         return  # not begun: the optimizer still holds the user's own values
     # the bounds hold the policy's lr level; the base schedule multiplies it by a factor in (0, 1]
-    n = c.spec.n_intervals
-    lowest = min(interval_factor(c.spec.base_schedule, k, n) for k in range(n))
-    for g in c.optimizer.param_groups:
-        assert math.isfinite(g["lr"]) and bounds.lr.min * lowest * (1 - 1e-9) <= g["lr"] <= bounds.lr.max, g["lr"]
+    for g in c.optimizer.param_groups:  # (the factor is set every step: down to ~0 at the budget)
+        assert math.isfinite(g["lr"]) and 0 < g["lr"] <= bounds.lr.max, g["lr"]
         if c.controls_weight_decay and c.decision.actions.live("weight_decay"):  # Adam's calibrated prior: off, at 0
             wd = g["weight_decay"]
             assert math.isfinite(wd) and bounds.weight_decay.min <= wd <= bounds.weight_decay.max, wd
@@ -93,7 +90,7 @@ def _check_decisions(c: Controller, rec: Recorder) -> None:
     # user's own, declined with a warning, and recorded as it is
     assert 1 <= bs and (bs <= bounds.batch_size.max or not c.control_batch_size)
     for h in c.history:
-        assert bounds.lr.min * lowest * (1 - 1e-9) <= h["lr"] <= bounds.lr.max and 1 <= h["batch_size"]
+        assert 0 < h["lr"] <= bounds.lr.max and bounds.lr.min * (1 - 1e-9) <= h["level"] <= bounds.lr.max and 1 <= h["batch_size"]
         assert h["batch_size"] <= bounds.batch_size.max or not c.control_batch_size
 
 

@@ -16,8 +16,8 @@ from rlhpo.control.decision import (
     DIVERGENCE_FACTOR,
     DecisionPath,
     interval_end,
-    interval_factor,
     is_diverged,
+    step_factor,
     write_hparams,
 )
 from rlhpo.controller import Controller
@@ -63,14 +63,13 @@ def _plain_loop_trajectory(art, task, seed):
     c = Controller(opt, task.budget_examples, policy=art, val_loss_fn=val_loss, is_adaptive=task.optimizer != "sgd")
     loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=task.default_hparams.batch_size, seed=seed)
     c.begin()
-    trajectory = [c.hparams]
     for x, y in c.batches(loader):
         loss = task.loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         c.step(loss, batch_size=len(x))  # the real batch: an epoch's last one is smaller
-    trajectory += [Hyperparams(h["lr"], h["batch_size"], h["weight_decay"]) for h in c.history]
+    trajectory = [h for h in c.history if not h.get("end")]  # the start, then one entry per decision
     return trajectory, c
 
 
@@ -82,15 +81,15 @@ def test_env_episode_and_controller_plain_loop_give_the_same_trajectory(family, 
     infos = _env_trajectory(art, task, session_seed=5)
     trajectory, controller = _plain_loop_trajectory(art, task, seed=5)
     assert len(trajectory) == len(infos) <= art.spec.n_intervals  # a large last batch can spend the budget early
-    np.testing.assert_allclose([h.lr for h in trajectory], [i["lr"] for i in infos], rtol=1e-6)
-    np.testing.assert_allclose([h.weight_decay for h in trajectory], [i["weight_decay"] for i in infos], rtol=1e-6)
-    assert [h.batch_size for h in trajectory] == [i["batch_size"] for i in infos]
+    # each interval's lr level (the base schedule multiplies it every step), weight decay and batch size
+    np.testing.assert_allclose([h["level"] for h in trajectory], [i["level"] for i in infos], rtol=1e-6)
+    np.testing.assert_allclose([h["weight_decay"] for h in trajectory], [i["weight_decay"] for i in infos], rtol=1e-6)
+    assert [h["batch_size"] for h in trajectory] == [i["batch_size"] for i in infos]
     # the decisions saw the same validation losses (as measured: after a rollback the env's
     # "val_loss" is the restored state's, the Controller's history keeps the measured one)
-    np.testing.assert_allclose(
-        [h["val_loss"] for h in controller.history], [i["measured_val_loss"] for i in infos[:-1]], rtol=1e-5
-    )
-    assert [h["rolled_back"] for h in controller.history] == [i["rolled_back"] for i in infos[:-1]]
+    decisions = trajectory[1:]
+    np.testing.assert_allclose([h["val_loss"] for h in decisions], [i["measured_val_loss"] for i in infos[:-1]], rtol=1e-5)
+    assert [h["rolled_back"] for h in decisions] == [i["rolled_back"] for i in infos[:-1]]
 
 
 def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
@@ -118,7 +117,8 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
     # the guard's response, as in the env: the last good state back and the lr cut, the policy's action set aside
     assert level() == pytest.approx(lr * art.spec.guard_config().lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
     n = art.spec.n_intervals
-    assert c.hparams.lr == pytest.approx(level() * interval_factor(art.spec.base_schedule, c.decision.interval, n))
+    seen = interval_end(2000, n, c.decision.interval - 1)
+    assert c.hparams.lr == pytest.approx(level() * step_factor(art.spec.base_schedule, seen, 1, 2000))
     assert before.lr == pytest.approx(1e-3)
 
 
@@ -163,10 +163,11 @@ def test_controller_start_clips_into_the_policy_bounds_like_the_env(name):
     c = Controller(opt, task.budget_examples, policy=art, batch_size=16)
     c.begin()
     # v2: the level is clipped to the bound; v3: the calibrated prior replaces the user's lr.
-    # The first interval runs at the base schedule's warm-up factor
-    first = interval_factor(art.spec.base_schedule, 0, art.spec.n_intervals)
+    # The first step runs at the base schedule's warm-up factor
+    first = step_factor(art.spec.base_schedule, 0, 1, task.budget_examples)
     level = art.spec.action_config().lr.max if art.spec.prior == "user" else art.spec.prior_table["adam"]["lr"]
-    assert c.hparams.lr == info["lr"] == pytest.approx(level * first)
+    assert c.decision.level == info["level"] == pytest.approx(level)
+    assert c.hparams.lr == pytest.approx(level * first)  # the first step's lr, set at the start
     assert math.isfinite(c.hparams.weight_decay)
 
 
@@ -183,5 +184,5 @@ def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch
         c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
     cap = 4 * art.spec.prior_table["adamw"]["lr"]  # 4x the start: v3 starts from the calibrated AdamW lr
     assert math.exp(c.decision.actions.z[0]) == pytest.approx(cap)  # the level, capped
-    factor = interval_factor(art.spec.base_schedule, c.decision.interval, art.spec.n_intervals)
+    factor = step_factor(art.spec.base_schedule, interval_end(2000, art.spec.n_intervals, c.decision.interval - 1), 1, 2000)
     assert opt.param_groups[0]["lr"] == pytest.approx(cap * factor)

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_tiny_task
 
 from rlhpo.control.actions import ActionConfig
-from rlhpo.control.decision import DecisionPath, interval_factor
+from rlhpo.control.decision import DecisionPath, step_factor
 from rlhpo.control.prior import calibrated_hparams
 from rlhpo.envs import EnvConfig, HyperparamControlEnv
 from rlhpo.envs.reference import Reference, lead
@@ -36,14 +36,17 @@ def episode(env, action, options=None, seed=0):
             return rewards, infos
 
 
-def test_base_factor_is_warmup_then_cosine_to_zero():
-    n = 20
-    f = [interval_factor("cosine", k, n) for k in range(n)]
-    assert f[0] == 0.5 and f[1] == pytest.approx(1.0, abs=0.01)
-    assert all(a >= b for a, b in zip(f[1:], f[2:]))  # decays monotonically
-    assert f[-1] < 0.01
-    assert all(interval_factor("none", k, n) == 1.0 for k in range(n))
-    assert interval_factor("cosine", n + 5, n) == f[-1] > 0  # past the budget: never zero
+def test_base_factor_is_warmup_then_cosine_to_zero_every_step():
+    total = 1000  # steps of one unit each
+    f = [step_factor("cosine", t, 1, total) for t in range(total)]
+    assert f[0] == pytest.approx(0.5 / 50)  # the first step: half a step into a 50-step warm-up, never 0
+    assert all(a < b for a, b in zip(f[:49], f[1:50]))  # a smooth linear warm-up over 5% of the budget
+    assert max(f) == pytest.approx(1.0, abs=1e-3)
+    assert all(a >= b for a, b in zip(f[50:], f[51:]))  # then decays monotonically, step by step
+    assert 0 < f[-1] < 1e-5  # to (almost) zero at the last step
+    assert all(step_factor("none", t, 1, total) == 1.0 for t in range(total))
+    # in examples: a step of a batch of 10 runs at the factor of its midpoint
+    assert step_factor("cosine", 0, 10, 1000) == pytest.approx(0.1)
 
 
 def test_zero_actions_earn_exactly_zero_the_reference_is_the_null_policy(tmp_path):
@@ -52,7 +55,7 @@ def test_zero_actions_earn_exactly_zero_the_reference_is_the_null_policy(tmp_pat
     assert len(rewards) == 5 and all(r == 0.0 for r in rewards)
     lrs = [i["lr"] for i in infos]
     start = calibrated_hparams(env.task.optimizer, env.task.default_hparams).lr  # v3: the calibrated prior
-    assert lrs[0] == pytest.approx(start * 0.5)  # warm-up interval
+    assert lrs[0] < start * 0.1  # the warm-up's first step
     assert lrs[1] > lrs[-1] and lrs[-1] < start * 0.1  # then cosine decay
     assert env.references.computed == 1
 

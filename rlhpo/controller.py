@@ -300,8 +300,7 @@ class Controller(ControllerData):
         """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the policy's
         level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
         that trains in whole intervals sets it before every step (the evaluation runner does)."""
-        total = self.budget.total
-        return self.decision.lr_at(min(seen, max(total - n, 0)), n)  # past the budget: the last step's lr holds
+        return self.decision.lr_at(seen, n)
 
     def _schedule_step(self, n: int) -> None:
         """Write the base schedule's lr for the step about to run."""
@@ -500,7 +499,7 @@ class Controller(ControllerData):
         if verdict.diverged:
             self._say_diverged(verdict, "at the end of the run")
             record = dict(examples=self.examples_seen, steps=self._steps_total, interval_steps=int(stats.steps), val_loss=val, end=True,
-                          diverged=True, rolled_back=verdict.rolled_back, **vars(self.hparams))
+                          diverged=True, rolled_back=verdict.rolled_back, level=self.decision.level, **vars(self.hparams))
             self.history.append(record)
             log_record(self.writer, record)
         restored = self.decision.guard.finish(verdict.val_loss)

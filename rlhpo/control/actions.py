@@ -205,13 +205,16 @@ class ActionSpec:
         self._set(i, _clip(self._z[i], self._lo[i], self._hi[i]))
 
     def state_dict(self) -> dict:
-        return {"z": list(self._z), "v": list(self._v), "live": list(self._live)}
+        # the bounds too: the start narrows them (trust region, batch size never below the start)
+        return {"z": list(self._z), "v": list(self._v), "live": list(self._live), "lo": list(self._lo), "hi": list(self._hi)}
 
     def load_state_dict(self, state: dict) -> None:
         self._z = [float(v) for v in state["z"]]
         self._v = [float(v) for v in state["v"]] if "v" in state else [math.exp(v) for v in self._z]
         if "live" in state:
             self._live = [bool(v) for v in state["live"]]
+        if "lo" in state:
+            self._lo, self._hi = [float(v) for v in state["lo"]], [float(v) for v in state["hi"]]
 
 
 def _clip(v: float, lo: float, hi: float) -> float:

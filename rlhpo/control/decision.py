@@ -275,7 +275,9 @@ class DecisionPath:
         """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the level
         times :func:`step_factor`. Every loop under a scheduled decision path (:attr:`scheduled`)
         sets this lr before every optimizer step."""
-        return self._level * step_factor(self.base_schedule, seen, n, self.total_examples)
+        total = self.total_examples
+        # past the budget (a loop that trains on, a decision at the budget): the last step's lr holds, never 0
+        return self._level * step_factor(self.base_schedule, min(seen, max(total - n, 0)), n, total)
 
     def _scheduled(self, hp: Hyperparams, seen: int) -> Hyperparams:
         """``hp`` with the lr the base schedule gives at ``seen`` (the first step's lr is written

@@ -90,7 +90,7 @@ def test_a_budget_larger_than_the_loop_is_reported_at_the_end():
     c = Controller(opt, total_steps=40 * len(loader))
     for xb, yb in loader:  # one epoch of forty
         c.step(_one_step(model, opt, xb, yb))
-    with pytest.warns(UserWarning, match=r"ended after 8 of its total_steps=320 \(2%; 0 of 20 decisions\)"):
+    with pytest.warns(UserWarning, match=r"ended after 8 of its total_steps=320 \(2%; 0 of its 19 decisions\)"):
         del c, opt, model  # the loop is over (at the latest, the interpreter's exit says the same)
         gc.collect()
 

@@ -225,7 +225,7 @@ def test_state_dict_round_trip():
     s, hp = spec()
     hp = s.apply(np.array([0.3, -0.45, 0.9]), hp)
     state = s.state_dict()
-    assert set(state) == {"z", "v", "live"} and len(state["z"]) == 3 and state["live"] == [True, True, True]
+    assert set(state) == {"z", "v", "live", "lo", "hi"} and len(state["z"]) == 3 and state["live"] == [True, True, True]
     import json
 
     state = json.loads(json.dumps(state))  # plain data

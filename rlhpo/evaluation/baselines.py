@@ -310,15 +310,18 @@ def seesaw_point(examples: float, budget: int, warmup: float, batch0: int, ramps
 
     The base schedule is warm-up + cosine over examples: linear from ``batch0 / warmup`` to 1 over
     the first ``warmup`` examples (a step-count warm-up at the starting batch size), then the
-    cosine factor ``c`` decays to 0 at ``budget``. Each time ``c`` crosses 1/2, 1/4, 1/8, ...
-    (at most ``ramps`` times) the batch size doubles and the lr falls by 1/sqrt(2) only, so after
-    ``k`` ramps the multiplier is ``c * 2**(k/2)``; after the last ramp it follows the cosine.
+    cosine factor ``c`` decays to 0 at ``budget``. Where ``c`` crosses 1/2, 1/4, 1/8, ... the base
+    schedule has halved the lr once more; Seesaw, for the first ``ramps`` of those points, instead
+    doubles the batch size and multiplies the lr by 1/sqrt(2) only (the paper's step form: after
+    ``k`` ramps the multiplier is ``2**(-k/2)``, constant until the next one). After the last ramp
+    the lr follows the cosine from there: ``c * 2**(ramps/2)`` (continuous, ``2**(-ramps/2)`` at
+    that point); with ``ramps`` = 0 it is the plain warm-up + cosine.
     """
     if examples < warmup:
         return min(1.0, (examples + batch0) / warmup), 0
     c = 0.5 * (1.0 + math.cos(math.pi * min(1.0, (examples - warmup) / max(1.0, budget - warmup))))
     k = ramps if c <= 0 else min(ramps, max(0, math.floor(-math.log2(c) + 1e-12)))
-    return c * 2.0 ** (k / 2), k
+    return (c * 2.0 ** (k / 2) if k == ramps else 2.0 ** (-k / 2)), k
 
 
 def seesaw_ramp_examples(budget: int, warmup: float, ramps: int) -> list[float]:
@@ -331,8 +334,9 @@ class Seesaw(Schedule):
     """Seesaw (Meterez et al. 2025): warm-up + cosine at the calibrated default (as
     :class:`Calibrated`: lr and weight decay per optimizer kind, the start's batch size), except
     that wherever the cosine would halve the lr, the lr is multiplied by 1/sqrt(2) and the batch
-    size doubled instead (:func:`seesaw_point`), up to a cap of ``max_batch_factor`` x the start's
-    batch size or the training set, whichever is smaller; past the cap the lr follows the cosine.
+    size doubled instead (:func:`seesaw_point`; the lr stays put between those points), up to a
+    cap of ``max_batch_factor`` x the start's batch size or the training set, whichever is
+    smaller; past the cap the lr follows the cosine.
     The schedule runs on examples seen, so the run spends the same example budget in fewer
     optimizer steps. The lr is set before every step (every param group keeps its ratio to the
     first).

@@ -150,7 +150,8 @@ class EvaluateConfig:
         needs = [m for m in self.methods if m in NEEDS_CALIBRATED_RUN]
         if needs and "calibrated" not in self.methods:
             self.methods.append("calibrated")
-            print(f"[rlhpo] adding calibrated to methods: {', '.join(needs)} is compared with its run (time to result, headroom)")
+            why = f"its run is the reference of {', '.join(needs)} (time to result's target, headroom)"
+            print(f"[rlhpo] adding calibrated to methods: {why}")
         try:
             self.families = resolve_families(list(self.families))
         except TaskError as e:

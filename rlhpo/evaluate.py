@@ -10,11 +10,16 @@ receives:
     runs.csv        one row per run and start: start, test loss and metric, best / final
                     validation loss, examples, steps, wall_s, compute (search trials included),
                     diverged, the ratio to the best no-tuning baseline (chosen by validation),
-                    examples to reach the controller's final validation loss, start vs Optuna's lr
-    histories.csv   every run's per-interval hyperparameters and losses
+                    examples to reach the controller's final validation loss, start vs Optuna's lr,
+                    time to the calibrated run's final validation loss (steps_to_target,
+                    examples_to_target, seconds_to_target, speedup_steps / _examples / _seconds),
+                    lr_grid's headroom and every run's capture of it
+    histories.csv   every run's per-interval hyperparameters and losses, with the steps,
+                    examples and training seconds so far
     summary.md      the tables (those of docs/evaluation.md), with bootstrap intervals over tasks
     plots/          performance profiles per start; validation loss vs examples per task (first
-                    seed); the controller's lr / batch size / weight decay trajectories
+                    seed); the controller's lr / batch size / weight decay trajectories; the
+                    anytime view (validation loss vs optimizer steps per task, every seed)
     results.jsonl   every finished job, appended as it completes: rerunning into the same
                     folder (hydra.run.dir=...) resumes, skipping what is there
     tb/             TensorBoard logs: tb/<task>/<method>_seed<k>
@@ -26,6 +31,7 @@ Examples::
     python -m rlhpo.evaluate families=[dev] n_tasks=2 seeds=1
     python -m rlhpo.evaluate policy=outputs/2026-11-23/15-00-00/policy methods=[constant,cosine,controller]
     python -m rlhpo.evaluate launcher=ray n_jobs=8
+    python -m rlhpo.evaluate families=[dev] methods=[calibrated,seesaw,lr_grid,controller,prior_only]
     python -m rlhpo.evaluation.calibrate      # re-choose the calibrated defaults (meta-training tasks)
 
 The library entry point is :func:`run`, which takes an :class:`EvaluateConfig` (no Hydra). This

@@ -306,3 +306,81 @@ class Hypergradient(Schedule):
     def after_step(self, session: TrainingSession) -> None:
         if self._before is not None:
             self._delta = torch.cat([p.detach().reshape(-1) for p in self._params]) - self._before
+
+
+# -- Seesaw: a batch-size ramp instead of lr decay ---------------------------------------------
+
+
+def seesaw_point(examples: float, budget: int, warmup: float, batch0: int, ramps: int) -> tuple[float, int]:
+    """Seesaw's schedule at ``examples`` seen: ``(lr multiplier of the peak lr, ramps done)``.
+
+    The base schedule is warm-up + cosine over examples: linear from ``batch0 / warmup`` to 1 over
+    the first ``warmup`` examples (a step-count warm-up at the starting batch size), then the
+    cosine factor ``c`` decays to 0 at ``budget``. Where ``c`` crosses 1/2, 1/4, 1/8, ... the base
+    schedule has halved the lr once more; Seesaw, for the first ``ramps`` of those points, instead
+    doubles the batch size and multiplies the lr by 1/sqrt(2) only (the paper's step form: after
+    ``k`` ramps the multiplier is ``2**(-k/2)``, constant until the next one). After the last ramp
+    the lr follows the cosine from there: ``c * 2**(ramps/2)`` (continuous, ``2**(-ramps/2)`` at
+    that point); with ``ramps`` = 0 it is the plain warm-up + cosine.
+    """
+    if examples < warmup:
+        return min(1.0, (examples + batch0) / warmup), 0
+    c = 0.5 * (1.0 + math.cos(math.pi * min(1.0, (examples - warmup) / max(1.0, budget - warmup))))
+    k = ramps if c <= 0 else min(ramps, max(0, math.floor(-math.log2(c) + 1e-12)))
+    return (c * 2.0 ** (k / 2) if k == ramps else 2.0 ** (-k / 2)), k
+
+
+def seesaw_ramp_examples(budget: int, warmup: float, ramps: int) -> list[float]:
+    """The examples seen at which :func:`seesaw_point`'s ramps happen (the cosine factor's
+    crossings of 1/2, 1/4, ..., ``ramps`` of them)."""
+    return [warmup + (budget - warmup) * math.acos(2.0 * 2.0**-k - 1.0) / math.pi for k in range(1, ramps + 1)]
+
+
+class Seesaw(Schedule):
+    """Seesaw (Meterez et al. 2025): warm-up + cosine at the calibrated default (as
+    :class:`Calibrated`: lr and weight decay per optimizer kind, the start's batch size), except
+    that wherever the cosine would halve the lr, the lr is multiplied by 1/sqrt(2) and the batch
+    size doubled instead (:func:`seesaw_point`; the lr stays put between those points), up to a
+    cap of ``max_batch_factor`` x the start's batch size or the training set, whichever is
+    smaller; past the cap the lr follows the cosine.
+    The schedule runs on examples seen, so the run spends the same example budget in fewer
+    optimizer steps. The lr is set before every step (every param group keeps its ratio to the
+    first).
+
+    :param defaults: ``{optimizer kind: {"lr": ..., "weight_decay": ...}}`` (the calibrated defaults)
+    """
+
+    name = "seesaw"
+
+    def __init__(self, defaults: dict, max_batch_factor: int = 8, warmup_fraction: float = 0.05) -> None:
+        if not (max_batch_factor >= 1):
+            raise ValueError(f"seesaw: max_batch_factor must be >= 1, got {max_batch_factor!r}")
+        self.defaults, self.max_batch_factor, self.warmup_fraction = defaults, int(max_batch_factor), warmup_fraction
+        self.ramps, self.k = 0, 0
+
+    def start(self, session: TrainingSession, n_intervals: int) -> None:
+        kind = session.task.optimizer
+        if kind not in self.defaults:
+            raise ValueError(f"no calibrated default for optimizer {kind!r}; calibrated has {sorted(self.defaults)}")
+        d = self.defaults[kind]
+        self.batch0 = session.sampler.batch_size
+        session.set_hparams(Hyperparams(float(d["lr"]), self.batch0, float(d["weight_decay"])))
+        self.base_lrs = [float(g["lr"]) for g in session.optimizer.param_groups]
+        cap = min(self.max_batch_factor * self.batch0, session.sampler.n)
+        self.ramps = max(0, math.floor(math.log2(cap / self.batch0) + 1e-9))
+        self.warmup = max(float(self.batch0), self.warmup_fraction * session.budget)
+        self.k = 0
+        self._apply(session)
+
+    def after_step(self, session: TrainingSession) -> None:
+        self._apply(session)
+
+    def _apply(self, session: TrainingSession) -> None:
+        """The lr (and, at a ramp, the batch size) of the next step."""
+        factor, k = seesaw_point(session.examples_seen, session.budget, self.warmup, self.batch0, self.ramps)
+        if k != self.k:  # a ramp: the batch size through the session's sampler, from the next batch on
+            self.k = k
+            hp = session.hparams  # its lr is overwritten below (and may be 0 at the very end)
+            session.set_hparams(Hyperparams(self.base_lrs[0], self.batch0 * 2**k, hp.weight_decay))
+        for g, lr in zip(session.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr * factor

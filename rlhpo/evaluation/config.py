@@ -18,11 +18,15 @@ METHODS: tuple[str, ...] = (
     "calibrated",
     "schedulefree",
     "prodigy",
+    # warm-up + cosine at the calibrated lr with a batch-size ramp instead of each halving (Meterez et al. 2025)
+    "seesaw",
     "step",
     "plateau",
     "hypergradient",
     "optuna",
     "pbt",
+    # the calibrated default at 7 lrs (x 1/8 .. 8), the best by validation: the headroom row
+    "lr_grid",
     "controller",
     "replay",
     # the controller-v1 and v2 policies (rlhpo/pretrained/v1, v2), kept as rows so the change is visible
@@ -43,6 +47,13 @@ NO_TUNING: tuple[str, ...] = ("constant", "cosine", "calibrated", "schedulefree"
 #: methods that search their own hyperparameters and ignore the start: one search per task and
 #: seed, listed under every start regime
 START_FREE_METHODS: tuple[str, ...] = ("optuna", "pbt")
+#: methods that search over several runs, on the run seeds ``search_seeds`` only
+SEARCH_METHODS: tuple[str, ...] = ("optuna", "pbt", "lr_grid")
+#: methods that train from the calibrated defaults (``calibrated``: one per optimizer kind)
+CALIBRATED_METHODS: tuple[str, ...] = ("calibrated", "seesaw", "lr_grid")
+#: methods whose report needs the ``calibrated`` run beside them (lr_grid: the headroom and
+#: capture; seesaw: its time to the calibrated run's result at fewer steps): it is added to them
+NEEDS_CALIBRATED_RUN: tuple[str, ...] = ("seesaw", "lr_grid")
 #: the start regimes (rlhpo.tasks.base.START_REGIMES), in the order the report lists them
 STARTS: tuple[str, ...] = ("sensible", "random")
 #: methods that need the policy artifact
@@ -77,7 +88,8 @@ def calibrated_defaults() -> dict:
 class EvaluateConfig:
     """``python -m rlhpo.evaluate``: the controller against baselines on held-out tasks.
 
-    :param methods: methods to run, from ``METHODS``; ``replay`` also runs the controller
+    :param methods: methods to run, from ``METHODS``; ``replay`` also runs the controller;
+        ``seesaw`` and ``lr_grid`` add ``calibrated`` (their report compares with its run)
     :param families: task families or groups: "final" (the held-out split of docs/evaluation.md), "dev" (the
         held-out split for development decisions), "held_out", "meta_train", "all"
     :param starts: start regimes, reported separately: "sensible" (each optimizer's usual
@@ -89,8 +101,8 @@ class EvaluateConfig:
     :param n_intervals: control intervals per run (the controller decides once per interval)
     :param policy: the controller's artifact: a pretrained name ("default") or a folder
     :param optuna_trials: Optuna trials per task and seed
-    :param search_seeds: run seeds (0 .. search_seeds-1) on which the search methods (Optuna, PBT)
-        run; ``None``: every seed. Their comparisons use those task-seeds only
+    :param search_seeds: run seeds (0 .. search_seeds-1) on which the search methods (Optuna, PBT,
+        lr_grid) run; ``None``: every seed. Their comparisons use those task-seeds only
     :param pbt_population: PBT population size
     :param pbt_interval: control intervals between PBT's exploit/explore steps
     :param hypergradient_beta: the hypergradient learning rate of hypergradient descent
@@ -135,6 +147,11 @@ class EvaluateConfig:
         if unknown:
             raise ConfigError(f"methods: unknown method(s) {unknown}; allowed: {list(METHODS)}")
         self.methods = list(dict.fromkeys(self.methods))
+        needs = [m for m in self.methods if m in NEEDS_CALIBRATED_RUN]
+        if needs and "calibrated" not in self.methods:
+            self.methods.append("calibrated")
+            why = f"its run is the reference of {', '.join(needs)} (time to result's target, headroom)"
+            print(f"[rlhpo] adding calibrated to methods: {why}")
         try:
             self.families = resolve_families(list(self.families))
         except TaskError as e:
@@ -145,14 +162,15 @@ class EvaluateConfig:
         if bad:
             raise ConfigError(f"starts: unknown start regime(s) {bad}; allowed: {list(STARTS)}")
         self.starts = list(dict.fromkeys(self.starts))
-        if "calibrated" in self.methods:
+        if any(m in CALIBRATED_METHODS for m in self.methods):
             from rlhpo.tasks.base import OPTIMIZERS
 
             missing = [k for k in OPTIMIZERS if k not in (self.calibrated or {})]
             if missing:
+                using = [m for m in self.methods if m in CALIBRATED_METHODS]
                 raise ConfigError(
                     f"calibrated: no default for optimizer(s) {missing}; run python -m rlhpo.evaluation.calibrate "
-                    "(conf/evaluate/calibrated.yaml) or drop 'calibrated' from methods"
+                    f"(conf/evaluate/calibrated.yaml) or drop {using} from methods"
                 )
             for kind, d in self.calibrated.items():
                 lr, wd = (d or {}).get("lr"), (d or {}).get("weight_decay")

@@ -1,5 +1,6 @@
-"""The tables of an evaluation's runs: :func:`runs_frame` (runs.csv, with the comparison columns
-of :func:`add_comparisons`) and :func:`histories_frame` (histories.csv).
+"""The tables of an evaluation's runs: :func:`runs_frame` (runs.csv, with the time-to-result
+columns of :mod:`rlhpo.evaluation.ttr` and the comparison columns of :func:`add_comparisons`) and
+:func:`histories_frame` (histories.csv).
 
 Every function reads runs as :class:`~rlhpo.evaluation.worker.JobResult` objects (seen here through
 the :class:`RunRecord` protocol, so that the report does not import the jobs that import it).
@@ -7,8 +8,9 @@ the :class:`RunRecord` protocol, so that the report does not import the jobs tha
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,10 @@ import pandas as pd
 from rlhpo.evaluation.config import METHODS, NO_TUNING, START_FREE_METHODS, STARTS
 from rlhpo.evaluation.runner import RunResult
 from rlhpo.evaluation.stats import _ratio, _to_target
+from rlhpo.evaluation.ttr import run_totals, time_to_result, unreachable
+
+#: the headroom (1 - lr_grid / calibrated test loss) above which a task-seed counts for capture
+HEADROOM_MIN = 0.03
 
 
 class _TaskRef(Protocol):
@@ -57,7 +63,18 @@ def _starts_of(r: RunRecord, starts: Sequence[str]) -> list[str]:
     return list(starts) if start == "any" else [start]
 
 
-def _run_row(r: RunRecord, start: str, controllers: dict[tuple, RunResult]) -> dict[str, Any]:
+def _time_to_result(res: RunResult, calibrated: Optional[RunResult]) -> dict[str, float]:
+    """:mod:`~rlhpo.evaluation.ttr`'s columns of ``res``: the target is ``calibrated``'s final
+    validation loss, the speedups relative to its steps, examples and seconds at the end (NaN
+    without a calibrated run, or when it diverged)."""
+    if calibrated is None or calibrated.diverged or not math.isfinite(calibrated.final_val_loss):
+        return unreachable()
+    return time_to_result(res.history, calibrated.final_val_loss, run_totals(calibrated.history))
+
+
+def _run_row(
+    r: RunRecord, start: str, controllers: dict[tuple, RunResult], calibrated: Optional[dict[tuple, RunResult]] = None
+) -> dict[str, Any]:
     """One run's row of runs.csv (under one start regime)."""
     res, j = r.result, r.job
     hist, info = res.history, res.info
@@ -84,25 +101,33 @@ def _run_row(r: RunRecord, start: str, controllers: dict[tuple, RunResult]) -> d
         start_batch_size=info.get("start_batch_size", float("nan")),
         start_weight_decay=info.get("start_weight_decay", float("nan")),
         tuned_lr=info.get("tuned_lr", float("nan")),
+        lr_factor=info.get("lr_factor", float("nan")),
     )
     for key in ("lr", "batch_size", "weight_decay"):
         row[f"{key}_first"] = hist[0][key] if hist else float("nan")
         row[f"{key}_last"] = hist[-1][key] if hist else float("nan")
     ctrl = controllers.get((res.task, start, j.seed, j.group))
     row["to_controller_final_val"] = _to_target(res, ctrl) if j.method != "controller" else float("nan")
+    row.update(_time_to_result(res, (calibrated or {}).get((res.task, start, j.seed, j.group))))
     return row
+
+
+def _by_run(results: Sequence[RunRecord], method: str, starts: Sequence[str]) -> dict[tuple, RunResult]:
+    """``method``'s runs by (task, start, seed, group)."""
+    return {
+        (r.result.task, s, r.job.seed, r.job.group): r.result
+        for r in results
+        if r.job.method == method
+        for s in _starts_of(r, starts)
+    }
 
 
 def runs_frame(results: Sequence[RunRecord], starts: Sequence[str] = ("sensible", "random")) -> pd.DataFrame:
     """One row per run and start regime (a search method, which has no start, is listed under
-    every regime), with the comparison columns of :func:`add_comparisons`."""
-    controllers = {
-        (r.result.task, s, r.job.seed, r.job.group): r.result
-        for r in results
-        if r.job.method == "controller"
-        for s in _starts_of(r, starts)
-    }
-    df = pd.DataFrame([_run_row(r, s, controllers) for r in results for s in _starts_of(r, starts)])
+    every regime), with the time to the calibrated run's final validation loss (:mod:`~rlhpo.evaluation.ttr`)
+    and the comparison columns of :func:`add_comparisons`."""
+    controllers, calibrated = _by_run(results, "controller", starts), _by_run(results, "calibrated", starts)
+    df = pd.DataFrame([_run_row(r, s, controllers, calibrated) for r in results for s in _starts_of(r, starts)])
     if df.empty:
         return df
     order = {m: i for i, m in enumerate(METHODS)}
@@ -121,7 +146,11 @@ def add_comparisons(df: pd.DataFrame) -> pd.DataFrame:
     - ``best_no_tuning``: the no-tuning baseline (``NO_TUNING``) with the lowest final VALIDATION
       loss (diverged: worst), and ``ratio_vs_best_no_tuning``: test loss / that baseline's;
     - ``start_lr_log10_vs_optuna``: log10(start lr / the lr Optuna found on the task), how far
-      the start is from the searched optimum.
+      the start is from the searched optimum;
+    - ``headroom``: 1 - lr_grid's test loss / calibrated's (what the best of the 7 lrs gains over
+      the calibrated default), and ``capture``: (calibrated - test loss) / (calibrated - lr_grid),
+      the share of that gain a run gets, where the headroom exceeds :data:`HEADROOM_MIN` (NaN
+      elsewhere, and both NaN without an ``lr_grid`` and a ``calibrated`` run).
     """
     df = df.copy()
     keys = ["task", "seed", "start", "group"]
@@ -141,6 +170,12 @@ def add_comparisons(df: pd.DataFrame) -> pd.DataFrame:
         df["start_lr_log10_vs_optuna"] = np.log10(df.start_lr.astype(float).to_numpy() / opt.reindex(df.task).to_numpy())
     # a search method has no start of its own
     df.loc[df.method.isin(START_FREE_METHODS), "start_lr_log10_vs_optuna"] = np.nan
+    cal = df[df.method == "calibrated"].set_index(keys).test_loss.reindex(idx).to_numpy(dtype=float)
+    grid = df[df.method == "lr_grid"].set_index(keys).test_loss.reindex(idx).to_numpy(dtype=float)
+    df["headroom"] = 1.0 - _ratio(grid, cal)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        capture = (cal - df.test_loss.to_numpy(dtype=float)) / (cal - grid)
+    df["capture"] = np.where(df.headroom.to_numpy() > HEADROOM_MIN, capture, np.nan)
     return df
 
 

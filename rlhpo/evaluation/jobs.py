@@ -20,7 +20,7 @@ from rlhpo.evaluation.config import EvaluateConfig
 from rlhpo.evaluation.frames import histories_frame, runs_frame
 from rlhpo.evaluation.launch import RESULTS_FILE, _run_plan, _Store
 from rlhpo.evaluation.plan import _Plan, _runnable_methods
-from rlhpo.evaluation.plots import plot, plot_profiles
+from rlhpo.evaluation.plots import plot, plot_anytime, plot_profiles
 from rlhpo.evaluation.tables import summarize
 from rlhpo.evaluation.worker import (
     ANY_START,
@@ -45,15 +45,18 @@ __all__ = [
 
 
 def _write_report(results: list[JobResult], skipped: dict[str, str], out: Path, starts: list[str]) -> pd.DataFrame:
-    """Write runs.csv, histories.csv, summary.md and plots/; print the summary."""
+    """Write runs.csv, histories.csv, summary.md and plots/ (with the anytime view); print the summary."""
     df = runs_frame(results, starts)
     summary = summarize(df, skipped)
+    hist = histories_frame(results)
     try:
         df.to_csv(out / "runs.csv", index=False)
-        histories_frame(results).to_csv(out / "histories.csv", index=False)
+        hist.to_csv(out / "histories.csv", index=False)
         (out / "summary.md").write_text(summary)
         plot(results, out / "plots")
         plot_profiles(df, out / "plots")
+        if "steps" in hist.columns:  # resumed results from before evaluation v3 have none
+            plot_anytime(hist, out / "plots")
     except OSError as e:
         print(summary)  # the results are not lost with the files
         raise write_failed("the evaluation's results", out, e) from e

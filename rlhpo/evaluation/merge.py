@@ -3,9 +3,11 @@
 A new policy changes the controller's rows, not the searches': the expensive start-free searches
 (Optuna, PBT: two thirds of the held-out evaluation's compute) need not run again. OUT holds
 NEW's runs and, from BASE, only the runs of the methods named in ``--keep`` that NEW does not
-have; the comparison columns (ratios to constant and to the best no-tuning baseline) are computed
-again over the merged runs. The kept runs' "examples to reach the controller's final validation
-loss" referred to BASE's controller: it is blanked. Both evaluations must cover the same tasks,
+have; the comparison columns (ratios to constant and to the best no-tuning baseline, headroom and
+capture) are computed again over the merged runs. The kept runs' "examples to reach the
+controller's final validation loss" referred to BASE's controller: it is blanked; so is their time
+to result (``steps_to_target`` ... ``speedup_seconds``, measured against BASE's calibrated run),
+unless ``calibrated`` is kept from BASE too. Both evaluations must cover the same tasks,
 seeds and starts (checked). ``--rename controller=controller_v2`` first renames BASE's runs of a
 method (its main runs only; its replay-group runs are dropped): the previous policy's runs kept
 as its own row when the new evaluation reruns ``controller`` with a new policy.
@@ -20,8 +22,11 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from rlhpo.evaluation.frames import add_comparisons
+from rlhpo.evaluation.ttr import COLUMNS as TTR_COLUMNS
 
 KEYS = ["task", "seed", "start", "group"]
+#: the columns add_comparisons computes over the merged runs
+COMPARISONS = ("norm_test_loss", "best_no_tuning", "ratio_vs_best_no_tuning", "start_lr_log10_vs_optuna", "headroom", "capture")
 
 
 def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str], rename: Optional[dict[str, str]] = None) -> pd.DataFrame:
@@ -45,8 +50,12 @@ def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str], rename: Op
     if not k_tasks <= n_tasks or not n_tasks <= b_tasks:
         raise SystemExit("merge: the two evaluations cover different tasks, seeds or starts; rerun with the base's configuration")
     kept["to_controller_final_val"] = float("nan")
+    if "calibrated" not in keep:  # their time to result was measured against BASE's calibrated run
+        for c in TTR_COLUMNS:
+            if c in kept:
+                kept[c] = float("nan")
     out = pd.concat([new, kept], ignore_index=True)
-    drop = [c for c in ("norm_test_loss", "best_no_tuning", "ratio_vs_best_no_tuning", "start_lr_log10_vs_optuna") if c in out]
+    drop = [c for c in COMPARISONS if c in out]
     return add_comparisons(out.drop(columns=drop))
 
 

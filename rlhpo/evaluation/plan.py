@@ -114,16 +114,20 @@ class _Plan:
         )
 
     def independent_jobs(self) -> list[Job]:
-        """The jobs that need no other job's result, the longest (Optuna) first.
+        """The jobs that need no other job's result, the longest (Optuna, the lr grid) first.
 
         The replay ablation needs the controller's schedules on the main seeds, and the
-        controller on the fresh seeds to compare with."""
-        single = [m for m in self.methods if m not in ("pbt", "replay", "optuna")]
+        controller on the fresh seeds to compare with. Optuna searches once per task (start
+        "any"); the lr grid once per task and start (the calibrated default keeps the start's
+        batch size); both on the search seeds."""
+        single = [m for m in self.methods if m not in ("pbt", "replay", "optuna", "lr_grid")]
         if "replay" in self.methods and "controller" not in single:
             single.append("controller")
         jobs = []
         if "optuna" in self.methods:
             jobs += [self.job(s, "optuna", k) for s in self.search_specs for k in self.search_seeds]
+        if "lr_grid" in self.methods:
+            jobs += [self.job(s, "lr_grid", k) for s in self.specs for k in self.search_seeds]
         jobs += [self.job(s, m, k) for s in self.specs for k in self.seeds for m in single]
         if "replay" in self.methods:
             jobs += [self.job(s, "controller", k + REPLAY_SEED_OFFSET, "replay") for s in self.specs for k in self.seeds]

@@ -1,5 +1,6 @@
 """The evaluation's plots: validation loss and the controller's hyperparameters per task
-(:func:`plot`), and performance profiles per start regime (:func:`plot_profiles`)."""
+(:func:`plot`), performance profiles per start regime (:func:`plot_profiles`), and the anytime
+view, validation loss against optimizer steps per task (:func:`plot_anytime`)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,55 @@ def plot_profiles(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
         path = plot_dir / f"performance_profile_{start}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+#: the methods of the anytime view, in this order (those present are drawn)
+ANYTIME_METHODS: tuple[str, ...] = ("calibrated", "lr_grid", "prodigy", "schedulefree", "seesaw", "controller")
+
+
+def plot_anytime(hist: pd.DataFrame, plot_dir: Path, methods: Sequence[str] = ANYTIME_METHODS) -> list[Path]:
+    """The anytime view: per task, the validation loss against optimizer steps of each of
+    ``methods`` (every seed of the main runs, one colour per method; ``lr_grid`` is its picked
+    run), from a histories table (histories.csv: :func:`~rlhpo.evaluation.frames.histories_frame`),
+    from the sensible start if there is one. Writes ``<task>_anytime.png``; returns the paths.
+
+    :raises ValueError: when the table has no ``steps`` (histories written before evaluation v3)
+    """
+    missing = [c for c in ("task", "start", "method", "group", "seed", "steps", "val_loss") if c not in hist.columns]
+    if missing:
+        raise ValueError(f"the histories have no {missing} column(s): written before evaluation v3 recorded steps; rerun it")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = hist[(hist.group == "main") & hist.method.isin(methods)]
+    starts = [s for s in STARTS if s in set(h.start)]
+    h = h[h.start == starts[0]] if starts else h
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task in sorted(set(h.task)):
+        t = h[h.task == task]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        positive = True
+        for i, m in enumerate(m for m in methods if m in set(t.method)):
+            for j, (seed, run) in enumerate(t[t.method == m].groupby("seed")):
+                run = run[np.isfinite(run.val_loss.astype(float))].sort_values("steps")
+                positive &= bool((run.val_loss > 0).all())
+                ax.plot(run.steps, run.val_loss, marker=".", color=f"C{i}", alpha=0.85, lw=2.0 if m == "controller" else 1.2,
+                        label=m if j == 0 else None)
+        if positive:
+            ax.set_yscale("log")
+        seeds = t.seed.nunique()
+        ax.set(xlabel="optimizer steps", ylabel="validation loss",
+               title=f"{task}, {starts[0] + ' start, ' if starts else ''}{seeds} seed{'s' if seeds > 1 else ''}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = plot_dir / f"{safe_name(task)}_anytime.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

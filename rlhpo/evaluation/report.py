@@ -22,7 +22,7 @@ from rlhpo.evaluation.frames import (
     runs_frame,
     safe_name,
 )
-from rlhpo.evaluation.plots import plot, plot_profiles
+from rlhpo.evaluation.plots import plot, plot_anytime, plot_profiles
 from rlhpo.evaluation.stats import BOOT_SEED, N_BOOT, compare, performance_profile
 from rlhpo.evaluation.tables import (
     EXPLANATION,
@@ -66,6 +66,7 @@ __all__ = [
     "method_table",
     "performance_profile",
     "plot",
+    "plot_anytime",
     "plot_profiles",
     "headline_block",
     "headline_table",
@@ -81,9 +82,10 @@ __all__ = [
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``python -m rlhpo.evaluation.report runs.csv [--page docs/evaluation.md] [--losses] [--readme README.md]
-    [--plots DIR]``: print the tables of a finished evaluation, write them into a documentation page
-    (with ``--losses`` its per-task test-loss block too) and the headline table into the README,
-    redraw the profile plots."""
+    [--plots DIR] [--anytime DIR [--histories histories.csv]]``: print the tables of a finished
+    evaluation, write them into a documentation page (with ``--losses`` its per-task test-loss block
+    too) and the headline table into the README, redraw the profile plots, draw the anytime view
+    (validation loss against optimizer steps per task, from the evaluation's histories.csv)."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
@@ -92,7 +94,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--losses", action="store_true", help="also write the per-task test-loss block into --page")
     p.add_argument("--readme", type=Path, default=None, help="the README whose headline table is replaced")
     p.add_argument("--plots", type=Path, default=None, help="write performance_profile_<start>.png here")
+    p.add_argument("--anytime", type=Path, default=None, help="write <task>_anytime.png here (validation loss vs optimizer steps)")
+    p.add_argument("--histories", type=Path, default=None, help="the histories for --anytime (default: histories.csv beside the CSV)")
     a = p.parse_args(argv)
+    if not a.csv.is_file():
+        p.error(f"{a.csv}: no such file (the runs.csv of a finished evaluation)")
+    histories = a.histories or a.csv.parent / "histories.csv"
+    if a.anytime is not None and not histories.is_file():
+        p.error(f"--anytime needs the evaluation's histories: {histories} does not exist (pass --histories PATH)")
     df = pd.read_csv(a.csv)
     if a.page is not None:
         update_readme(a.csv, a.page, losses=a.losses)
@@ -100,6 +109,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         update_headline(a.csv, a.readme)
     if a.plots is not None:
         plot_profiles(df, a.plots)
+    if a.anytime is not None:
+        try:
+            paths = plot_anytime(pd.read_csv(histories), a.anytime)
+        except ValueError as e:
+            p.error(f"{histories}: {e}")
+        print(f"[rlhpo] {len(paths)} anytime plot(s) in {a.anytime}")
     print(readme_tables(df))
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import torch
 
 from rlhpo.control.decision import DIVERGENCE_FACTOR, interval_end, is_diverged
+from rlhpo.evaluation.ttr import first_reach
 from rlhpo.tasks import Hyperparams, Task
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.training.session import TrainingSession
@@ -155,10 +156,8 @@ class RunResult:
 
     def examples_to_reach(self, val_loss: float) -> Optional[int]:
         """Examples this run needed to first reach ``val_loss`` (None: never)."""
-        for h in self.history:
-            if math.isfinite(h["val_loss"]) and h["val_loss"] <= val_loss:
-                return int(h["examples"])
-        return None
+        row = first_reach(self.history, val_loss)
+        return None if row is None else int(row["examples"])
 
 
 def train_interval(
@@ -178,8 +177,10 @@ def train_interval(
     method is scored as the controller is trained. ``schedule``'s evaluation hooks (if given) run
     around the validation.
 
-    :return: the interval's record (the hyperparameters it trained with, losses, examples),
-        its statistics, and whether it diverged
+    :return: the interval's record (the hyperparameters it trained with, losses, and so far in
+        the run: ``examples``, optimizer ``steps`` and ``seconds``, the wall-clock of the training
+        loop with the schedule's step hooks, validation and per-interval decisions excluded), its
+        statistics, and whether it diverged
     """
     hp = session.hparams  # the values this interval trains with
     stats = session.train_until(interval_end(session.budget, n_intervals, k), before, after)
@@ -188,6 +189,7 @@ def train_interval(
         interval=k,
         examples=session.examples_seen,
         steps=session.steps,
+        seconds=round(session.train_seconds, 4),
         lr=hp.lr,
         batch_size=hp.batch_size,
         weight_decay=hp.weight_decay,

@@ -1,6 +1,7 @@
 """The evaluation's statistics over a runs table (:func:`~rlhpo.evaluation.frames.runs_frame`):
 loss ratios, time-to-target, bootstrap intervals over tasks, medians and win rates
-(:func:`compare`), and performance profiles."""
+(:func:`compare`), time to the calibrated run's result (:func:`time_to_result_stats`), and
+performance profiles."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def _bootstrap(per_task: np.ndarray, stat: Any) -> tuple[float, float, float]:
     return float(point), float(lo), float(hi)
 
 
+def task_median(values: pd.Series) -> tuple[float, float, float]:
+    """The median over tasks of each task's median over seeds of ``values`` (indexed by task and
+    seed; NaN left out), with its 95% bootstrap interval over tasks."""
+    v = values.dropna()
+    if not len(v):
+        return float("nan"), float("nan"), float("nan")
+    return _bootstrap(v.groupby(level="task").median().to_numpy(), np.nanmedian)
+
+
 def _pairs(df: pd.DataFrame, method: str, ref: str, col: str = "test_loss") -> tuple[pd.Series, pd.Series]:
     """``method``'s and the reference's values per (task, seed), on the task-seeds both have;
     ref "best_no_tuning" is the per-task-seed best no-tuning baseline (chosen by validation);
@@ -79,15 +89,25 @@ def compare(df: pd.DataFrame, method: str, ref: str) -> dict[str, Any]:
     ratio = pd.Series(_ratio(a, b), index=a.index)
     wins = pd.Series((a.to_numpy() < b.to_numpy()).astype(float), index=a.index)
     mwins = pd.Series((ma.to_numpy() > mb.to_numpy()).astype(float), index=ma.index)
-    by_task = lambda s: s.groupby(level="task").median().to_numpy()  # noqa: E731
     mean_task = lambda s: s.groupby(level="task").mean().to_numpy()  # noqa: E731
     return dict(
         n=len(a),
         n_wins=int(wins.sum()),
-        ratio=_bootstrap(by_task(ratio), np.nanmedian),
+        ratio=task_median(ratio),
         win=_bootstrap(mean_task(wins), np.mean),
         metric_win=float(mean_task(mwins).mean()) if len(mwins) else float("nan"),
     )
+
+
+def time_to_result_stats(d: pd.DataFrame, method: str) -> dict[str, Any]:
+    """``method``'s time to the calibrated run's final validation loss on the task-seeds of ``d``
+    that have a target: how many (``n``), how many reach it (``reached``), and the median over
+    tasks of ``speedup_<unit>`` (never reached: 0) with 95% bootstrap intervals."""
+    x = d[(d.method == method) & d.speedup_steps.notna()].set_index(["task", "seed"])
+    out: dict[str, Any] = dict(n=len(x), reached=int(np.isfinite(x.steps_to_target.astype(float)).sum()) if len(x) else 0)
+    for unit in ("steps", "examples", "seconds"):
+        out[unit] = task_median(x[f"speedup_{unit}"].astype(float)) if len(x) else (math.nan,) * 3
+    return out
 
 
 def _main(df: pd.DataFrame, start: str) -> pd.DataFrame:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from rlhpo.evaluation.config import NO_TUNING, REPLAY_SEED_OFFSET, STARTS
-from rlhpo.evaluation.stats import _main, _methods, _quantiles, _ratio, compare
+from rlhpo.evaluation.frames import HEADROOM_MIN
+from rlhpo.evaluation.stats import _main, _methods, _pairs, _quantiles, _ratio, compare, task_median, time_to_result_stats
 
 
 def _fmt(x: Optional[float], digits: int = 3, inf: str = "never") -> str:
@@ -179,6 +180,131 @@ def targets_table(df: pd.DataFrame, start: str) -> str:
     return _markdown(header, rows)
 
 
+def _has(df: pd.DataFrame, column: str) -> bool:
+    """Whether ``df`` has ``column`` with a value (runs.csv before evaluation v3 has no time to result)."""
+    return column in df.columns and bool(df[column].notna().any())
+
+
+def _reach(t: dict) -> str:
+    return f"{t['reached']}/{t['n']} ({t['reached'] / t['n']:.0%})" if t["n"] else "n/a"
+
+
+def time_to_result_table(df: pd.DataFrame, start: str) -> str:
+    """Per method: how many task-seeds reach the calibrated run's final validation loss, and the
+    median speedup (the calibrated run's steps / the method's steps to that loss; 0 if never) in
+    steps [95% CI], examples and seconds, and the median steps to the target."""
+    d = _main(df, start)
+    rows = []
+    for m in _methods(d):
+        t = time_to_result_stats(d, m)
+        if not t["n"]:
+            continue
+        steps = d[(d.method == m) & d.speedup_steps.notna()].steps_to_target.astype(float)
+        rows.append([m, _reach(t), _ci(t["steps"]), _fmt(t["examples"][0], 2, "inf"), _fmt(t["seconds"][0], 2, "inf"),
+                     _fmt(float(np.quantile(steps, 0.5, method="lower")), 0)])
+    header = ["method", "reach the target", "speedup in steps: median [95% CI]", "speedup in examples (median)",
+              "speedup in seconds (median)", "steps to target (median)"]
+    return _markdown(header, rows)
+
+
+def family_speedup_table(df: pd.DataFrame, start: str) -> str:
+    """Per method and family: the median speedup in steps [95% CI] (reached / task-seeds)."""
+    d = _main(df, start)
+    fams = sorted(set(d.family))
+    rows = []
+    for m in _methods(d):
+        cells = []
+        for fam in fams:
+            t = time_to_result_stats(d[d.family == fam], m)
+            cells.append(f"{_ci(t['steps'])} ({t['reached']}/{t['n']})" if t["n"] else "n/a")
+        if any(c != "n/a" for c in cells):
+            rows.append([m, *cells])
+    return _markdown(["method", *fams], rows)
+
+
+def headroom_lines(df: pd.DataFrame, start: str) -> list[str]:
+    """The headroom row (``lr_grid`` against ``calibrated``) and every method's capture of it, on
+    the task-seeds whose headroom exceeds :data:`~rlhpo.evaluation.frames.HEADROOM_MIN`."""
+    d = _main(df, start)
+    h = d[d.method == "lr_grid"].set_index(["task", "seed"]).headroom.astype(float).dropna()
+    if not len(h):
+        return []
+    big = int((h > HEADROOM_MIN).sum())
+    grid = d[d.method == "lr_grid"].lr_factor.astype(float).dropna()
+    picks = ", ".join(f"x{f:g} {n}" for f, n in sorted(grid.value_counts().items()))
+    lines = [
+        f"Headroom = 1 - lr_grid / calibrated test loss, lr_grid being the calibrated default at the best of 7 lrs "
+        f"(x 1/8 .. 8, picked by validation loss; 7x the compute): median {_ci(task_median(h), 3)} over {len(h)} "
+        f"task-seeds; above {HEADROOM_MIN:.0%} on {big}. Factors picked: {picks}.",
+        "",
+    ]
+    rows = []
+    for m in _methods(d):
+        if m in ("lr_grid", "calibrated", "replay"):
+            continue
+        c = d[d.method == m].set_index(["task", "seed"]).capture.astype(float).dropna()
+        if len(c):
+            rows.append([m, str(len(c)), _ci(task_median(c))])
+    if rows:
+        lines += [
+            f"Capture = (calibrated - method) / (calibrated - lr_grid) test loss, on the task-seeds with headroom above "
+            f"{HEADROOM_MIN:.0%} (1: all of the grid's gain; 0: none; below 0: worse than the calibrated default):",
+            "",
+            _markdown(["method", "task-seeds (headroom > 3%)", "capture: median [95% CI]"], rows),
+            "",
+        ]
+    return lines
+
+
+#: the references of the controller's bar lines (:func:`bar_lines`)
+BAR_REFERENCES: tuple[str, ...] = ("prior_only", "calibrated")
+
+
+def bar_lines(df: pd.DataFrame, start: str) -> list[str]:
+    """The controller against ``prior_only`` (its decision path with every action zero: what the
+    policy adds) and against the calibrated default, in final test loss and in time to result."""
+    d = _main(df, start)
+    if "controller" not in set(d.method):
+        return []
+    out = []
+    for ref in [r for r in BAR_REFERENCES if r in set(d.method)]:
+        c = compare(d, "controller", ref)
+        if not c["n"]:
+            continue
+        line = (f"- controller vs {ref}: final test loss, the controller wins {c['n_wins']}/{c['n']} task-seeds, "
+                f"median ratio {_ci(c['ratio'], 3)}")
+        a, b = _pairs(d[d.speedup_steps.notna()], "controller", ref, "steps_to_target")
+        if len(a):
+            faster = int((a.to_numpy(dtype=float) < b.to_numpy(dtype=float)).sum())
+            ta, tb = time_to_result_stats(d, "controller"), time_to_result_stats(d, ref)
+            line += (f"; speedup in steps, the controller {_ci(ta['steps'])} against {_ci(tb['steps'])} "
+                     f"(medians [95% CI]), first to the target on {faster}/{len(a)}")
+        out.append(line + ".")
+    return out
+
+
+def time_to_result_lines(df: pd.DataFrame, start: str) -> list[str]:
+    """The time-to-result part of :func:`readme_tables` (empty for runs without it)."""
+    if not _has(df, "speedup_steps") or _main(df, start).speedup_steps.notna().sum() == 0:
+        return []
+    lines = [
+        "Time to result: the optimizer steps, examples and training seconds each run needs to first reach the calibrated "
+        "default's final validation loss on the same task-seed (checked at each of the run's validations), and the "
+        "speedup = the calibrated run's steps (examples, seconds) / those (0: never reached):",
+        "",
+        time_to_result_table(df, start),
+        "",
+        "Speedup in steps per family, median [95% CI] (task-seeds that reach the target / task-seeds):",
+        "",
+        family_speedup_table(df, start),
+        "",
+    ]
+    bars = bar_lines(df, start)
+    if bars:
+        lines += ["The controller's bar lines, in final loss and in time to result:", "", *bars, ""]
+    return lines
+
+
 def _replay_line(df: pd.DataFrame, start: str) -> str:
     rep = df[(df.group == "replay") & (df.start == start)]
     ctrl = rep[rep.method == "controller"].set_index(["task", "seed"]).test_loss
@@ -240,6 +366,9 @@ def readme_tables(df: pd.DataFrame) -> str:
             family_table(df, start),
             "",
         ]
+        text += time_to_result_lines(df, start)
+        if _has(df, "headroom"):
+            text += headroom_lines(df, start)
         line = _replay_line(df, start)
         if line:
             text += [line, ""]

@@ -2,8 +2,8 @@
 :class:`Job` and :class:`JobResult`, and :func:`run_job`, which trains the job's task under its
 method (:func:`make_schedule`).
 
-Every single-run method trains through :func:`rlhpo.evaluation.runner.run_task`; Optuna and PBT
-through :mod:`rlhpo.evaluation.search`, on the same :class:`~rlhpo.training.session.TrainingSession`.
+Every single-run method trains through :func:`rlhpo.evaluation.runner.run_task`; Optuna, PBT and
+the lr grid through :mod:`rlhpo.evaluation.search`, on the same :class:`~rlhpo.training.session.TrainingSession`.
 Workers import this module (not ``rlhpo.evaluate``): :func:`run_job` and :class:`Job` are
 pickled by reference to it.
 """
@@ -26,6 +26,7 @@ from rlhpo.evaluation.baselines import (
     Prodigy,
     Replay,
     ScheduleFree,
+    Seesaw,
     StepDecay,
 )
 from rlhpo.evaluation.frames import safe_name
@@ -112,6 +113,8 @@ def make_schedule(job: Job) -> Schedule:
         return ScheduleFree()
     if job.method == "prodigy":
         return Prodigy()
+    if job.method == "seesaw":
+        return Seesaw(job.calibrated or {})
     if job.method == "step":
         return StepDecay()
     if job.method == "plateau":
@@ -143,6 +146,10 @@ def run_job(job: Job) -> JobResult:
             result = optuna_search(
                 task, job.seed, job.optuna_trials, job.n_intervals, job.device, writer=writer
             )
+        elif job.method == "lr_grid":
+            from rlhpo.evaluation.search import lr_grid_search
+
+            result = lr_grid_search(task, job.calibrated or {}, job.seed, job.n_intervals, job.device, writer=writer)
         elif job.method in WARM_METHODS:  # the start replaced by a recommendation or an LR range test
             result = run_warm(job.method, task, job.seed, job.n_intervals, job.device, writer, job.policy)
         else:

@@ -8,6 +8,7 @@ under :class:`rlhpo.Controller` reports to the same :class:`~rlhpo.training.moni
 from __future__ import annotations
 
 import math
+import time
 import weakref
 from typing import Callable, Optional
 
@@ -130,6 +131,9 @@ class TrainingSession(BudgetClock):
         self.monitor = TrainingMonitor(list(self.model.parameters()))
         self.examples_seen = 0
         self.steps = 0
+        #: wall-clock seconds spent in :meth:`train_until` so far (the training loop with its step
+        #: hooks; not evaluation, nor anything between intervals): a run's time to a result
+        self.train_seconds = 0.0
         self._target = 0
         self._checked_loss = False
         #: set by a per-step schedule (the decision path's base schedule, the calibrated baseline):
@@ -188,6 +192,7 @@ class TrainingSession(BudgetClock):
         device = None if self.device.type == "cpu" else self.device
         hooked = before_step is not None or after_step is not None
         lr_at, optimizer = self.lr_schedule, self.optimizer
+        started = time.perf_counter()
         model.train()
         while self.examples_seen < target:
             seen = self.examples_seen
@@ -220,6 +225,7 @@ class TrainingSession(BudgetClock):
             self.steps += 1
             if after_step is not None:
                 after_step(self)
+        self.train_seconds += time.perf_counter() - started
         return monitor.summary()
 
     def _first_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -297,6 +303,7 @@ class TrainingSession(BudgetClock):
             "sampler": self.sampler.state_dict(),
             "examples_seen": self.examples_seen,
             "steps": self.steps,
+            "train_seconds": self.train_seconds,
             "target": self._target,
         }
 
@@ -306,4 +313,5 @@ class TrainingSession(BudgetClock):
         self.sampler.load_state_dict(state["sampler"])
         self.examples_seen = state["examples_seen"]
         self.steps = state["steps"]
+        self.train_seconds = float(state.get("train_seconds", 0.0))  # absent in checkpoints before it existed
         self._target = state["target"]

@@ -103,9 +103,53 @@ def test_run_controller_replay_and_baselines(policy_artifact: Path, tmp_path: Pa
     assert "| controller | 2 |" in summary and "Schedule-replay ablation (sensible start)" in summary
     assert "#### Where the controller loses" in summary
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
-        [f"{df.task[0]}_{kind}.png" for kind in ("val_loss", "controller_hparams")] + ["performance_profile_sensible.png"]
+        [f"{df.task[0]}_{kind}.png" for kind in ("val_loss", "controller_hparams", "anytime")] + ["performance_profile_sensible.png"]
     )
     assert (tmp_path / "tb" / df.task[0] / "sensible" / "replay_seed1001").is_dir()
+
+
+def test_methods_compared_with_the_calibrated_run_bring_it_along(capsys: pytest.CaptureFixture) -> None:
+    cfg = tiny_config(methods=["constant", "lr_grid", "seesaw"]).validate()
+    assert cfg.methods == ["constant", "lr_grid", "seesaw", "calibrated"]
+    assert capsys.readouterr().out.strip() == (
+        "[rlhpo] adding calibrated to methods: its run is the reference of lr_grid, seesaw (time to result's target, headroom)"
+    )
+    tiny_config(methods=["calibrated", "lr_grid"]).validate()
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ConfigError, match=r"calibrated: no default for optimizer\(s\) \[.*\]; .* drop \['seesaw', 'calibrated'\]"):
+        EvaluateConfig(methods=["seesaw"], calibrated={}).validate()
+
+
+def test_lr_grid_and_seesaw_end_to_end(tmp_path: Path) -> None:
+    """Time to result in runs.csv for every run, the grid on the search seeds only at 7x the
+    compute, seesaw at the same examples in fewer steps, the report's new tables and the anytime
+    view (also from the report command)."""
+    from rlhpo.evaluation.report import main as report_main
+    from rlhpo.evaluation.ttr import COLUMNS
+
+    cfg = tiny_config(methods=["constant", "seesaw", "lr_grid"], seeds=2, search_seeds=1, budget_scale=0.05)
+    df = run(cfg, tmp_path).set_index(["method", "seed"])
+    assert sorted(df.index) == sorted([(m, s) for m in ("constant", "seesaw", "calibrated") for s in (0, 1)] + [("lr_grid", 0)])
+    assert df[list(COLUMNS)].notna().all().all()  # every run has a target: the calibrated run of its seed
+    cal, grid, seesaw = df.loc["calibrated"], df.loc[("lr_grid", 0)], df.loc["seesaw"]
+    assert (cal.speedup_steps >= 1).all() and (cal.steps_to_target <= cal.steps).all()
+    assert grid.compute_examples == 7 * grid.examples and grid.lr_factor in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8)
+    assert grid.final_val_loss <= cal.loc[0].final_val_loss  # factor 1 is the calibrated run itself
+    assert math.isclose(grid.headroom, 1 - grid.test_loss / cal.loc[0].test_loss)
+    assert (seesaw.examples == cal.examples).all() and (seesaw.steps < cal.steps).all()
+    assert (seesaw.batch_size_last > seesaw.batch_size_first).all()
+    hist = pd.read_csv(tmp_path / "histories.csv")
+    assert hist.groupby(["method", "seed"]).steps.apply(lambda s: s.is_monotonic_increasing).all()
+    assert (hist.seconds >= 0).all()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Time to result:" in summary and "Headroom = 1 - lr_grid / calibrated test loss" in summary
+    task = df.task.iloc[0]
+    assert (tmp_path / "plots" / f"{task}_anytime.png").is_file()
+    report_main([str(tmp_path / "runs.csv"), "--anytime", str(tmp_path / "anytime")])
+    assert [p.name for p in (tmp_path / "anytime").iterdir()] == [f"{task}_anytime.png"]
+    (tmp_path / "histories.csv").unlink()
+    with pytest.raises(SystemExit):
+        report_main([str(tmp_path / "runs.csv"), "--anytime", str(tmp_path / "anytime")])
 
 
 def test_log_history_writes_finite_values_at_their_examples() -> None:

@@ -92,3 +92,57 @@ def test_tables_are_reproducible_from_the_csv(tmp_path) -> None:
     df = _frame()
     df.to_csv(tmp_path / "runs.csv", index=False)
     assert readme_tables(pd.read_csv(tmp_path / "runs.csv")) == readme_tables(df)
+
+
+def _v3_frame() -> pd.DataFrame:
+    """Runs with time to result and the lr grid: on fa the grid gains 10% over the calibrated
+    default and the controller half of it; on fb 1% (below the 3% that counts for capture)."""
+    rows = []
+    for task in ["fa-1", "fa-2", "fb-1"]:
+        fa = task.startswith("fa")
+        for seed in (0, 1):
+            ttr = lambda steps, total=100: dict(  # noqa: E731
+                steps_to_target=steps, examples_to_target=steps * 10.0, seconds_to_target=steps / 10,
+                speedup_steps=total / steps, speedup_examples=total / steps, speedup_seconds=total / steps,
+            )
+            never = dict(steps_to_target=math.inf, examples_to_target=math.inf, seconds_to_target=math.inf,
+                         speedup_steps=0.0, speedup_examples=0.0, speedup_seconds=0.0)
+            rows += [
+                _row(task, seed, "calibrated", test=1.0, val=1.0, **ttr(100)),
+                _row(task, seed, "lr_grid", test=0.9 if fa else 0.99, val=0.9, lr_factor=4.0 if fa else 1.0,
+                     compute_examples=700, **ttr(50)),
+                _row(task, seed, "controller", test=0.95 if fa else 1.02, val=0.95, **(ttr(80) if fa else never)),
+                _row(task, seed, "prior_only", test=1.0, val=1.0, **ttr(100 if fa else 125)),
+            ]
+    return add_comparisons(pd.DataFrame(rows))
+
+
+def test_headroom_and_capture_per_task_seed() -> None:
+    df = _v3_frame()
+    grid = df[df.method == "lr_grid"]
+    assert grid.headroom.to_numpy() == pytest.approx([0.1] * 4 + [0.01] * 2)
+    ctrl = df[df.method == "controller"]
+    assert ctrl.capture.iloc[:4].to_numpy() == pytest.approx([0.5] * 4) and ctrl.capture.iloc[4:].isna().all()
+    assert (df[df.method == "calibrated"].capture.iloc[:4] == 0).all()
+
+
+def test_time_to_result_headroom_and_bar_lines_in_the_report() -> None:
+    text = readme_tables(_v3_frame())
+    # the controller reaches the target on fa (speedup 100/80 = 1.25), never on fb (0)
+    assert "| controller | 4/6 (67%) | 1.25 [0.00, 1.25] | 1.25 | 1.25 | 80 |" in text
+    assert "| lr_grid | 6/6 (100%) | 2.00 [2.00, 2.00] |" in text
+    assert "| controller | 1.25 [1.25, 1.25] (4/4) | 0.00 [0.00, 0.00] (0/2) |" in text  # per family: fa, fb
+    assert "above 3% on 4" in text and "Factors picked: x1 2, x4 4." in text
+    assert "| controller | 4 | 0.50 [0.50, 0.50] |" in text and "| prior_only | 4 | 0.00 [0.00, 0.00] |" in text
+    bar = [line for line in text.splitlines() if line.startswith("- controller vs ")]
+    assert bar[0].startswith("- controller vs prior_only: final test loss, the controller wins 4/6 task-seeds")
+    assert "speedup in steps, the controller 1.25 [0.00, 1.25] against 1.00 [0.80, 1.00]" in bar[0]
+    assert bar[0].endswith("first to the target on 4/6.")
+    assert bar[1].startswith("- controller vs calibrated:") and "first to the target on 4/6." in bar[1]
+
+
+def test_runs_without_time_to_result_keep_the_tables_they_had() -> None:
+    old = _v3_frame().drop(columns=["steps_to_target", "examples_to_target", "seconds_to_target", "speedup_steps",
+                                    "speedup_examples", "speedup_seconds", "headroom", "capture"])
+    text = readme_tables(old)
+    assert "Time to result" not in text and "Headroom" not in text and "bar lines" not in text

@@ -47,3 +47,20 @@ def test_rename_keeps_the_previous_policys_runs_as_their_own_row():
     assert len(v2) == 2 and (v2.group == "main").all() and np.allclose(v2.test_loss, 1.5)
     with pytest.raises(SystemExit, match="not in the base runs"):
         merge(base, new, ["x"], {"nope": "x"})
+
+
+def test_kept_runs_time_to_result_is_blanked_unless_their_calibrated_run_is_kept_too():
+    ttr = dict(steps_to_target=50.0, examples_to_target=500.0, seconds_to_target=1.0, speedup_steps=2.0,
+               speedup_examples=2.0, speedup_seconds=2.0)
+    base = _runs(["constant", "calibrated", "lr_grid", "optuna"],
+                 {"constant": 2.0, "calibrated": 1.0, "lr_grid": 0.8, "optuna": 0.9}).assign(**ttr)
+    new = _runs(["constant", "calibrated"], {"constant": 2.0, "calibrated": 1.1}).assign(**ttr)
+    out = merge(base, new, ["optuna", "lr_grid"])
+    kept = out[out.method.isin(["optuna", "lr_grid"])]
+    assert kept.speedup_steps.isna().all() and kept.steps_to_target.isna().all()  # measured against BASE's calibrated run
+    assert (out[out.method == "constant"].speedup_steps == 2.0).all()
+    # headroom and capture are recomputed over the merged runs: the new calibrated run is the reference
+    assert np.allclose(out[out.method == "lr_grid"].headroom, 1 - 0.8 / 1.1)
+    assert np.allclose(out[out.method == "optuna"].capture, (1.1 - 0.9) / (1.1 - 0.8))
+    both = merge(base, new.drop(columns=list(ttr))[new.method == "constant"], ["calibrated", "lr_grid"])
+    assert (both[both.method == "lr_grid"].speedup_steps == 2.0).all()

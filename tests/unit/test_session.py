@@ -74,6 +74,14 @@ def test_session_state_dict_round_trip():
     t.load_state_dict(state)
     t.train(200)
     assert t.evaluate("val") == pytest.approx(after)
+    # the training clock (time to result's seconds) comes back with the state, and only training adds to it
+    assert 0 < state["train_seconds"] < s.train_seconds and t.train_seconds > state["train_seconds"]
+    before = s.train_seconds
+    s.evaluate("val")
+    assert s.train_seconds == before
+    del state["train_seconds"]  # a checkpoint from before the clock existed
+    t.load_state_dict(state)
+    assert t.train_seconds == 0.0
 
 
 def test_loss_that_is_not_a_scalar_is_named():

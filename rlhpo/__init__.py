@@ -7,6 +7,7 @@ and the warm start are imported when first used (``rlhpo.make_env``, ``rlhpo.rec
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from rlhpo.control.actions import ActionConfig, ControlConfig
@@ -17,6 +18,26 @@ from rlhpo.training.sampler import MutableBatchSampler
 from rlhpo.training.session import TrainingSession
 
 #: names imported on first use: the module that defines each
+
+
+class _FallbackHandler(logging.StreamHandler):
+    """Prints rlhpo's lines (the Controller's start line and run summary) to stderr when the
+    application configured no logging; an application that did gets them through its own handlers.
+    Quiet: ``logging.getLogger("rlhpo").setLevel(logging.WARNING)``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+_logger = logging.getLogger("rlhpo")
+if not any(isinstance(h, _FallbackHandler) for h in _logger.handlers):
+    _handler = _FallbackHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    _logger.addHandler(_handler)
+if _logger.level == logging.NOTSET:
+    _logger.setLevel(logging.INFO)
+
 _LAZY = {
     "ENV_ID": "rlhpo.envs", "EnvConfig": "rlhpo.envs", "HyperparamControlEnv": "rlhpo.envs", "make_env": "rlhpo.envs",
     "Recommendation": "rlhpo.recommend",

@@ -244,9 +244,11 @@ class Controller(ControllerData):
             self._clock = [time.perf_counter(), 0.0]
             self._say_start(asked, start, kind)
         self.history[:] = [h for h in self.history if not h.get("start")]
-        self.history.insert(sum(1 for h in self.history if h.get("recommended")), dict(
-            start=True, examples=0, steps=0, lr=start.lr, batch_size=start.batch_size if self._used_bs or self.sampler else None,
-            weight_decay=start.weight_decay, level=self.decision.level))
+        record = dict(start=True, examples=0, steps=0, lr=start.lr, level=self.decision.level, weight_decay=start.weight_decay,
+                      batch_size=start.batch_size if self._used_bs or self.sampler else None)
+        self.history.insert(sum(1 for h in self.history if h.get("recommended")), record)
+        if first:
+            log_record(self.writer, record)  # the start, a point at step 0
         # begun before the batch size was known (it counts in examples): start again at the first step
         self._restart_pending = self.sampler is None and self._used_bs is None and self.budget.unit == "examples"
 

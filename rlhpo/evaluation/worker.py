@@ -10,6 +10,7 @@ pickled by reference to it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ from rlhpo.evaluation.runner import ControllerSchedule, RunResult, Schedule, run
 from rlhpo.evaluation.warm import WARM_METHODS, run_warm
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import Hyperparams, Task, make_family
+
+# an evaluation trains hundreds of runs: the Controller's start line and summary per run would drown the
+# progress bar (its warnings stay on)
+logging.getLogger("rlhpo.controller").setLevel(logging.WARNING)
 
 #: the ``start`` of a search method's task: it searches its own hyperparameters, whatever the start
 ANY_START = "any"

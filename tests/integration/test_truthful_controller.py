@@ -190,14 +190,14 @@ def test_training_loss_noise_never_rolls_back_a_healthy_run():
 
 
 def test_the_controller_and_apply_log_the_same_tensorboard_tags(tmp_path):
+    from conftest import make_tiny_task
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
     from rlhpo.apply import log_run
+    from rlhpo.control.prior import CALIBRATED
     from rlhpo.evaluation.baselines import Calibrated
     from rlhpo.evaluation.runner import run_task
-    from conftest import make_tiny_task
-    from rlhpo.control.prior import CALIBRATED
 
     writer = SummaryWriter(str(tmp_path / "controller"))
     model = _model()

@@ -236,6 +236,55 @@ def summary_table(results: dict[str, RunResult], metric_name: str) -> str:
     return "\n".join(rows + [TABLE_NOTE])
 
 
+def verdict_lines(results: dict[str, RunResult]) -> list[str]:
+    """Who won on the test split: one line per method with its test loss and its ratio to the best
+    (diverged runs last), the winner first."""
+    order = sorted(results, key=lambda k: (results[k].diverged or not math.isfinite(results[k].test_loss), results[k].test_loss))
+    best = results[order[0]].test_loss
+    lines = []
+    for rank, name in enumerate(order):
+        r = results[name]
+        if r.diverged or not math.isfinite(r.test_loss):
+            lines.append(f"  {name}: diverged")
+            continue
+        ratio = r.test_loss / best if best > 0 else float("nan")
+        tail = "  <- best test loss" if rank == 0 else f"  ({ratio:.3f}x the best)"
+        lines.append(f"  {name}: test loss {r.test_loss:.4f}{tail}")
+    return [f"won on the test split: {order[0]}"] + lines
+
+
+def plot_runs(results: dict[str, RunResult], path: Path, title: str) -> Path:
+    """The compared methods' lr, batch size, weight decay and validation loss per interval against
+    optimizer steps (a PNG, matplotlib's Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("val_loss", "validation loss"), ("lr", "lr (interval start)"), ("batch_size", "batch size"), ("weight_decay", "weight decay"))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for name, r in results.items():
+        rows = trained_intervals(r.history)
+        x = [h.get("steps", h["examples"]) for h in rows]
+        for ax, (key, _) in zip(axes, keys):
+            ax.plot(x, [h[key] for h in rows], marker=".", label=name)
+    for ax, (key, label) in zip(axes, keys):
+        ax.set_xlabel("optimizer steps")
+        ax.set_title(label)
+        if key in ("val_loss", "lr", "weight_decay"):
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=90)
+    except OSError as e:
+        raise write_failed("the comparison plot", path, e) from e
+    finally:
+        plt.close(fig)
+    return path
+
+
 ConfigStore.instance().store(name="apply_schema", node=ApplyConfig)
 
 
@@ -275,6 +324,9 @@ def _main(cfg: Any) -> None:
         print(f"  ({len(decisions) - len(shown)} interval(s) trained no example -- the batch was larger than the interval -- "
               "and are not shown)")
     print(summary_table(results, task.metric_name))
+    if len(results) > 1:
+        print("\n".join(verdict_lines(results)))
+        print(f"plot: {plot_runs(results, run_dir / 'compare.png', f'{task.name} (seed {cfg.seed})')}")
     try:
         (run_dir / "decisions.json").write_text(json.dumps(strict_json(decisions), indent=1, allow_nan=False))
         summary = {k: {**asdict(v), "history": None} for k, v in results.items()}

@@ -24,9 +24,9 @@ class EnvConfig:
     The defaults are the shipped recipe (the environment ``rlhpo/pretrained/default`` was
     meta-trained in, controller v3): ``EnvConfig()``, ``rlhpo.make_env()``,
     ``gymnasium.make("rlhpo/HyperparamControl-v0")`` and ``python -m rlhpo.train`` all build it;
-    the YAML files under ``conf/`` only override. The v1 environment is
-    ``EnvConfig(reward="delta", base_schedule="none", sensible_fraction=0.0, task_seeds=[],
-    feature_version=1)``.
+    the YAML files under ``conf/`` only override. Earlier policies' environments are in their
+    ``spec.json`` (``rlhpo/pretrained/v1``, ``v2``): v1 had ``reward="delta"``,
+    ``base_schedule="none"``, ``prior="user"``, no trust region and ``feature_version=1``.
 
     :param families: task families (or groups "meta_train", "held_out", "all") to sample from
     :param n_intervals: control intervals per episode; the budget is split evenly between them

@@ -247,8 +247,9 @@ class TrainConfig:
     """``python -m rlhpo.train``: meta-train a controller.
 
     The defaults (here and in every group's dataclass) are the shipped policy's recipe
-    (``rlhpo/pretrained/default``: controller v2, 81,920 environment steps of 4 x 256, the
-    meta-training families at half their budget); the YAML files under ``conf/`` only override.
+    (``rlhpo/pretrained/default``: controller v3, 102,400 environment steps, the meta-training
+    families at half their budget; its ``best/`` checkpoint at 80,000 ships); the YAML files under
+    ``conf/`` only override.
 
     :param seed: fixes PPO, the environments' task sampling and the target networks
     :param total_timesteps: environment steps (control intervals) to meta-train for

@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
         loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad(); loss.backward(); opt.step()
         ctl.step(loss)
-    assert len(ctl.history) == ctl.spec.n_intervals - 1, len(ctl.history)
+    assert len(ctl.history) == ctl.spec.n_intervals, len(ctl.history)  # the start, then one entry per decision
     assert type(ctl.artifact.model).__name__ == "LeanPolicy"
     print(sorted(m for m, v in sys.modules.items() if m.split(".")[0] in HEAVY and v is not None))
     """

@@ -143,7 +143,7 @@ def test_it_says_where_it_starts_and_sums_up_the_run(caplog):
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     c = Controller(opt, total_steps=100)
-    with caplog.at_level(logging.INFO, logger="rlhpo"):
+    with caplog.at_level(logging.INFO, logger="rlhpo.controller"):  # (an evaluation worker quiets it when imported)
         _loop(c, model, opt, 100)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("rlhpo")]
     start = next(m for m in lines if m.startswith("rlhpo: AdamW, starting from"))

@@ -29,9 +29,11 @@ METHODS: tuple[str, ...] = (
     "lr_grid",
     "controller",
     "replay",
-    # the controller-v1 and v2 policies (rlhpo/pretrained/v1, v2), kept as rows so the change is visible
+    # the learned policies by name (rlhpo/pretrained/v1, v2; v3 = the learned policy of rlhpo/pretrained/default),
+    # kept as rows so each change is visible beside the shipped default
     "controller_v1",
     "controller_v2",
+    "controller_v3",
     # the shipped policy's null action through its own decision path (its prior and base schedule,
     # every action zero): what the learned policy adds over the schedule it starts from
     "prior_only",

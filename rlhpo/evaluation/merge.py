@@ -65,12 +65,24 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("new", type=Path)
     p.add_argument("--keep", nargs="+", default=["optuna", "pbt"])
     p.add_argument("--rename", nargs="*", default=[], help="OLD=NEW: rename a method of the base runs first")
+    p.add_argument("--rename-new", nargs="*", default=[], help="OLD=NEW: rename a method of the new runs first (main runs only)")
+    p.add_argument("--copy-new", nargs="*", default=[], help="OLD=NEW: the new runs of OLD also stand as NEW (main runs)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    bad = [r for r in a.rename if r.count("=") != 1]
+    bad = [r for r in [*a.rename, *a.rename_new, *a.copy_new] if r.count("=") != 1]
     if bad:
-        p.error(f"--rename {bad}: each must be OLD=NEW, e.g. controller=controller_v2")
-    df = merge(pd.read_csv(a.base), pd.read_csv(a.new), a.keep, dict(r.split("=") for r in a.rename))
+        p.error(f"--rename/--rename-new/--copy-new {bad}: each must be OLD=NEW, e.g. controller=controller_v2")
+    new = pd.read_csv(a.new)
+    for old, to in (r.split("=") for r in a.rename_new):
+        if old not in set(new.method):
+            p.error(f"--rename-new {old}={to}: {old!r} is not in the new runs; allowed: {sorted(set(new.method))}")
+        new = new[~((new.method == old) & (new.group != "main"))].copy()
+        new.loc[new.method == old, "method"] = to
+    for old, to in (r.split("=") for r in a.copy_new):
+        if old not in set(new.method):
+            p.error(f"--copy-new {old}={to}: {old!r} is not in the new runs; allowed: {sorted(set(new.method))}")
+        new = pd.concat([new, new[(new.method == old) & (new.group == "main")].assign(method=to)], ignore_index=True)
+    df = merge(pd.read_csv(a.base), new, a.keep, dict(r.split("=") for r in a.rename))
     df.to_csv(a.out, index=False)
     print(f"[rlhpo] {len(df)} runs ({', '.join(sorted(set(df.method)))}) in {a.out}")
 

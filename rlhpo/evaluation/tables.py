@@ -258,28 +258,29 @@ def headroom_lines(df: pd.DataFrame, start: str) -> list[str]:
 
 #: the references of the controller's bar lines (:func:`bar_lines`)
 BAR_REFERENCES: tuple[str, ...] = ("prior_only", "calibrated")
+#: whose bar lines: the shipped controller, and the learned policy kept by name when it is not the default
+BAR_POLICIES: tuple[str, ...] = ("controller", "controller_v3")
 
 
 def bar_lines(df: pd.DataFrame, start: str) -> list[str]:
     """The controller against ``prior_only`` (its decision path with every action zero: what the
     policy adds) and against the calibrated default, in final test loss and in time to result."""
     d = _main(df, start)
-    if "controller" not in set(d.method):
-        return []
     out = []
-    for ref in [r for r in BAR_REFERENCES if r in set(d.method)]:
-        c = compare(d, "controller", ref)
-        if not c["n"]:
-            continue
-        line = (f"- controller vs {ref}: final test loss, the controller wins {c['n_wins']}/{c['n']} task-seeds, "
-                f"median ratio {_ci(c['ratio'], 3)}")
-        a, b = _pairs(d[d.speedup_steps.notna()], "controller", ref, "steps_to_target")
-        if len(a):
-            faster = int((a.to_numpy(dtype=float) < b.to_numpy(dtype=float)).sum())
-            ta, tb = time_to_result_stats(d, "controller"), time_to_result_stats(d, ref)
-            line += (f"; speedup in steps, the controller {_ci(ta['steps'])} against {_ci(tb['steps'])} "
-                     f"(medians [95% CI]), first to the target on {faster}/{len(a)}")
-        out.append(line + ".")
+    for who in [m for m in BAR_POLICIES if m in set(d.method)]:
+        for ref in [r for r in BAR_REFERENCES if r in set(d.method)]:
+            c = compare(d, who, ref)
+            if not c["n"]:
+                continue
+            line = (f"- {who} vs {ref}: final test loss, {who} wins {c['n_wins']}/{c['n']} task-seeds, "
+                    f"median ratio {_ci(c['ratio'], 3)}")
+            a, b = _pairs(d[d.speedup_steps.notna()], who, ref, "steps_to_target")
+            if len(a):
+                faster = int((a.to_numpy(dtype=float) < b.to_numpy(dtype=float)).sum())
+                ta, tb = time_to_result_stats(d, who), time_to_result_stats(d, ref)
+                line += (f"; speedup in steps, {who} {_ci(ta['steps'])} against {_ci(tb['steps'])} "
+                         f"(medians [95% CI]), first to the target on {faster}/{len(a)}")
+            out.append(line + ".")
     return out
 
 

@@ -130,7 +130,7 @@ def make_schedule(job: Job) -> Schedule:
         return ControllerSchedule(load_artifact(job.policy or "default"))
     if job.method == "replay":
         return Replay(job.replay or [])
-    if job.method in ("controller_v1", "controller_v2"):
+    if job.method in ("controller_v1", "controller_v2", "controller_v3"):
         return ControllerSchedule(load_artifact(job.method.split("_")[1]))
     if job.method == "prior_only":
         return ControllerSchedule(load_artifact(job.policy or "default"), null_action=True)

@@ -160,9 +160,14 @@ def _activation(model: Any) -> str:
     return name.lower()
 
 
+#: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``
+ALIASES: dict[str, str] = {"v3": "default"}
+
+
 def resolve_policy_path(policy: str | os.PathLike) -> Path:
-    """A pretrained name (a folder under ``rlhpo/pretrained``) or a path to an artifact folder."""
-    name = str(policy)
+    """A pretrained name (a folder under ``rlhpo/pretrained``, or an alias of one: :data:`ALIASES`)
+    or a path to an artifact folder."""
+    name = ALIASES.get(str(policy), str(policy))
     if os.sep not in name and "/" not in name and (PRETRAINED_DIR / name).is_dir():
         return PRETRAINED_DIR / name  # a bare name is a pretrained policy first
     p = Path(policy).expanduser()

@@ -93,6 +93,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--readme", type=Path, default=None, help="the README whose headline table is replaced")
     p.add_argument("--plots", type=Path, default=None, help="write performance_profile_<start>.png here")
     a = p.parse_args(argv)
+    if not a.csv.is_file():  # one line, not pandas' traceback
+        raise SystemExit(f"[rlhpo] error: {a.csv}: no such file; give the runs.csv of a finished evaluation "
+                         "(python -m rlhpo.evaluate writes it in its run folder; the committed one is docs/results/evaluate_runs.csv)")
     df = pd.read_csv(a.csv)
     if a.page is not None:
         update_readme(a.csv, a.page, losses=a.losses)

@@ -92,3 +92,13 @@ def test_tables_are_reproducible_from_the_csv(tmp_path) -> None:
     df = _frame()
     df.to_csv(tmp_path / "runs.csv", index=False)
     assert readme_tables(pd.read_csv(tmp_path / "runs.csv")) == readme_tables(df)
+
+
+def test_report_cli_on_a_missing_csv_is_one_line(tmp_path):
+    """``python -m rlhpo.evaluation.report missing.csv`` says so in one line (issue 32: a 24-line traceback)."""
+    from rlhpo.evaluation.report import main
+
+    with pytest.raises(SystemExit) as err:
+        main([str(tmp_path / "missing.csv")])
+    message = str(err.value.code)  # what Python prints to stderr, with exit code 1
+    assert message.startswith(f"[rlhpo] error: {tmp_path / 'missing.csv'}: no such file; give the runs.csv") and "\n" not in message

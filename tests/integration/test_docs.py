@@ -201,6 +201,17 @@ def test_every_committed_figure_is_shown_by_a_page():
     assert not unshown, f"figures no page shows: {unshown}"
 
 
+def test_make_demo_banner_is_one_line_that_says_each_thing_once():
+    """Issue 32: the banner named the calibrated default twice and ran over two screen lines."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ndemo:") :].split("\n\n")[0]
+    banners = [line for line in recipe.splitlines() if line.strip().startswith("@echo")]
+    assert len(banners) == 1 and len(banners[0].strip()) <= 140, banners
+    words = re.findall(r"[\w$()-]+", banners[0].lower())
+    trigrams = [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
+    assert len(trigrams) == len(set(trigrams)), sorted({t for t in trigrams if trigrams.count(t) > 1})
+
+
 def test_nav_names_only_pages_that_exist():
     mkdocs = (ROOT / "mkdocs.yml").read_text()
     nav = mkdocs[mkdocs.index("\nnav:") : mkdocs.index("\nnot_in_nav:")]

@@ -169,3 +169,14 @@ def test_what_the_policy_was_trained_on_matches_the_policy():
         assert family in section
     card = MODEL_CARD.read_text()
     assert f"({spec.n_intervals} per run)" in card and f"lr [{a.lr.min:g}, {a.lr.max:g}]" in card.replace("1e-6", "1e-06")
+
+
+def test_using_page_names_the_checkpoint_the_model_card_ships():
+    """Issue 32: using.md said the final checkpoint ships while the model card says `best/` does."""
+    card = MODEL_CARD.read_text()
+    shipped = re.search(r"The run's `(best|policy)/` ships", card)
+    assert shipped, "the model card says which of the run's checkpoints ships"
+    using = " ".join(USING.read_text().split())
+    section = using[using.index("## Choosing a policy") :].split(" ## ")[0]
+    assert f"The shipped policy is its run's `{shipped.group(1)}/`" in section, section
+    assert "the shipped policy is the final one" not in section

@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 # the demo's task: code_bow, a `final` held-out family (python -m rlhpo.apply prints which split a task is from)
 DEMO_TASK ?= code_bow
 demo: install
-	@echo "make demo: the shipped controller on task=$(DEMO_TASK) against constant, cosine and the calibrated default from the task's sampled start and the calibrated default (the line 'family ...' says which split the task is from; the searches are in docs/evaluation.md)"
+	@echo "make demo: the shipped controller vs constant, cosine and the calibrated default on task $(DEMO_TASK) (compare the test loss)"
 	$(PY) -m rlhpo.apply task=$(DEMO_TASK) compare=true
 
 test: install

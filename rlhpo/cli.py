@@ -42,10 +42,39 @@ def cli_errors() -> Iterator[None]:
         threading.excepthook = previous_hook
 
 
+def check_keys(cfg: Any, where: str = "") -> None:
+    """Refuse a key that no field of the node's schema has, at the top level and in every nested
+    typed node: Hydra's ``+key=value`` adds any key, so a typo (``+comparre=true``) would
+    otherwise run silently with the setting ignored. One line: the key, the allowed keys."""
+    import dataclasses
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    schema = OmegaConf.get_type(cfg)
+    if not (isinstance(cfg, DictConfig) and dataclasses.is_dataclass(schema)):
+        return  # an untyped node (a task's ``_target_`` node, a free-form dict): anything goes
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    unknown = [str(k) for k in cfg.keys() if k not in allowed]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f" (did you mean {where}{close[0]}?)" if close else ""
+        raise ConfigError(
+            f"unknown config key {', '.join(where + k for k in unknown)}{hint}; "
+            f"allowed keys{' of ' + where.rstrip('.') if where else ''}: {', '.join(allowed)}"
+        )
+    for key in allowed:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            check_keys(node, f"{where}{key}.")
+
+
 def to_dataclass(cfg: Any, schema: type) -> Any:
-    """A Hydra DictConfig (already typed by ``schema``) as the plain dataclass."""
+    """A Hydra DictConfig (already typed by ``schema``) as the plain dataclass; a key the schema
+    does not know (a ``+key=`` typo) is a :class:`ConfigError` (:func:`check_keys`)."""
     from omegaconf import OmegaConf
 
+    check_keys(cfg)
     obj = OmegaConf.to_object(cfg)
     if not isinstance(obj, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")

@@ -24,7 +24,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlhpo.cli import cli_errors, to_dataclass
+from rlhpo.cli import check_keys, cli_errors, to_dataclass
 from rlhpo.errors import ConfigError
 from rlhpo.metatrain.config import TrainConfig, drop_removed, override_error, register_configs
 from rlhpo.metatrain.trainer import build_model, build_vec_env, run, save_policy  # noqa: F401  (the library API)
@@ -50,6 +50,7 @@ def main(cfg: DictConfig) -> Optional[float]:
 
     with cli_errors():  # rlhpo's own errors: the message, exit code 1, no library traceback
         if cfg.resume:
+            check_keys(cfg)  # a +key= typo beside resume= is refused too
             config, run_dir = _resume_config(cfg)
         else:
             config = to_dataclass(cfg, TrainConfig)

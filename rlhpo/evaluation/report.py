@@ -97,8 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--anytime", type=Path, default=None, help="write <task>_anytime.png here (validation loss vs optimizer steps)")
     p.add_argument("--histories", type=Path, default=None, help="the histories for --anytime (default: histories.csv beside the CSV)")
     a = p.parse_args(argv)
-    if not a.csv.is_file():
-        p.error(f"{a.csv}: no such file (the runs.csv of a finished evaluation)")
+    if not a.csv.is_file():  # one line, not pandas' traceback
+        raise SystemExit(f"[rlhpo] error: {a.csv}: no such file; give the runs.csv of a finished evaluation "
+                         "(python -m rlhpo.evaluate writes it in its run folder; the committed one is docs/results/evaluate_runs.csv)")
     histories = a.histories or a.csv.parent / "histories.csv"
     if a.anytime is not None and not histories.is_file():
         p.error(f"--anytime needs the evaluation's histories: {histories} does not exist (pass --histories PATH)")

@@ -41,7 +41,15 @@ from rlhpo.control.guard import GuardConfig
 from rlhpo.control.prior import CALIBRATED, PRIORS
 from rlhpo.errors import ArtifactError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
-from rlhpo.policy.runtime import POLICY_FILE, convert_sb3_zip, from_sb3_state_dict, load_lean, read_sb3_data, save_lean
+from rlhpo.policy.runtime import (
+    POLICY_FILE,
+    convert_sb3_zip,
+    from_sb3_state_dict,
+    load_error_reason,
+    load_lean,
+    read_sb3_data,
+    save_lean,
+)
 
 ARTIFACT_FORMAT = 1
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
@@ -327,7 +335,7 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
     try:
         model = Algo.load(path / "model.zip", device=device, custom_objects=custom_objects)
     except Exception as e:  # SB3 raises many kinds on a bad archive
-        raise ArtifactError(f"{where}: model.zip could not be loaded by stable-baselines3 ({type(e).__name__}: {e})") from None
+        raise ArtifactError(f"{where}: model.zip could not be loaded by stable-baselines3 ({load_error_reason(e)})") from None
     if model.observation_space.shape != (n,):
         raise ArtifactError(f"{where}: the policy observes {model.observation_space.shape}, the spec says ({n},)")
     if model.action_space.shape != (n_act,):

@@ -81,6 +81,37 @@ class LeanPolicy(nn.Module):
                 "hidden": hidden, "n_act": self.n_act, "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()}}
 
 
+#: the shipped policies (rlhpo/pretrained/<name>): a damaged one comes back with a reinstall
+_PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def load_error_reason(e: BaseException) -> str:
+    """``e`` in one line, without torch's advice to retry with ``weights_only=False``: that runs any
+    code the file holds, the one thing not to do with a file that failed to load."""
+    text = str(e)
+    if "weights_only" in text:  # torch's UnpicklingError: keep the unpickler's own reason only
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        advice = ("weights only load failed", "please file an issue", "check the documentation", "weights_only")
+        kept = [line for line in lines if not any(a in line.lower() for a in advice)]
+        text = kept[0] if kept else "not a tensors-only torch file"
+    text = " ".join(text.split()) or "no detail"
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+def damaged(where: str, path: Path, e: BaseException, member: Optional[str] = None) -> str:
+    """The one-line error of a policy file torch cannot read: it is damaged, and how to get a good one."""
+    path = Path(path)
+    name = f"{path.name}'s {member}" if member else path.name
+    if _PRETRAINED_DIR in path.resolve().parents:
+        fix = ("reinstall rlhpo to get the shipped file back (pip install --force-reinstall --no-deps rlhpo, "
+               f"or git checkout rlhpo/pretrained/{path.parent.name} in a clone)")
+    else:
+        fix = "copy the artifact again from where it came from, or re-export it with python -m rlhpo.train"
+        if member is None and (path.parent / "model.zip").is_file():
+            fix = f"delete {path.name} to convert model.zip again, " + fix
+    return f"{where}: {name} is damaged and cannot be loaded ({load_error_reason(e)}); {fix}"
+
+
 def from_file_dict(raw: Any, n_obs: int, n_act: int, where: str) -> LeanPolicy:
     """A :class:`LeanPolicy` from ``policy.pt``'s contents, checked against the spec's sizes."""
     if not (isinstance(raw, dict) and raw.get("format") == RUNTIME_FORMAT and raw.get("kind") == "mlp_gaussian"):
@@ -101,7 +132,7 @@ def load_lean(path: Path, n_obs: int, n_act: int, where: str) -> LeanPolicy:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds on a truncated or foreign file
-        raise ArtifactError(f"{where}: {POLICY_FILE} could not be read ({type(e).__name__}: {e})") from None
+        raise ArtifactError(damaged(where, path, e)) from None
     return from_file_dict(raw, n_obs, n_act, where)
 
 
@@ -138,7 +169,7 @@ def convert_sb3_zip(zip_path: Path, data: dict, n_obs: int, n_act: int, where: s
     try:
         state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ArtifactError(f"{where}: model.zip's policy.pth could not be read ({type(e).__name__}: {e})") from None
+        raise ArtifactError(damaged(where, zip_path, e, member="policy.pth")) from None
     return from_sb3_state_dict(state, n_obs, n_act, "tanh", where)
 
 

@@ -280,6 +280,9 @@ CLI_ROWS = [
      "Value 'three' of type 'str' could not be converted to Integer\n    full_key: keep_checkpoints"),
     ("rlhpo.apply", "n_intervals=0", "[rlhpo] error: n_intervals must be null (the policy's own) or an integer >= 1, got 0"),
     ("rlhpo.evaluate", "launcher=dask", "[rlhpo] error: launcher must be one of ['joblib', 'ray'], got 'dask'"),
+    # a key Hydra's + adds is refused when the schema has no such field (issue 32: it ran silently)
+    ("rlhpo.apply", "+comparre=true", "[rlhpo] error: unknown config key comparre (did you mean compare?); allowed keys: task, "),
+    ("rlhpo.recommend", "+probbe=true", "[rlhpo] error: unknown config key probbe (did you mean probe?); allowed keys: task, "),
 ]
 
 
@@ -298,6 +301,42 @@ def test_bad_value_on_the_command_line(module, override, message, tmp_path):
         assert "Traceback" not in proc.stderr
     run_dir = tmp_path / "run"
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "tb").exists()
+
+
+#: (CLI module, its config package and name, a +key= typo, the one line it must give): issue 32
+TYPO_ROWS = [
+    ("rlhpo.apply", "rlhpo.conf.apply", "apply", ["+comparre=true"],
+     "unknown config key comparre (did you mean compare?); allowed keys: task, task_seed, seed, policy, compare, "),
+    ("rlhpo.train", "rlhpo.conf", "train", ["+experiment=smoke", "+seeed=1"],
+     "unknown config key seeed (did you mean seed?); allowed keys: seed, total_timesteps, "),
+    ("rlhpo.train", "rlhpo.conf", "train", ["+env.n_intervalls=3"],
+     "unknown config key env.n_intervalls (did you mean env.n_intervals?); allowed keys of env: families, n_intervals, "),
+    ("rlhpo.evaluate", "rlhpo.conf.evaluate", "evaluate", ["+experiment=workloads", "+mthods=[constant]"],
+     "unknown config key mthods (did you mean methods?); allowed keys: methods, families, "),
+    ("rlhpo.recommend.__main__", "rlhpo.conf.recommend", "recommend", ["+probbe=true"],
+     "unknown config key probbe (did you mean probe?); allowed keys: task, budget_scale, probe, meta_model"),
+]
+
+
+@pytest.mark.parametrize("module, package, name, overrides, message", TYPO_ROWS, ids=[" ".join(r[3]) for r in TYPO_ROWS])
+def test_a_plus_key_typo_is_refused_with_the_allowed_keys(module, package, name, overrides, message):
+    """Hydra's ``+key=`` adds any key, even to a typed config: every CLI's config goes through
+    rlhpo.cli.to_dataclass, which refuses a key its schema lacks, in one line."""
+    import importlib
+
+    from hydra import compose, initialize_config_module
+
+    from rlhpo.cli import to_dataclass
+
+    importlib.import_module(module)  # registers the schemas
+    with initialize_config_module(package, version_base="1.3"):
+        cfg = compose(name, overrides=overrides)
+    schema = type(cfg._metadata.object_type())
+    with pytest.raises(ConfigError) as err:
+        to_dataclass(cfg, schema)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+    with initialize_config_module(package, version_base="1.3"):  # the same config without the typo is fine
+        assert isinstance(to_dataclass(compose(name, overrides=[o for o in overrides if "experiment" in o]), schema), schema)
 
 
 # -- user task factories and tasks -------------------------------------------------------------

@@ -100,8 +100,29 @@ def test_huggingface_example(tmp_path, monkeypatch):
 def test_environment_example(tmp_path, monkeypatch):
     ns = run_example("environment", tmp_path, monkeypatch)
     env, info = ns["env"], ns["info"]
+    assert env.spec.id == "rlhpo/HyperparamControl-v0"  # made through gymnasium's registry, as the page says
     assert env.observation_space.contains(ns["obs"]) and math.isfinite(ns["reward"])
     assert info["lr"] > 0 and info["batch_size"] >= 1 and math.isfinite(info["val_loss"])
+
+
+def test_environment_page_s_gymnasium_id_works_in_a_fresh_interpreter(tmp_path):
+    """Issue 32: ``import rlhpo`` no longer imports the env package (the lean runtime), so
+    ``gymnasium.make("rlhpo/HyperparamControl-v0")`` after it was NamespaceNotFound. The page's
+    imports, then the id, in a fresh interpreter (in this process the env package is long imported)."""
+    import os
+    import subprocess
+    import sys
+
+    from rlhpo.envs import ENV_ID
+
+    page, code = EXAMPLES["environment"]
+    imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
+    script = "\n".join([*imports, "import gymnasium", f"env = gymnasium.make({ENV_ID!r}, families=['noisy_quadratic'], n_intervals=2)",
+                        "env.reset(seed=0)", "print(env.spec.id)"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"docs/{page}'s imports do not register {ENV_ID}:\n{done.stderr[-2000:]}"
+    assert done.stdout.strip().splitlines()[-1] == ENV_ID
 
 
 def test_own_task_example(tmp_path, monkeypatch):
@@ -148,3 +169,14 @@ def test_what_the_policy_was_trained_on_matches_the_policy():
         assert family in section
     card = MODEL_CARD.read_text()
     assert f"({spec.n_intervals} per run)" in card and f"lr [{a.lr.min:g}, {a.lr.max:g}]" in card.replace("1e-6", "1e-06")
+
+
+def test_using_page_names_the_checkpoint_the_model_card_ships():
+    """Issue 32: using.md said the final checkpoint ships while the model card says `best/` does."""
+    card = MODEL_CARD.read_text()
+    shipped = re.search(r"The run's `(best|policy)/` ships", card)
+    assert shipped, "the model card says which of the run's checkpoints ships"
+    using = " ".join(USING.read_text().split())
+    section = using[using.index("## Choosing a policy") :].split(" ## ")[0]
+    assert f"The shipped policy is its run's `{shipped.group(1)}/`" in section, section
+    assert "the shipped policy is the final one" not in section

@@ -135,8 +135,8 @@ def test_time_to_result_headroom_and_bar_lines_in_the_report() -> None:
     assert "above 3% on 4" in text and "Factors picked: x1 2, x4 4." in text
     assert "| controller | 4 | 0.50 [0.50, 0.50] |" in text and "| prior_only | 4 | 0.00 [0.00, 0.00] |" in text
     bar = [line for line in text.splitlines() if line.startswith("- controller vs ")]
-    assert bar[0].startswith("- controller vs prior_only: final test loss, the controller wins 4/6 task-seeds")
-    assert "speedup in steps, the controller 1.25 [0.00, 1.25] against 1.00 [0.80, 1.00]" in bar[0]
+    assert bar[0].startswith("- controller vs prior_only: final test loss, controller wins 4/6 task-seeds")
+    assert "speedup in steps, controller 1.25 [0.00, 1.25] against 1.00 [0.80, 1.00]" in bar[0]
     assert bar[0].endswith("first to the target on 4/6.")
     assert bar[1].startswith("- controller vs calibrated:") and "first to the target on 4/6." in bar[1]
 
@@ -146,3 +146,13 @@ def test_runs_without_time_to_result_keep_the_tables_they_had() -> None:
                                     "speedup_examples", "speedup_seconds", "headroom", "capture"])
     text = readme_tables(old)
     assert "Time to result" not in text and "Headroom" not in text and "bar lines" not in text
+
+
+def test_report_cli_on_a_missing_csv_is_one_line(tmp_path):
+    """``python -m rlhpo.evaluation.report missing.csv`` says so in one line (issue 32: a 24-line traceback)."""
+    from rlhpo.evaluation.report import main
+
+    with pytest.raises(SystemExit) as err:
+        main([str(tmp_path / "missing.csv")])
+    message = str(err.value.code)  # what Python prints to stderr, with exit code 1
+    assert message.startswith(f"[rlhpo] error: {tmp_path / 'missing.csv'}: no such file; give the runs.csv") and "\n" not in message

@@ -26,3 +26,15 @@ def test_full_length_workloads_tables_are_the_committed_csv_s():
     as the evaluation got; docs/workloads.md says which runs it holds)."""
     df = pd.read_csv(ROOT / "docs" / "results" / "workloads_full_runs.csv")
     assert (ROOT / "docs" / "results" / "workloads_full_losses.md").read_text() == loss_block(df) + "\n"
+
+
+def test_seconds_per_run_column_is_the_constant_runs_wall_time():
+    """The family table's "s / run" is the constant-lr run's wall_s in the full-length runs CSV, as
+    the page says (issue 32: it held an earlier run's)."""
+    page = (ROOT / "docs" / "workloads.md").read_text()
+    df = pd.read_csv(ROOT / "docs" / "results" / "workloads_full_runs.csv")
+    wall = df[df.method == "constant"].groupby("family").wall_s.median()
+    assert len(wall) == 5
+    for family, seconds in wall.items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{family}` |"))
+        assert row.rstrip().endswith(f"| {seconds:.0f} |"), (family, row[-40:], seconds)

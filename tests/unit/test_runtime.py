@@ -3,7 +3,12 @@ converted once, and a broken policy.pt is a clear error."""
 
 from __future__ import annotations
 
+import io
+import os
+import pickle
 import shutil
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -53,13 +58,66 @@ def test_an_old_artifact_is_converted_once(tmp_path):
     np.testing.assert_array_equal(again.model.predict(x)[0], art.model.predict(x)[0])
 
 
-def test_a_truncated_policy_file_is_a_clear_error(tmp_path):
+def _foreign_pickle() -> bytes:
+    buf = io.BytesIO()
+    torch.save({"x": os.system}, buf)  # a global the tensors-only unpickler refuses
+    return buf.getvalue()
+
+
+def _assert_one_safe_line(message: str) -> None:
+    assert "\n" not in message, message
+    assert "weights_only" not in message and "arbitrary code" not in message, message  # torch's unsafe advice
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda good: good[: len(good) // 2],  # truncated
+    lambda good: bytes(range(256)) * 8,  # garbage
+    lambda good: pickle.dumps({"a": 1}),  # a pickle, not a torch file
+    lambda good: _foreign_pickle(),  # a torch file with code in it
+], ids=["truncated", "garbage", "plain-pickle", "foreign-global"])
+def test_a_damaged_policy_file_is_one_line_that_says_how_to_get_a_good_one(tmp_path, corrupt):
+    """Issue 32: the error names the damaged file and the way to a good one, in one line, without
+    torch's advice to reload with weights_only=False (which would run whatever the file holds)."""
     dst = tmp_path / "p"
     shutil.copytree(PRETRAINED_DIR / "default", dst)
-    data = (dst / POLICY_FILE).read_bytes()
-    (dst / POLICY_FILE).write_bytes(data[: len(data) // 2])
-    with pytest.raises(ArtifactError, match=r"policy.pt could not be read"):
+    (dst / POLICY_FILE).write_bytes(corrupt((dst / POLICY_FILE).read_bytes()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on the pickle protocol
+        with pytest.raises(ArtifactError, match=r"policy.pt is damaged") as err:
+            load_artifact(dst)
+    message = str(err.value)
+    _assert_one_safe_line(message)
+    assert str(dst) in message and "python -m rlhpo.train" in message
+    assert "delete policy.pt to convert model.zip again" in message  # model.zip is there
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained torch traceback
+
+
+def test_a_damaged_shipped_policy_says_reinstall(tmp_path, monkeypatch):
+    from rlhpo.policy import runtime
+
+    dst = tmp_path / "pretrained" / "default"
+    shutil.copytree(PRETRAINED_DIR / "default", dst)
+    monkeypatch.setattr(runtime, "_PRETRAINED_DIR", tmp_path / "pretrained")  # as if this were the installed copy
+    (dst / POLICY_FILE).write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ArtifactError, match=r"policy.pt is damaged") as err:
         load_artifact(dst)
+    _assert_one_safe_line(str(err.value))
+    assert "pip install --force-reinstall --no-deps rlhpo" in str(err.value)
+
+
+def test_a_damaged_policy_pth_in_model_zip_is_one_safe_line(tmp_path):
+    dst = tmp_path / "p"
+    shutil.copytree(PRETRAINED_DIR / "default", dst, ignore=shutil.ignore_patterns(POLICY_FILE))
+    with zipfile.ZipFile(dst / "model.zip") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["policy.pth"] = _foreign_pickle()
+    with zipfile.ZipFile(dst / "model.zip", "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+    with pytest.raises(ArtifactError, match=r"model.zip's policy.pth is damaged") as err:
+        load_artifact(dst)
+    _assert_one_safe_line(str(err.value))
+    assert "re-export it with python -m rlhpo.train" in str(err.value)
 
 
 def test_a_policy_file_of_other_sizes_is_refused(tmp_path):

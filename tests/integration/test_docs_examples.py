@@ -41,7 +41,7 @@ def run_example(name, tmp_path, monkeypatch) -> dict:
 
 def test_the_examples_are_there():
     assert set(EXAMPLES) >= {
-        "scheduler", "plain-loop", "own-dataloader", "beside-a-scheduler", "lightning", "huggingface",  # using.md
+        "scheduler", "plain-loop", "own-dataloader", "lightning", "huggingface",  # using.md
         "environment", "own-task", "own-family",  # environment.md
         "warm-start",  # warm-start.md
     }
@@ -51,8 +51,8 @@ def test_the_examples_are_there():
 def test_scheduler_example(tmp_path, monkeypatch):
     ns = run_example("scheduler", tmp_path, monkeypatch)
     c, opt = ns["controller"], ns["opt"]
-    assert c.done and c._finished and len([h for h in c.history if not h.get("end")]) == c.spec.n_intervals - 1
-    assert opt.param_groups[0]["lr"] == pytest.approx(c.history[-1]["lr"])
+    assert c.done and c._finished and len([h for h in c.history if "action" in h]) == c.spec.n_intervals - 1
+    assert 0 < opt.param_groups[0]["lr"] < 0.01 * c.history[-1]["level"]  # set every step: the end of the cosine
     assert {h["batch_size"] for h in c.history} == {32}  # counted from the model's inputs, the user's loader kept
     assert not ns["_warnings"], ns["_warnings"]  # the common case says nothing
 
@@ -60,8 +60,8 @@ def test_scheduler_example(tmp_path, monkeypatch):
 def test_plain_loop_example(tmp_path, monkeypatch):
     ns = run_example("plain-loop", tmp_path, monkeypatch)
     c, opt = ns["controller"], ns["opt"]
-    assert c.done and 2_000 <= c.examples_seen and len(c.history) == c.spec.n_intervals - 1
-    assert opt.param_groups[0]["lr"] == pytest.approx(c.history[-1]["lr"])
+    assert c.done and 2_000 <= c.examples_seen and len(c.history) == c.spec.n_intervals  # the start, then the decisions
+    assert 0 < opt.param_groups[0]["lr"] < 0.01 * c.history[-1]["level"]
     assert ns["loader"].batch_sampler.batch_size == c.history[-1]["batch_size"]  # the loader follows its decisions
 
 
@@ -70,15 +70,6 @@ def test_own_dataloader_example(tmp_path, monkeypatch):
     c = ns["controller"]
     assert c.done and c.examples_seen < 2_000 + 64 and {h["batch_size"] for h in c.history} == {64}
     assert not any("batch-size decisions" in w for w in ns["_warnings"])  # said up front: no warning
-
-
-def test_beside_a_scheduler_example(tmp_path, monkeypatch):
-    ns = run_example("beside-a-scheduler", tmp_path, monkeypatch)
-    c, opt = ns["controller"], ns["opt"]
-    assert c.done and len(c.history) >= 10
-    assert opt.param_groups[0]["lr"] == pytest.approx(c.history[-1]["lr"])  # the controller's, after the warm-up
-    assert not any("not applied" in w for w in ns["_warnings"])  # its batch-size decisions are applied (issue 25.5)
-    assert c.control_batch_size and ns["loader"].batch_sampler.batch_size == c.history[-1]["batch_size"]  # the loader follows
 
 
 def test_lightning_example(tmp_path, monkeypatch):

@@ -55,8 +55,8 @@ def test_lightning_callback(smoke_policy, tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     cb, trainer, sampler, module = _fit(pl, smoke_policy, tmp_path)
     c = cb.controller
-    assert c is not None and len(c.history) == c.spec.n_intervals - 1
-    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(c.history[-1]["lr"])
+    assert c is not None and len(c.history) == c.spec.n_intervals  # the start, then one entry per decision
+    assert 0 < trainer.optimizers[0].param_groups[0]["lr"] < 0.05 * c.history[-1]["level"]  # set every step
     assert sampler.batch_size == c.history[-1]["batch_size"]
     assert cb.state_dict()["examples_seen"] == c.examples_seen == module.trained
 
@@ -105,10 +105,10 @@ def test_huggingface_trainer_callback(smoke_policy, tmp_path):
     trainer = transformers.Trainer(model=HFTinyModel(), args=args, train_dataset=HFTinyDataset(), callbacks=[cb])
     trainer.train()
     c = cb.controller
-    assert c is not None and len(c.history) == c.spec.n_intervals - 1
-    # the lr in the optimizer is the controller's, not the linear schedule's (which ends at 0)
+    assert c is not None and len(c.history) == c.spec.n_intervals
+    # the lr in the optimizer is the controller's (its base schedule's last step), not the linear schedule's (0)
     final_lr = trainer.optimizer.param_groups[0]["lr"]
-    assert final_lr == pytest.approx(c.history[-1]["lr"], rel=1e-6) and final_lr > 0
+    assert 0 < final_lr < 0.05 * c.history[-1]["level"]
     # the Trainer's no-decay group (biases) keeps no weight decay; the decay group is controlled
     decay, no_decay = trainer.optimizer.param_groups[:2]
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == pytest.approx(c.history[-1]["weight_decay"])

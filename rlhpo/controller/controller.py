@@ -10,11 +10,18 @@
 Opt-in: ``controller.make_loader(dataset)`` lets it set the batch size too (the budget is then
 counted in examples); ``val_loss_fn=`` gives it a validation loss; ``model=`` lets the guard
 snapshot buffers (BatchNorm) and counts examples from the model's inputs. What a loop can get
-wrong is said when it happens (:mod:`rlhpo.controller_budget`). Each param group keeps its ratio
-to the first (see :class:`rlhpo.training.hparams.GroupRatios`).
+wrong is said when it happens (:mod:`rlhpo.controller.budget`, :mod:`rlhpo.controller.watch`).
+Each param group keeps its ratio to the first (see :class:`rlhpo.training.hparams.GroupRatios`).
 
-The controller computes its observations with :mod:`rlhpo.control.features` (the code the environment
-uses) and maps actions with :mod:`rlhpo.control.actions`; it does not import the environment.
+The Controller is composed of parts that own their state: the budget and its count
+(:class:`~rlhpo.controller.budget.Budget`), the batches and their counting
+(:class:`~rlhpo.controller.batches.Batches`, ``batching``), the optimizer's values
+(:class:`~rlhpo.controller.knobs.Knobs`), the validation source and the misuse watch
+(:mod:`rlhpo.controller.watch`), the rank sync (:class:`~rlhpo.control.distributed.RankSync`),
+the policy driver (:class:`~rlhpo.policy.driver.PolicyDriver`) and the decision path, which
+holds the base schedule and the guard (:class:`~rlhpo.control.decision.DecisionPath`). It
+computes its observations with :mod:`rlhpo.control.features` (the code the environment uses) and
+does not import the environment.
 """
 
 from __future__ import annotations
@@ -24,42 +31,68 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from rlhpo.control.decision import DecisionPath, check_intervals, write_hparams
+from rlhpo.control.actions import ActionConfig
+from rlhpo.control.decision import DecisionPath, check_intervals
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import GuardConfig, Verdict
 from rlhpo.control.prior import CALIBRATED, optimizer_kind
-from rlhpo.controller_budget import Budget, parse_budget
-from rlhpo.controller_data import ControllerData
-from rlhpo.controller_loops import (
-    clipping_message,
-    examples_of,
-    loss_value,
-    weight_decay_control,
-)
-from rlhpo.errors import ControllerError, is_int, warn_user
+from rlhpo.controller.batches import Batches, CountingLoader, batch_len
+from rlhpo.controller.budget import Budget, parse_budget
+from rlhpo.controller.knobs import Knobs, weight_decay_control
+from rlhpo.controller.watch import Validation, Watch
+from rlhpo.errors import ControllerError, warn_user
 from rlhpo.output import log_record
 from rlhpo.policy.artifact import PolicyArtifact, load_artifact
 from rlhpo.policy.driver import PolicyDriver
 from rlhpo.tasks import Hyperparams
-from rlhpo.training.hparams import GroupRatios, write_lr
+from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
-from rlhpo.training.snapshot import LoopState, check_scaler
+from rlhpo.training.snapshot import LoopState, check_scaler, map_nested
 
 log = logging.getLogger(__name__)
 
-#: optimizer steps without a controller.step() after which the controller says it is not driven
-_SILENT_STEPS = 100
-_NO_STEP = ("rlhpo Controller: optimizer.step() ran but controller.step(loss) was never called: the controller counts "
-            "the budget and decides in step(), so it has decided nothing; call controller.step(loss) right after "
-            "each optimizer.step()")
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    return obj.item() if isinstance(obj, np.generic) else obj
 
 
-class Controller(ControllerData):
+def to_plain(obj: Any) -> Any:
+    """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers, so that
+    ``torch.load(weights_only=True)`` reads it back."""
+    return map_nested(obj, _plain)
+
+
+def to_numpy(obj: Any) -> Any:
+    """The inverse of :func:`to_plain` for state that held numpy arrays (the policy's LSTM state)."""
+    return map_nested(obj, lambda v: v.numpy() if isinstance(v, torch.Tensor) else v)
+
+
+def clipping_message(asked: Hyperparams, start: Hyperparams, config: ActionConfig, controls: tuple[str, ...]) -> Optional[str]:
+    """One sentence per starting value the policy's bounds changed (None: none did)."""
+    parts = []
+    for name in controls:
+        a, s = float(getattr(asked, name)), float(getattr(start, name))
+        bound = getattr(config, name)
+        if a < bound.min and s != a:
+            parts.append(f"{name} {a:g} is below the policy's bound {name} >= {bound.min:g}: starting at {s:g}")
+        elif a > bound.max and s != a:
+            parts.append(f"{name} {a:g} is above the policy's bound {name} <= {bound.max:g}: starting at {s:g}")
+    if not parts:
+        return None
+    return ("rlhpo Controller: the starting values are outside what the policy was trained on (" + "; ".join(parts)
+            + "). See the model card of the policy for its bounds.")
+
+
+class Controller:
     """Sets ``lr`` and ``weight_decay`` in an optimizer's ``param_groups`` (and the batch size of a
     loader it provides) every control interval, from a meta-trained policy.
 
@@ -127,52 +160,36 @@ class Controller(ControllerData):
         if any("lr" not in g for g in optimizer.param_groups):
             raise ControllerError(f"{type(optimizer).__name__} has no 'lr' in its param_groups; the controller needs it")
         total, unit = parse_budget(total_examples, total_steps)
-        if batch_size is not None and not (is_int(batch_size) and batch_size >= 1):
-            raise ControllerError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
         artifact = policy if isinstance(policy, PolicyArtifact) else load_artifact(policy)
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
         self.n_intervals = check_intervals(self.spec.n_intervals if n_intervals is None else n_intervals, self.spec.n_intervals)
         self.budget = Budget(total, unit, self.n_intervals, optimizer.param_groups[0])
-        self.val_loss_fn, self.writer, self.deterministic = val_loss_fn, writer, deterministic
-        action_config = self.spec.action_config()
-        self.controls_weight_decay = weight_decay_control(optimizer, action_config.weight_decay.enabled and control_weight_decay)
+        actions = self.spec.action_config()
+        self.batching = Batches(self.budget, batch_size, sampler, control_batch_size, actions.batch_size.enabled)
+        wd = weight_decay_control(optimizer, actions.weight_decay.enabled and control_weight_decay)
+        self.knobs = Knobs(optimizer, self.batching, wd)
+        self.validation = Validation(val_loss_fn)
+        self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
+        self.watch = Watch(self.sync.is_main)
+        self.writer, self.deterministic = writer, deterministic
         self._guard_config = guard or self.spec.guard_config()
         self._new_decision_path()
         self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
-        self.sampler, self.model, self.scaler = sampler, model, check_scaler(scaler)
-        self._declared_bs = int(batch_size) if batch_size else None  # the user's own loader's
-        self._used_bs: Optional[int] = self._declared_bs  # the batch size in use, without a sampler
-        self._interval_max_bs = 0
-        self._batch_control_asked = control_batch_size
-        self.control_batch_size = control_batch_size is not False and action_config.batch_size.enabled
-        self._declined = self._loader_checked = False
-        self._forwarded = 0  # examples of the model's training inputs since the last step
-        self._recommended_bs: Optional[int] = None  # the warm start's batch size, for make_loader
-        self._last_train_loss: Optional[float] = None
-        self._val_is_proxy = False  # the last validation loss was the training loss (no validation source)
-        self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
-        # counting the model's inputs serves step(); loops that call decide() with their own counts need none
-        self._forward_hook = model.register_forward_pre_hook(self._count_inputs) if model is not None and track_steps else None
-        self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
-        self._ratios = GroupRatios.of(optimizer)
-        self._started = self._restart_pending = self._warned_clip = self._finished = False
-        self.examples_seen = 0
-        self._delivered = 0  # examples of the batches handed out since the last step
-        self._boundary = self.decision.boundary
-        self._probe = False
-        self._last_val: Optional[float] = None
+        self.model, self.scaler = model, check_scaler(scaler)
         self.history: list[dict] = []
-        self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
-        self._opt_steps = self._steps_called = self._behind = 0  # optimizer steps seen, step() calls, calls before theirs
-        self._written_lr: Optional[float] = None  # the reference group's lr as the controller last wrote it
+        self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
+        self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
+        self._started = self._restart_pending = self._warned_clip = self._finished = False
+        self._probe = False
         self._scheduled = False  # the base schedule writes the lr before every optimizer step (the pre-hook)
-        self._said: set[str] = set()  # the misuse warnings already given (each once)
-        self._steps_total = 0  # optimizer steps of the intervals decided so far
         self._clock = [0.0, 0.0]  # wall-clock seconds: the run's start (perf_counter), spent in decisions
-        self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
+        # the optimizer's steps serve step(); loops that call decide() with their own counts need neither hook
+        self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
+        self._forward_hook = model.register_forward_pre_hook(self.batching.count_inputs) if model is not None and track_steps else None
 
     def _new_decision_path(self) -> None:
+        """The decision path for the budget as it stands (a budget of steps may become one of examples)."""
         self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.n_intervals, self._guard_config,
                                      **self.spec.decision_kwargs(), prior_table=self.spec.prior_table)
         self._boundary = self.decision.boundary
@@ -190,27 +207,56 @@ class Controller(ControllerData):
         from rlhpo.recommend.api import warm_start as start_warm  # here: rlhpo.recommend imports the controller's package
         return start_warm(controller, train_data) if warm_start else controller
 
+    # -- what it shows ---------------------------------------------------------------------
+    @property
+    def examples_seen(self) -> int:
+        """Budget units trained so far (examples, or optimizer steps for a budget of steps)."""
+        return self.budget.seen
+
+    @examples_seen.setter
+    def examples_seen(self, value: int) -> None:
+        self.budget.seen = value
+
     @property
     def total_examples(self) -> int:
         """The budget in examples (a budget of steps: at the batch size known so far)."""
-        return self.budget.total * (1 if self.budget.unit == "examples" else (self._used_bs or self._declared_bs or 1))
+        return self.budget.total * (1 if self.budget.unit == "examples" else (self.batching.used or self.batching.declared or 1))
 
-    # -- the loop --------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.examples_seen >= self.budget.total
+        return self.budget.done
 
     @property
     def hparams(self) -> Hyperparams:
         """The values in effect: the reference param group's lr and weight decay, the batch size."""
-        lr, wd = self._ratios.read(self.optimizer)
-        return Hyperparams(lr, int(self._current_batch_size()), wd)
+        return self.knobs.read()
 
-    def _current_batch_size(self) -> int:
-        if self.sampler is not None:
-            return self.sampler.batch_size
-        return self._used_bs or 1
+    @property
+    def interval(self) -> int:
+        """Decisions taken so far."""
+        return self.decision.interval
 
+    @property
+    def sampler(self) -> Optional[MutableBatchSampler]:
+        """The sampler whose batch size the controller sets (None: the loop's own batches)."""
+        return self.batching.sampler
+
+    @property
+    def control_batch_size(self) -> bool:
+        """Whether the batch size is set (see :meth:`decline_batch_size`)."""
+        return self.batching.control
+
+    @property
+    def controls_weight_decay(self) -> bool:
+        return self.knobs.weight_decay
+
+    def lr_at(self, seen: int, n: int) -> float:
+        """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the policy's
+        level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
+        that trains in whole intervals sets it before every step (the evaluation runner does)."""
+        return self.decision.lr_at(seen, n)
+
+    # -- the start -------------------------------------------------------------------------
     def begin(self) -> None:
         """Start a run: clip the starting values into the policy's bounds (saying so) and reset
         the features. Called by the first :meth:`step` or :meth:`decide`; call it yourself to
@@ -220,7 +266,7 @@ class Controller(ControllerData):
 
     def _start(self) -> None:
         if self._asked is None:  # the starting values, as the user left them (a restart must not re-read ours)
-            self._ratios = GroupRatios.of(self.optimizer)
+            self.knobs.ratios = GroupRatios.of(self.optimizer)
             self._asked = self.hparams
         asked = dataclasses.replace(self._asked, batch_size=self.hparams.batch_size)
         self.sync.check_start(**{f"total_{self.budget.unit}": self.budget.total}, **vars(asked))
@@ -245,20 +291,14 @@ class Controller(ControllerData):
             self._say_start(asked, start, kind)
         self.history[:] = [h for h in self.history if not h.get("start")]
         record = dict(start=True, examples=0, steps=0, lr=start.lr, level=self.decision.level, weight_decay=start.weight_decay,
-                      batch_size=start.batch_size if self._used_bs or self.sampler else None)
+                      batch_size=start.batch_size if self.batching.known else None)
         self.history.insert(sum(1 for h in self.history if h.get("recommended")), record)
         if first:
             log_record(self.writer, record)  # the start, a point at step 0
         # begun before the batch size was known (it counts in examples): start again at the first step
-        self._restart_pending = self.sampler is None and self._used_bs is None and self.budget.unit == "examples"
+        self._restart_pending = self.sampler is None and self.batching.used is None and self.budget.unit == "examples"
 
     # -- what it says -----------------------------------------------------------------------
-    def _say_once(self, key: str, message: str) -> None:
-        """A misuse or a surprise, as a warning from the user's line, once per controller."""
-        if key not in self._said and self.sync.is_main:
-            self._said.add(key)
-            warn_user(message)
-
     def _say_start(self, asked: Hyperparams, start: Hyperparams, kind: Optional[str]) -> None:
         """The start line: where the run starts and why (and the misuses visible at the start)."""
         name = type(self.optimizer).__name__
@@ -276,16 +316,10 @@ class Controller(ControllerData):
         if self.sync.is_main:
             log.info(msg)
         if kind is None:
-            self._say_once("kind", (
+            self.watch.say_once("kind", (
                 f"rlhpo Controller: {name} is not an optimizer kind the policy was meta-trained with (Adam, AdamW, SGD): "
                 f"it starts from your values (lr {asked.lr:.3g}, wd {asked.weight_decay:.3g}) with no calibrated default, "
                 "and its decisions were never tried on this kind; use torch.optim.AdamW, Adam or SGD for the tested path"))
-
-    def _foreign_lr(self, now: float) -> None:
-        self._say_once("foreign", (
-            f"rlhpo Controller: the optimizer's lr was changed between its steps ({self._written_lr:.3g} -> {now:.3g}): "
-            "an lr scheduler stepped on the same optimizer, or your code sets the lr. The controller is the schedule "
-            "(warm-up + cosine times its level, set every step): remove the other scheduler or the lr writes"))
 
     def _summary(self) -> str:
         hp = self.hparams
@@ -295,42 +329,37 @@ class Controller(ControllerData):
         spent = self._clock[1]
         return (f"rlhpo: run finished at {self.examples_seen:,} {self.budget.unit}: {len(decisions)} decisions, "
                 f"{rollbacks} rollback{'s' if rollbacks != 1 else ''}; final lr {hp.lr:.3g} (level {self.decision.level:.3g}), "
-                f"wd {hp.weight_decay:.3g}, batch {hp.batch_size if self._used_bs or self.sampler else '(yours)'}; "
+                f"wd {hp.weight_decay:.3g}, batch {hp.batch_size if self.batching.known else '(yours)'}; "
                 f"{wall:.1f} s since the start, {spent:.2f} s ({spent / wall if wall else 0.0:.1%}) in the controller's decisions")
 
-    def lr_at(self, seen: int, n: int) -> float:
-        """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the policy's
-        level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
-        that trains in whole intervals sets it before every step (the evaluation runner does)."""
-        return self.decision.lr_at(seen, n)
+    def _say_diverged(self, verdict: Any, when: str) -> None:
+        where = when or f"at {self.examples_seen:,} {self.budget.unit}"
+        log.warning("rlhpo Controller: training diverged %s (%s); %s", where, verdict.reason,
+                    ("rolled back to the best good state so far" + ("" if when else ", lr cut")) if verdict.rolled_back
+                    else ("nothing to restore" if when else "stepping every control down"))
+
+    # -- the loop --------------------------------------------------------------------------
+    # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.watch.optimizer_step()
+        if not self._started:  # the first optimizer step already trains at the controller's values
+            self._start()
+        bs = (self.batching.delivered or self.batching.current) * self.sync.world
+        if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
+            self._schedule_step(bs if self.budget.unit == "examples" else 1)
+        self._probe = TrainingMonitor.should_probe(self._boundary - self.budget.seen, bs)
+        if self._probe:
+            self.monitor.before_step(True)
 
     def _schedule_step(self, n: int) -> None:
         """Write the base schedule's lr for the step about to run."""
-        groups = self.optimizer.param_groups
-        now = groups[min(self._ratios.lr_ref, len(groups) - 1)]["lr"]
-        if now != self._written_lr and self._written_lr is not None:
-            self._foreign_lr(now)
-        write_lr(self.optimizer, self.lr_at(self.examples_seen, n), self._ratios)
-        self._written_lr = groups[min(self._ratios.lr_ref, len(groups) - 1)]["lr"]
-
-    @property
-    def interval(self) -> int:
-        """Decisions taken so far."""
-        return self.decision.interval
-
-    # step() and the pre-hook run on every optimizer step: keep them to a few attribute reads
-    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._opt_steps += 1
-        if self._steps_called == 0 and self._opt_steps == _SILENT_STEPS:
-            self._say_once("no-step", _NO_STEP)
-        if not self._started:  # the first optimizer step already trains at the controller's values
-            self._start()
-        bs = (self._delivered or self._current_batch_size()) * self.sync.world
-        if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
-            self._schedule_step(bs if self.budget.unit == "examples" else 1)
-        self._probe = TrainingMonitor.should_probe(self._boundary - self.examples_seen, bs)
-        if self._probe:
-            self.monitor.before_step(True)
+        knobs = self.knobs
+        if knobs.foreign_lr:
+            self.watch.say_once("foreign", (
+                f"rlhpo Controller: the optimizer's lr was changed between its steps ({knobs.written_lr:.3g} -> {knobs.lr_now:.3g}): "
+                "an lr scheduler stepped on the same optimizer, or your code sets the lr. The controller is the schedule "
+                "(warm-up + cosine times its level, set every step): remove the other scheduler or the lr writes"))
+        knobs.write_lr(self.lr_at(self.budget.seen, n))
 
     def step(self, loss: torch.Tensor, batch_size: Optional[int] = None, *, batch: Any = None) -> bool:
         """Record one optimizer step; call it right after ``optimizer.step()``.
@@ -350,67 +379,48 @@ class Controller(ControllerData):
                 f"step(loss): loss must be a scalar tensor, got {type(loss).__name__}"
                 + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "")
             )
-        if not self._loader_checked:
+        if not self.batching.checked:
             self._check_loader()
-        n = self._examples_of(batch_size, batch)
-        if self._used_bs is None and n:
-            self._used_bs = n
-        self._steps_called += 1
-        if self._hook is not None and self._steps_called <= 3:
-            self._behind += self._opt_steps < self._steps_called
-            if self._behind == 3 and self.scaler is None:  # three calls, each before its optimizer step
-                self._say_once("order", (
-                    "rlhpo Controller: controller.step(loss) is called before optimizer.step(); call it right after "
-                    "optimizer.step(), so each step is counted after it trained"))
+        n = self.batching.take(batch_size, batch)
+        self.watch.step_called(self._hook is not None, self.scaler is not None)
         if not self._started:
             self._start()
-        elif self._restart_pending and self.decision.interval == 0 and self._steps_called == 1:
+        elif self._restart_pending and self.decision.interval == 0 and self.watch.calls == 1:
             self._start()  # begun before any batch size was known: start again from the real one
-        if self._steps_called == 1:
-            self.budget.check_first_step(n * self.sync.world if self.budget.unit == "examples" else 1)
-        self._interval_max_bs = max(self._interval_max_bs, n)
+        budget = self.budget
+        if self.watch.calls == 1:
+            budget.check_first_step(n * self.sync.world if budget.unit == "examples" else 1)
         self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
         self._probe = False
-        was_done = self.done
-        progress = n * self.sync.world if self.budget.unit == "examples" else 1  # every rank trained a batch of n
-        self.examples_seen += progress
-        self.budget.advance(progress, self.decision.interval)  # step() is per optimizer step: no hparams read
+        was_done = budget.done
+        budget.advance(n * self.sync.world if budget.unit == "examples" else 1, self.decision.interval)  # every rank trained n
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
         # the later ones on an empty interval, exactly as the environment the policy met
-        while self.examples_seen >= self._boundary and not self.done:
+        while budget.seen >= self._boundary and not budget.done:
             stats = self.monitor.summary()
-            self.decide(stats, self._validation_loss(stats))
+            self.decide(stats, self.validation.loss(stats))
             decided = True
         if decided:
-            self.budget.decided(self.decision.interval)
-        if self.done and not was_done:
+            budget.decided(self.decision.interval)
+        if budget.done and not was_done:
             self.finish()  # the guard's last word, without the loop having to call finish()
         return decided
 
-    def _examples_of(self, batch_size: Optional[int], batch: Any) -> int:
-        """The examples one step trained (see :meth:`step`); a budget in steps needs no count."""
-        delivered, self._delivered = self._delivered, 0
-        forwarded, self._forwarded = self._forwarded, 0
-        if self.budget.unit == "steps" and batch_size is None and batch is None:
-            return delivered or forwarded  # for the record only: 0 when nothing tells
-        return examples_of(batch_size, batch, delivered or forwarded, self.sampler, self._declared_bs)
+    def _check_loader(self) -> None:
+        """At the first step: whose batch size this loop trains with; a run whose clock or
+        controls changed starts again."""
+        restart = self.batching.check()
+        if self.budget.total != self.decision.total_examples:  # a budget of steps became one of examples
+            self._new_decision_path()
+            restart = True
+        if restart:
+            self._started = False
 
     def report_validation(self, val_loss: float) -> None:
         """Give the controller a validation loss (a number or a scalar tensor; NaN or inf count as
         divergence); the next decision uses it."""
-        self._last_val = loss_value(val_loss, "report_validation(val_loss): val_loss")
-
-    def _validation_loss(self, stats: IntervalStats) -> float:
-        if self.val_loss_fn is not None:
-            return float(self.val_loss_fn())
-        if self._last_val is not None:
-            return self._last_val
-        self._val_is_proxy = True  # the training loss stands in: the guard's collapse rule sits this one out
-        if stats.steps == 0:  # an interval shorter than a batch: no news, never a divergence
-            return self._last_train_loss if self._last_train_loss is not None else float("inf")
-        self._last_train_loss = stats.loss_mean
-        return stats.loss_mean
+        self.validation.report(val_loss)
 
     def decide(self, stats: IntervalStats, val_loss: float, examples_seen: Optional[int] = None) -> Hyperparams:
         """One control decision from an interval's statistics; applies and returns the new values.
@@ -423,15 +433,14 @@ class Controller(ControllerData):
             self._start()
         t0 = time.perf_counter()
         if examples_seen is not None:
-            self.examples_seen = int(examples_seen)
-        if self.sampler is None and self._interval_max_bs:
-            self._used_bs, self._interval_max_bs = self._interval_max_bs, 0  # the batch size really used
+            self.examples_seen = examples_seen
+        self.batching.end_interval()
         hp = self.hparams
         stats, val_loss = self.sync.reduce(stats, val_loss)
-        self.decision.guard.watch_jumps, self._val_is_proxy = not self._val_is_proxy, False
+        self.decision.guard.watch_jumps = not self.validation.take_proxy()
         observation = self.decision.observe(stats, val_loss, hp, self.examples_seen)
         self._boundary = self.decision.boundary
-        self._steps_total += int(stats.steps)
+        self.watch.decided_steps += int(stats.steps)
         diverged = observation.diverged
         action = self.sync.agree(self.driver.act(observation.obs, deterministic=self.deterministic))
         if diverged:
@@ -439,13 +448,13 @@ class Controller(ControllerData):
         new = self._set(self.decision.act(action, hp))
         record = dict(
             examples=self.examples_seen,
-            steps=self._steps_total,  # optimizer steps so far (the TensorBoard x-axis)
+            steps=self.watch.decided_steps,  # optimizer steps so far (the TensorBoard x-axis)
             interval_steps=int(stats.steps),
             train_loss=float(stats.loss_mean),
             val_loss=float(val_loss),
             lr=new.lr,
             level=self.decision.level,  # the lr level from here on (the base schedule multiplies it every step)
-            batch_size=new.batch_size if self.sampler is not None or self._used_bs else None,  # None: never seen
+            batch_size=new.batch_size if self.batching.known else None,  # None: never seen
             weight_decay=new.weight_decay,
             action=self.decision.last_action.tolist(),
             diverged=bool(diverged),
@@ -456,22 +465,11 @@ class Controller(ControllerData):
         self._clock[1] += time.perf_counter() - t0
         return new
 
-    def _say_diverged(self, verdict: Any, when: str) -> None:
-        where = when or f"at {self.examples_seen:,} {self.budget.unit}"
-        log.warning("rlhpo Controller: training diverged %s (%s); %s", where, verdict.reason,
-                    ("rolled back to the best good state so far" + ("" if when else ", lr cut")) if verdict.rolled_back
-                    else ("nothing to restore" if when else "stepping every control down"))
-
     def _set(self, hp: Hyperparams) -> Hyperparams:
         """Write ``hp`` (the controls this run has) and return the values in effect."""
-        write_hparams(
-            self.optimizer, hp, self.sampler, weight_decay=self.controls_weight_decay,
-            batch_size=self.control_batch_size, ratios=self._ratios,
-        )
-        now = self.hparams
-        self._written_lr = self.optimizer.param_groups[min(self._ratios.lr_ref, len(self.optimizer.param_groups) - 1)]["lr"]
+        now = self.knobs.write(hp)
         if self._asked is not None and self.controls_weight_decay and now.weight_decay > 10 * self._asked.weight_decay:
-            self._say_once("wd", (
+            self.watch.say_once("wd", (
                 f"rlhpo Controller: weight decay {now.weight_decay:.3g} is more than 10x yours ({self._asked.weight_decay:.3g}), "
                 f"as the {'calibrated default' if self.spec.prior == 'calibrated' else 'policy'} sets it for "
                 f"{type(self.optimizer).__name__}; to keep yours, pass control_weight_decay=False"))
@@ -481,27 +479,26 @@ class Controller(ControllerData):
         """End the run under the guard: after a divergence since the last decision the best good state
         comes back (with ``restore_best``, the best one if the end is worse). ``batches()`` and the
         Lightning/HF callbacks call it; returns the validation (else training) loss then in effect."""
-        if self._hook is not None and self._steps_called == 0 and self._opt_steps > 0:
-            self._say_once("no-step", _NO_STEP)
+        self.watch.at_finish(self._hook is not None)
         if not self._started or self._finished:
             return None
         self._finished = True
         self.budget.end()
         stats = self.monitor.summary()
-        val = self._validation_loss(stats) if val_loss is None else float(val_loss)
+        val = self.validation.loss(stats) if val_loss is None else float(val_loss)
         stats, val = self.sync.reduce(stats, val)
-        proxy = self._val_is_proxy
-        self.decision.guard.watch_jumps, self._val_is_proxy = not proxy, False
+        proxy = self.validation.take_proxy()
+        self.decision.guard.watch_jumps = not proxy
         if proxy and not stats.nonfinite and math.isfinite(val):
             # a training loss that rose at the end proves nothing: the final weights stay the user's
             verdict = Verdict(False, val_loss=val)
         else:
             verdict = self.decision.guard.review(stats.nonfinite, val)
-        self._steps_total += int(stats.steps)
+        self.watch.decided_steps += int(stats.steps)
         if verdict.diverged:
             self._say_diverged(verdict, "at the end of the run")
-            record = dict(examples=self.examples_seen, steps=self._steps_total, interval_steps=int(stats.steps), val_loss=val, end=True,
-                          diverged=True, rolled_back=verdict.rolled_back, level=self.decision.level, **vars(self.hparams))
+            record = dict(examples=self.examples_seen, steps=self.watch.decided_steps, interval_steps=int(stats.steps), val_loss=val,
+                          end=True, diverged=True, rolled_back=verdict.rolled_back, level=self.decision.level, **vars(self.hparams))
             self.history.append(record)
             log_record(self.writer, record)
         restored = self.decision.guard.finish(verdict.val_loss)
@@ -515,3 +512,82 @@ class Controller(ControllerData):
             if hook is not None:
                 hook.remove()
         self._hook = self._forward_hook = None
+
+    # -- the batches -----------------------------------------------------------------------
+    def make_loader(self, dataset: Dataset, batch_size: Optional[int] = None, seed: int = 0, **loader_kwargs: Any) -> DataLoader:
+        """A ``DataLoader`` over ``dataset`` whose batch size this controller sets; it counts the
+        examples of each batch as it hands it out (exact with ``num_workers`` too). The starting
+        batch size: the warm start's, else ``batch_size``, else the constructor's, else 32."""
+        return self.batching.make_loader(dataset, batch_size, seed, self.sync.shard(), **loader_kwargs)
+
+    def batches(self, loader: Iterable) -> Iterator[Any]:
+        """Iterate ``loader`` over epochs until the example budget is spent, counting the
+        examples of each batch as it is handed out (so :meth:`step` needs no batch size)."""
+        if isinstance(loader, Dataset) and not isinstance(loader, Iterable):
+            raise ControllerError("batches(loader): got a Dataset; pass a DataLoader, or controller.make_loader(dataset)")
+        counting = isinstance(loader, CountingLoader)
+        own = getattr(loader, "batch_sampler", None)
+        if self.sampler is None and not self._started and isinstance(own, MutableBatchSampler):
+            self.batching.sampler = own  # the user's loader over a mutable sampler: its batch size is ours to set
+        while not self.done:
+            empty = True
+            for batch in loader:
+                empty = False
+                if not counting:
+                    self.batching.count(batch_len(batch) or 0)
+                yield batch
+                if self.done:
+                    self.finish()  # the guard's last word: a run never ends diverged
+                    return
+            if empty:
+                raise ControllerError("batches(loader): the loader yielded no batch")
+
+    def decline_batch_size(self, reason: str, remedy: str = "") -> None:
+        """Turn batch-size control off, saying once why (the decided batch sizes cannot be applied)."""
+        self.batching.decline(reason, remedy, stacklevel=5)
+
+    # -- checkpointing ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The controller's state: tensors and plain Python types only, so a checkpoint holding it
+        loads with ``torch.load(path, weights_only=True)``."""
+        return {
+            "examples_seen": int(self.examples_seen),
+            "started": self._started,
+            "last_val": self.validation.last,
+            "decision": to_plain(self.decision.state_dict()),
+            "monitor": self.monitor.state_dict(),
+            "driver": to_plain(self.driver.state_dict()),
+            **self.batching.state_dict(),
+            "ratios": self.knobs.ratios.state_dict(),
+            "history": to_plain(list(self.history)),
+            "budget": self.budget.state_dict(),
+            "counts": self.watch.state_dict(),
+            "asked": None if self._asked is None else vars(self._asked).copy(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("budget") is not None:
+            self.budget.load_state_dict(state["budget"])
+            if self.decision.total_examples != self.budget.total:
+                self._new_decision_path()
+        self.examples_seen = state["examples_seen"]
+        decision = state["decision"]  # the guard's snapshots are torch state dicts: they stay tensors
+        self.decision.load_state_dict({**to_numpy(decision), "guard": decision["guard"]})
+        self.monitor.load_state_dict(state["monitor"])
+        self._boundary = self.decision.boundary
+        self._started = bool(state["started"])
+        if self._started:  # a resumed run's guard snapshots and restores this loop's state again
+            self.decision.guard.target = LoopState(self.optimizer, self.model, self.sampler, self.scaler)
+        self.validation.last = state["last_val"]
+        self.driver.load_state_dict(to_numpy(state["driver"]))
+        self.batching.load_state_dict(state, self._started)
+        if state.get("ratios") is not None:
+            self.knobs.ratios = GroupRatios(**state["ratios"])
+        self.history = list(state["history"])
+        if state.get("counts") is not None:
+            self.watch.load_state_dict(state["counts"])
+        if state.get("asked") is not None:
+            self._asked = Hyperparams(**state["asked"])
+        self.knobs.written_lr = self.knobs.lr_now  # the checkpoint's, not a foreign write
+        self._scheduled = self._started and self._hook is not None and self.decision.scheduled
+        self._clock = [time.perf_counter(), 0.0]

@@ -1,4 +1,5 @@
-"""The run's budget as :class:`rlhpo.Controller` counts it, and the misuses it reports.
+"""The run's budget as :class:`rlhpo.Controller` counts it (the one count of what was trained),
+and the misuses it reports.
 
 A budget is given once, the way a scheduler's is: ``total_steps`` (optimizer steps, like
 ``OneCycleLR``; nothing to count) or ``total_examples`` (training examples; each step's examples
@@ -20,14 +21,11 @@ What a loop can get wrong, and what is said, at the moment it becomes clear:
 
 from __future__ import annotations
 
-import logging
 import weakref
 from dataclasses import dataclass
 from typing import Optional
 
 from rlhpo.errors import ControllerError, is_int, warn_user
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,8 +79,10 @@ class Budget:
 
     :param total: the budget in ``unit``
     :param unit: ``"steps"`` or ``"examples"``
-    :param n_intervals: the policy's decisions per run
+    :param n_intervals: the run's intervals (its decisions + 1)
     :param group: the optimizer's first param group, whose lr the end-of-run report names
+
+    :attr:`seen` is the run's one count of what was trained (``Controller.examples_seen``).
     """
 
     def __init__(self, total: int, unit: str, n_intervals: int, group: Optional[dict] = None) -> None:
@@ -97,6 +97,26 @@ class Budget:
     @property
     def unit(self) -> str:
         return self.p.unit
+
+    @property
+    def seen(self) -> int:
+        return self.p.seen
+
+    @seen.setter
+    def seen(self, value: int) -> None:  # a loop that trains in whole intervals says what it trained
+        self.p.seen = int(value)
+
+    @property
+    def done(self) -> bool:
+        return self.p.seen >= self.p.total
+
+    @property
+    def n_intervals(self) -> int:
+        return self.p.n_intervals
+
+    @n_intervals.setter
+    def n_intervals(self, value: int) -> None:
+        self.p.n_intervals = int(value)
 
     @property
     def interval(self) -> int:

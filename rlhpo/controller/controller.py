@@ -49,7 +49,7 @@ from rlhpo.controller.watch import Validation, Watch
 from rlhpo.errors import ControllerError, warn_user
 from rlhpo.output import log_record
 from rlhpo.policy.artifact import PolicyArtifact, load_artifact
-from rlhpo.policy.driver import PolicyDriver
+from rlhpo.policy.driver import NullDriver, PolicyDriver
 from rlhpo.tasks import Hyperparams
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
@@ -171,10 +171,10 @@ class Controller:
         self.validation = Validation(val_loss_fn)
         self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
         self.watch = Watch(self.sync.is_main)
-        self.writer, self.deterministic = writer, deterministic
+        self.writer = writer
         self._guard_config = guard or self.spec.guard_config()
         self._new_decision_path()
-        self.driver = PolicyDriver.from_artifact(artifact)
+        self.driver = PolicyDriver.from_artifact(artifact, deterministic)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.model, self.scaler = model, check_scaler(scaler)
         self.history: list[dict] = []
@@ -206,6 +206,36 @@ class Controller:
         controller = cls(optimizer, total_examples, policy=policy, **kwargs)
         from rlhpo.recommend.api import warm_start as start_warm  # here: rlhpo.recommend imports the controller's package
         return start_warm(controller, train_data) if warm_start else controller
+
+    @classmethod
+    def in_intervals(
+        cls, optimizer: torch.optim.Optimizer, total_examples: int, *, n_intervals: Optional[int] = None,
+        prior_only: bool = False, **kwargs: Any,
+    ) -> "Controller":
+        """A controller for a loop that trains in whole intervals and calls :meth:`decide` with its
+        own statistics (the evaluation runner): no optimizer or model hooks; ``n_intervals``
+        intervals (default: the policy's; the base schedule ends at the budget whatever it is);
+        ``prior_only``: every action zero (:class:`~rlhpo.policy.driver.NullDriver`: the policy's
+        prior, base schedule and guard without the policy)."""
+        controller = cls(optimizer, total_examples, **kwargs)
+        controller.close()  # the loop counts its own steps and examples
+        if n_intervals is not None:
+            controller._retime(n_intervals)
+        if prior_only:
+            controller.driver = NullDriver(len(controller.spec.action_config().enabled))
+        return controller
+
+    def _retime(self, n_intervals: int) -> None:
+        self.n_intervals = self.budget.n_intervals = check_intervals(n_intervals, self.spec.n_intervals)
+        self._new_decision_path()
+
+    def warm_start(self, hparams: Hyperparams) -> Hyperparams:
+        """Start from ``hparams`` rather than the optimizer's values (before the first step; the warm
+        start of :func:`rlhpo.recommend.api.warm_start`): the lr and weight decay are written now
+        (each param group keeps its ratio; a weight decay of 0 stays 0), the batch size now with a
+        sampler, else in the loader of :meth:`make_loader`. Returns the values in effect."""
+        self.batching.recommended = int(hparams.batch_size)
+        return self._set(hparams)
 
     # -- what it shows ---------------------------------------------------------------------
     @property
@@ -442,7 +472,7 @@ class Controller:
         self._boundary = self.decision.boundary
         self.watch.decided_steps += int(stats.steps)
         diverged = observation.diverged
-        action = self.sync.agree(self.driver.act(observation.obs, deterministic=self.deterministic))
+        action = self.sync.agree(self.driver.act(observation.obs))
         if diverged:
             self._say_diverged(observation.verdict, "")
         new = self._set(self.decision.act(action, hp))

@@ -11,7 +11,6 @@ seed (below 1: the cap helps), and how many runs the cap changed at all.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import statistics
 import warnings
@@ -34,8 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("rlhpo").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     art = load_artifact("default")
-    capped = {r: dataclasses.replace(art, spec=dataclasses.replace(art.spec, guard={**art.spec.guard, "max_lr_ratio": r}))
-              for r in args.ratios}
+    capped = {r: art.with_guard(max_lr_ratio=r) for r in args.ratios}
     ratios: dict[tuple[str, float], list[float]] = {}
     for family in resolve_families(args.families):
         for k in range(args.tasks):

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath, check_intervals
 from rlhpo.control.distributed import RankSync
-from rlhpo.control.guard import GuardConfig, Verdict
+from rlhpo.control.guard import Verdict
 from rlhpo.control.prior import CALIBRATED, optimizer_kind
 from rlhpo.controller.batches import Batches, CountingLoader, batch_len
 from rlhpo.controller.budget import Budget, parse_budget
@@ -103,31 +103,29 @@ class Controller:
     :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
         :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
     :param policy: ``"default"`` (the shipped policy), another pretrained name, an artifact folder,
-        or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact`
+        or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact` (its divergence guard is the one
+        it was trained under; another, e.g. capping the lr relative to the start:
+        ``policy=load_artifact("default").with_guard(max_lr_ratio=10)``)
     :param batch_size: the batch size of your own loader, counted per :meth:`step` when the step
         says nothing else (taken from :meth:`make_loader` if it is used)
     :param val_loss_fn: called at each decision for a validation loss (optional; otherwise the
         last value given to :meth:`report_validation`, else the interval's training loss)
     :param writer: a ``torch.utils.tensorboard.SummaryWriter`` to log decisions to
-    :param deterministic: use the policy's mean action (default) rather than sampling
-    :param is_adaptive: whether the optimizer is adaptive (Adam-like); guessed from its class
     :param sampler: a :class:`~rlhpo.training.sampler.MutableBatchSampler` whose batch size to control
         (:meth:`make_loader` makes one)
-    :param track_steps: watch the optimizer's steps (a step pre-hook) for :meth:`step`; loops that
-        call :meth:`decide` with their own statistics turn it off
     :param control_batch_size: set the batch size: ``None`` (default) when the batches come from
         :meth:`make_loader` or a ``sampler``, else yours is kept; ``True`` says so once if it cannot
     :param control_weight_decay: set the weight decay (off by itself, with a warning, when the
         optimizer has none or every group starts at 0)
     :param model: the model, for the guard's snapshots (without it: the optimizer's parameters);
         its inputs in training are counted as the examples of a step nothing else counts
-    :param guard: the divergence guard (default: the one the policy was trained under), e.g. to
-        cap the lr relative to the start: ``dataclasses.replace(spec.guard_config(), max_lr_ratio=10)``
     :param scaler: the loop's ``torch.amp.GradScaler``: the guard snapshots and restores its state
         too (a step it skips for inf gradients is no divergence: the optimizer did not step)
-    :param n_intervals: the run's decisions (default: the policy's); the base schedule ends at the
-        budget whatever it is
 
+    The policy's actions are its mean actions (``driver`` is the
+    :class:`~rlhpo.policy.driver.PolicyDriver` that takes them); the optimizer is adaptive
+    (Adam-like) unless it is a ``torch.optim.SGD``. A loop that trains in whole intervals and
+    decides itself builds its controller with :meth:`in_intervals`.
     Under ``torch.distributed`` every rank's controller takes one decision (:mod:`rlhpo.control.distributed`).
     """
 
@@ -138,19 +136,14 @@ class Controller:
         batch_size: Optional[int] = None,
         val_loss_fn: Optional[Callable[[], float]] = None,
         writer: Any = None,
-        deterministic: bool = True,
-        is_adaptive: Optional[bool] = None,
+        *,
         sampler: Optional[MutableBatchSampler] = None,
-        track_steps: bool = True,
         control_batch_size: Optional[bool] = None,
         control_weight_decay: bool = True,
         model: Optional[torch.nn.Module] = None,
-        guard: Optional[GuardConfig] = None,
         scaler: Any = None,
-        *,
         total_steps: Optional[int] = None,
         policy: "str | os.PathLike | PolicyArtifact" = "default",
-        n_intervals: Optional[int] = None,
     ) -> None:
         if isinstance(optimizer, PolicyArtifact):
             raise ControllerError("Controller(optimizer, total_examples or total_steps=..., policy=artifact): "
@@ -162,7 +155,7 @@ class Controller:
         total, unit = parse_budget(total_examples, total_steps)
         artifact = policy if isinstance(policy, PolicyArtifact) else load_artifact(policy)
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
-        self.n_intervals = check_intervals(self.spec.n_intervals if n_intervals is None else n_intervals, self.spec.n_intervals)
+        self.n_intervals = check_intervals(self.spec.n_intervals, self.spec.n_intervals)
         self.budget = Budget(total, unit, self.n_intervals, optimizer.param_groups[0])
         actions = self.spec.action_config()
         self.batching = Batches(self.budget, batch_size, sampler, control_batch_size, actions.batch_size.enabled)
@@ -172,25 +165,24 @@ class Controller:
         self.sync = RankSync()  # torch.distributed: one decision for all ranks (a no-op in one process)
         self.watch = Watch(self.sync.is_main)
         self.writer = writer
-        self._guard_config = guard or self.spec.guard_config()
         self._new_decision_path()
-        self.driver = PolicyDriver.from_artifact(artifact, deterministic)
+        self.driver = PolicyDriver.from_artifact(artifact)
         self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
         self.model, self.scaler = model, check_scaler(scaler)
         self.history: list[dict] = []
         self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
-        self._adaptive = bool(not isinstance(optimizer, torch.optim.SGD) if is_adaptive is None else is_adaptive)
+        self._adaptive = not isinstance(optimizer, torch.optim.SGD)
         self._started = self._restart_pending = self._warned_clip = self._finished = False
         self._probe = False
         self._scheduled = False  # the base schedule writes the lr before every optimizer step (the pre-hook)
         self._clock = [0.0, 0.0]  # wall-clock seconds: the run's start (perf_counter), spent in decisions
-        # the optimizer's steps serve step(); loops that call decide() with their own counts need neither hook
-        self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step) if track_steps else None
-        self._forward_hook = model.register_forward_pre_hook(self.batching.count_inputs) if model is not None and track_steps else None
+        # the optimizer's steps serve step(), and so do the model's inputs (see in_intervals for loops that count their own)
+        self._hook: Any = optimizer.register_step_pre_hook(self._before_optimizer_step)
+        self._forward_hook = model.register_forward_pre_hook(self.batching.count_inputs) if model is not None else None
 
     def _new_decision_path(self) -> None:
         """The decision path for the budget as it stands (a budget of steps may become one of examples)."""
-        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.n_intervals, self._guard_config,
+        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.n_intervals, self.spec.guard_config(),
                                      **self.spec.decision_kwargs(), prior_table=self.spec.prior_table)
         self._boundary = self.decision.boundary
 
@@ -210,19 +202,20 @@ class Controller:
     @classmethod
     def in_intervals(
         cls, optimizer: torch.optim.Optimizer, total_examples: int, *, n_intervals: Optional[int] = None,
-        prior_only: bool = False, **kwargs: Any,
+        deterministic: bool = True, prior_only: bool = False, **kwargs: Any,
     ) -> "Controller":
         """A controller for a loop that trains in whole intervals and calls :meth:`decide` with its
         own statistics (the evaluation runner): no optimizer or model hooks; ``n_intervals``
         intervals (default: the policy's; the base schedule ends at the budget whatever it is);
-        ``prior_only``: every action zero (:class:`~rlhpo.policy.driver.NullDriver`: the policy's
-        prior, base schedule and guard without the policy)."""
+        ``deterministic=False`` samples the policy's actions; ``prior_only``: every action zero
+        (:class:`~rlhpo.policy.driver.NullDriver`: the policy's prior, base schedule and guard
+        without the policy). ``kwargs`` go to the constructor."""
         controller = cls(optimizer, total_examples, **kwargs)
         controller.close()  # the loop counts its own steps and examples
         if n_intervals is not None:
             controller._retime(n_intervals)
-        if prior_only:
-            controller.driver = NullDriver(len(controller.spec.action_config().enabled))
+        actions = len(controller.spec.action_config().enabled)
+        controller.driver = NullDriver(actions) if prior_only else PolicyDriver.from_artifact(controller.artifact, deterministic)
         return controller
 
     def _retime(self, n_intervals: int) -> None:

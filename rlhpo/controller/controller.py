@@ -50,11 +50,11 @@ from rlhpo.errors import ControllerError, warn_user
 from rlhpo.output import log_record
 from rlhpo.policy.artifact import PolicyArtifact, load_artifact
 from rlhpo.policy.driver import NullDriver, PolicyDriver
-from rlhpo.tasks import Hyperparams
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
 from rlhpo.training.sampler import MutableBatchSampler
 from rlhpo.training.snapshot import LoopState, check_scaler, map_nested
+from rlhpo.types import Hyperparams
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Optional
 import torch
 
 from rlhpo.controller.batches import Batches
-from rlhpo.tasks import Hyperparams
 from rlhpo.training.hparams import GroupRatios, write_hparams, write_lr
+from rlhpo.types import Hyperparams
 
 
 def weight_decay_control(optimizer: torch.optim.Optimizer, wanted: bool) -> bool:

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -157,6 +158,7 @@ class Controller:
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
         self.n_intervals = check_intervals(self.spec.n_intervals, self.spec.n_intervals)
         self.budget = Budget(total, unit, self.n_intervals, optimizer.param_groups[0])
+        weakref.finalize(self, self.budget.report_end)  # a run that ended short, said when the controller goes
         actions = self.spec.action_config()
         self.batching = Batches(self.budget, batch_size, sampler, control_batch_size, actions.batch_size.enabled)
         wd = weight_decay_control(optimizer, actions.weight_decay.enabled and control_weight_decay)
@@ -425,7 +427,7 @@ class Controller:
             self.decide(stats, self.validation.loss(stats))
             decided = True
         if decided:
-            budget.decided(self.decision.interval)
+            budget.decisions = self.decision.interval  # for the end-of-run report
         if budget.done and not was_done:
             self.finish()  # the guard's last word, without the loop having to call finish()
         return decided
@@ -506,7 +508,7 @@ class Controller:
         if not self._started or self._finished:
             return None
         self._finished = True
-        self.budget.end()
+        self.budget.report_end()
         stats = self.monitor.summary()
         val = self.validation.loss(stats) if val_loss is None else float(val_loss)
         stats, val = self.sync.reduce(stats, val)

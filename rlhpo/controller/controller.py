@@ -156,8 +156,8 @@ class Controller:
         total, unit = parse_budget(total_examples, total_steps)
         artifact = policy if isinstance(policy, PolicyArtifact) else load_artifact(policy)
         self.artifact, self.spec, self.optimizer = artifact, artifact.spec, optimizer
-        self.n_intervals = check_intervals(self.spec.n_intervals, self.spec.n_intervals)
-        self.budget = Budget(total, unit, self.n_intervals, optimizer.param_groups[0])
+        n_intervals = check_intervals(self.spec.n_intervals, self.spec.n_intervals)
+        self.budget = Budget(total, unit, n_intervals, optimizer.param_groups[0])  # owns the clock: total, unit, intervals
         weakref.finalize(self, self.budget.report_end)  # a run that ended short, said when the controller goes
         actions = self.spec.action_config()
         self.batching = Batches(self.budget, batch_size, sampler, control_batch_size, actions.batch_size.enabled)
@@ -184,7 +184,7 @@ class Controller:
 
     def _new_decision_path(self) -> None:
         """The decision path for the budget as it stands (a budget of steps may become one of examples)."""
-        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.n_intervals, self.spec.guard_config(),
+        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.budget.n_intervals, self.spec.guard_config(),
                                      **self.spec.decision_kwargs(), prior_table=self.spec.prior_table)
         self._boundary = self.decision.boundary
 
@@ -198,7 +198,7 @@ class Controller:
         (with ``model=`` and ``train_data=``) starts from :func:`rlhpo.recommend`'s advice (see ``rlhpo.recommend.api.warm_start``);
         its batch size reaches the loader of :meth:`make_loader`."""
         controller = cls(optimizer, total_examples, policy=policy, **kwargs)
-        from rlhpo.recommend.api import warm_start as start_warm  # here: rlhpo.recommend imports the controller's package
+        from rlhpo.recommend.api import warm_start as start_warm  # here: the lean runtime imports no task family
         return start_warm(controller, train_data) if warm_start else controller
 
     @classmethod
@@ -221,7 +221,7 @@ class Controller:
         return controller
 
     def _retime(self, n_intervals: int) -> None:
-        self.n_intervals = self.budget.n_intervals = check_intervals(n_intervals, self.spec.n_intervals)
+        self.budget.n_intervals = check_intervals(n_intervals, self.spec.n_intervals)
         self._new_decision_path()
 
     def warm_start(self, hparams: Hyperparams) -> Hyperparams:
@@ -255,6 +255,11 @@ class Controller:
     def hparams(self) -> Hyperparams:
         """The values in effect: the reference param group's lr and weight decay, the batch size."""
         return self.knobs.read()
+
+    @property
+    def n_intervals(self) -> int:
+        """The run's intervals (its decisions + 1)."""
+        return self.budget.n_intervals
 
     @property
     def interval(self) -> int:
@@ -336,7 +341,7 @@ class Controller:
         level = self.decision.level
         msg = (f"rlhpo: {name}, starting from {source} (yours: lr {asked.lr:.3g} / wd {asked.weight_decay:.3g}"
                + ("; your lr is the floor of its range" if prior and asked.lr < level else "") + "); "
-               + f"{self.n_intervals - 1} decisions over {self.budget.total:,} {self.budget.unit}"
+               + f"{self.budget.n_intervals - 1} decisions over {self.budget.total:,} {self.budget.unit}"
                + (", the lr set every optimizer step" if self._scheduled or not self._hook else ""))
         if self.sync.is_main:
             log.info(msg)

@@ -12,8 +12,9 @@ under exactly the rules it was meta-trained under:
   good state at every healthy decision, a rollback and a learning-rate cut after divergence;
 * **observe -> act -> apply** (:class:`DecisionPath`): interval statistics and the validation
   loss become an observation (:mod:`rlhpo.control.features`), the policy's action becomes new
-  hyperparameters (:mod:`rlhpo.control.actions`), which the caller writes (the one writer,
-  :func:`rlhpo.training.hparams.write_hparams`, beside the training loop that also uses it).
+  hyperparameters (:mod:`rlhpo.control.actions`);
+* the one writer of hyperparameters into a ``torch.optim`` optimizer and a batch sampler
+  (:func:`write_hparams`, defined beside the training loop that also uses it).
 
 It knows nothing of the environment, of PPO or of the policy's network: the caller passes the
 action in (``DecisionPath.act``), so a test or a baseline can drive it with any function.
@@ -38,6 +39,7 @@ from rlhpo.control.guard import (
 )
 from rlhpo.control.prior import PRIORS, prior_start
 from rlhpo.errors import ControllerError, is_int
+from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
 from rlhpo.training.monitor import IntervalStats
 from rlhpo.types import Hyperparams
 

@@ -5,7 +5,7 @@ from the sensible and the sampled start, with the cap off and at several ratios,
 the median test-loss ratio of each capped run to the uncapped run on the same task, start and
 seed (below 1: the cap helps), and how many runs the cap changed at all.
 
-    python -m rlhpo.bench.lr_cap [--tasks 3] [--seeds 2] [--ratios 100 10 3]
+    python -m bench.lr_cap [--tasks 3] [--seeds 2] [--ratios 100 10 3]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ for each it reports:
 * catches: runs that blew up (a non-finite loss, or a final validation loss more than 2x their
   best) and runs that collapsed (finite, ending more than 25% above their best) that were flagged.
 
-    python -m rlhpo.bench.divergence_rule [--families meta_train dev near] [--tasks 6] [--cache FILE]
+    python -m bench.divergence_rule [--families meta_train dev near] [--tasks 6] [--cache FILE]
 
 ``--cache`` keeps the recorded curves in a JSON file (read instead of training when it exists).
 """

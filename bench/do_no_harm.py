@@ -7,7 +7,7 @@ sampled lr x100) on every family, and counts the runs that end with non-finite w
 final validation loss above ``tolerance`` x the best validation loss of the run. The same runs
 without the guard are reported beside them.
 
-    python -m rlhpo.bench.do_no_harm [--families held_out meta_train] [--tasks 2] [--seeds 2]
+    python -m bench.do_no_harm [--families held_out meta_train] [--tasks 2] [--seeds 2]
 """
 
 from __future__ import annotations

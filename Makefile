@@ -48,5 +48,5 @@ evaluate: install
 	$(PY) -m rlhpo.evaluate
 
 bench: install
-	$(PY) -m rlhpo.bench.env_overhead --family all
-	$(PY) -m rlhpo.bench.controller_overhead
+	$(PY) -m bench.env_overhead --family all
+	$(PY) -m bench.controller_overhead

@@ -1,7 +1,8 @@
 """rlhpo: a learned controller of learning rate, batch size and weight decay.
 
-``import rlhpo`` and applying a controller need torch and numpy only: the environment (gymnasium)
-and the warm start are imported when first used (``rlhpo.make_env``, ``rlhpo.recommend``).
+``import rlhpo`` and applying a controller need torch and numpy only: the environment (gymnasium),
+the warm start, the task families and the training session are imported when first used
+(``rlhpo.make_env``, ``rlhpo.recommend``, ``rlhpo.Task``, ``rlhpo.TrainingSession``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from typing import Any
 
 from rlhpo.control.actions import ActionConfig, ControlConfig
 from rlhpo.controller import Controller
-from rlhpo.errors import ConfigError, ControllerError
-from rlhpo.tasks import Hyperparams, Split, Task, TaskError, TaskFamily, register_family
+from rlhpo.errors import ConfigError, ControllerError, TaskError
 from rlhpo.training.sampler import MutableBatchSampler
-from rlhpo.training.session import TrainingSession
-
-#: names imported on first use: the module that defines each
+from rlhpo.types import Hyperparams, Split
 
 
 class _FallbackHandler(logging.StreamHandler):
@@ -38,9 +36,11 @@ if not any(isinstance(h, _FallbackHandler) for h in _logger.handlers):
 if _logger.level == logging.NOTSET:
     _logger.setLevel(logging.INFO)
 
+#: names imported on first use: the module that defines each
 _LAZY = {
     "ENV_ID": "rlhpo.envs", "EnvConfig": "rlhpo.envs", "HyperparamControlEnv": "rlhpo.envs", "make_env": "rlhpo.envs",
-    "Recommendation": "rlhpo.recommend",
+    "Recommendation": "rlhpo.recommend", "Task": "rlhpo.tasks", "TaskFamily": "rlhpo.tasks", "register_family": "rlhpo.tasks",
+    "TrainingSession": "rlhpo.training.session",
 }
 
 

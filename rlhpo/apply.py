@@ -31,13 +31,13 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from rlhpo.cli import cli_errors, to_dataclass
+from rlhpo.cli import build_task, cli_errors, to_dataclass
 from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.evaluation.baselines import Calibrated, Constant, Cosine
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.output import check_writable, log_record, write_failed
 from rlhpo.policy.artifact import load_artifact
-from rlhpo.tasks import FAMILIES, FAMILY_GROUPS, Task, TaskError, make_family
+from rlhpo.tasks import FAMILIES, FAMILY_GROUPS, Task
 
 #: printed under the comparison table
 TABLE_NOTE = (
@@ -120,35 +120,6 @@ class ApplyConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         return self
-
-
-def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task:
-    """A task from a family name, a ``{_target_: ...}`` node, or a Task itself."""
-    if isinstance(spec, Task):
-        task = spec
-    elif isinstance(spec, str) and spec in FAMILIES:
-        return make_family(spec, budget_scale).sample(task_seed)
-    elif isinstance(spec, str) and "." not in spec:
-        raise ConfigError(
-            f"task={spec!r} is not a task family; allowed: {sorted(FAMILIES)}, a factory's dotted path "
-            "(task=mypkg.make_task) or task='{_target_: mypkg.make_task}'"
-        )
-    elif isinstance(spec, str) or (isinstance(spec, (dict, DictConfig)) and "_target_" in spec):
-        spec = {"_target_": spec} if isinstance(spec, str) else spec
-        target = spec["_target_"]
-        try:
-            task = hydra.utils.instantiate(spec)
-        except Exception as e:
-            cause = e.__cause__ if e.__cause__ is not None else e  # Hydra wraps the factory's own error
-            raise ConfigError(f"task._target_={target!r} could not be called: {type(cause).__name__}: {cause}") from None
-        if not isinstance(task, Task):
-            raise TaskError(f"task factory {target!r} returned {type(task).__name__}; it must return an rlhpo.tasks.Task")
-    else:
-        raise ConfigError(f"task must be a family name or a node with _target_, got {spec!r}")
-    task.validate()
-    if budget_scale != 1.0:
-        task = task.with_budget(max(1, int(task.budget_examples * budget_scale)))
-    return task
 
 
 def apply(

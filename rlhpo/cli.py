@@ -1,6 +1,6 @@
-"""What the ``python -m rlhpo.train|apply|evaluate`` entry points share: one-line errors and
-turning a Hydra config into the library's plain dataclasses. Hydra stays at these edges; the
-library API takes plain Python objects."""
+"""What the ``python -m rlhpo.train|apply|evaluate|recommend`` entry points share: one-line errors,
+turning a Hydra config into the library's plain dataclasses, and the task a config names. Hydra
+stays at these edges; the library API takes plain Python objects."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import sys
 import threading
 from typing import Any, Iterator
 
-from rlhpo.errors import USER_ERRORS, ConfigError
+from rlhpo.errors import USER_ERRORS, ConfigError, TaskError
 from rlhpo.output import WRITE_ERRNOS
+from rlhpo.tasks import FAMILIES, Task, make_family
 
 
 @contextlib.contextmanager
@@ -79,3 +80,35 @@ def to_dataclass(cfg: Any, schema: type) -> Any:
     if not isinstance(obj, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(obj).__name__}")
     return obj
+
+
+def build_task(spec: Any, task_seed: int = 0, budget_scale: float = 1.0) -> Task:
+    """A task from a family name, a ``{_target_: ...}`` node (a factory Hydra calls), or a Task itself."""
+    import hydra
+    from omegaconf import DictConfig
+
+    if isinstance(spec, Task):
+        task = spec
+    elif isinstance(spec, str) and spec in FAMILIES:
+        return make_family(spec, budget_scale).sample(task_seed)
+    elif isinstance(spec, str) and "." not in spec:
+        raise ConfigError(
+            f"task={spec!r} is not a task family; allowed: {sorted(FAMILIES)}, a factory's dotted path "
+            "(task=mypkg.make_task) or task='{_target_: mypkg.make_task}'"
+        )
+    elif isinstance(spec, str) or (isinstance(spec, (dict, DictConfig)) and "_target_" in spec):
+        spec = {"_target_": spec} if isinstance(spec, str) else spec
+        target = spec["_target_"]
+        try:
+            task = hydra.utils.instantiate(spec)
+        except Exception as e:
+            cause = e.__cause__ if e.__cause__ is not None else e  # Hydra wraps the factory's own error
+            raise ConfigError(f"task._target_={target!r} could not be called: {type(cause).__name__}: {cause}") from None
+        if not isinstance(task, Task):
+            raise TaskError(f"task factory {target!r} returned {type(task).__name__}; it must return an rlhpo.tasks.Task")
+    else:
+        raise ConfigError(f"task must be a family name or a node with _target_, got {spec!r}")
+    task.validate()
+    if budget_scale != 1.0:
+        task = task.with_budget(max(1, int(task.budget_examples * budget_scale)))
+    return task

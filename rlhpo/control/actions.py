@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from rlhpo.errors import ConfigError, is_number
-from rlhpo.tasks.base import Hyperparams
+from rlhpo.types import Hyperparams
 
 CONTROLS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
 

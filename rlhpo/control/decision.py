@@ -39,9 +39,9 @@ from rlhpo.control.guard import (
 )
 from rlhpo.control.prior import PRIORS, prior_start
 from rlhpo.errors import ControllerError, is_int
-from rlhpo.tasks.base import Hyperparams
 from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
 from rlhpo.training.monitor import IntervalStats
+from rlhpo.types import Hyperparams
 
 
 def interval_end(total_examples: int, n_intervals: int, k: int) -> int:

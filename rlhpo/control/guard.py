@@ -26,7 +26,7 @@ from typing import Optional, Protocol, Sequence
 
 from rlhpo.errors import ConfigError, is_int, is_number
 
-#: the collapse rule's defaults (``python -m rlhpo.bench.divergence_rule``, docs/results/divergence_rule.txt)
+#: the collapse rule's defaults (``python -m bench.divergence_rule``, docs/results/divergence_rule.txt)
 JUMP, JUMP_MIN = 5.0, 0.2
 
 
@@ -36,7 +36,7 @@ class GuardConfig:
 
     :param enabled: snapshot and roll back (off: a diverged interval is only reported)
     :param factor: a validation loss above ``factor`` x the best so far is divergence (chosen by
-        ``python -m rlhpo.bench.divergence_rule``; see README's reliability section)
+        ``python -m bench.divergence_rule``; see README's reliability section)
     :param lr_cut: the learning rate is multiplied by this at a rollback
     :param freeze_after: after this many rollbacks no hyperparameter moves upwards again
     :param restore_best: at the end of the run, restore the best-validation snapshot when the
@@ -48,7 +48,7 @@ class GuardConfig:
     :param jump: the collapse rule: an interval whose validation loss is above the best so far by
         more than ``jump`` x the median interval-to-interval change over the last ``jump_window``
         healthy intervals, and by more than ``jump_min`` x |best|, diverged (None: off). Chosen
-        by ``python -m rlhpo.bench.divergence_rule``
+        by ``python -m bench.divergence_rule``
     :param jump_min: see ``jump``
     :param jump_window: see ``jump``; the rule needs at least 3 healthy intervals
     :param min_lost: besides the 2x or the collapse rule, a divergence must have lost more than
@@ -116,7 +116,7 @@ def divergence_reason(
     has lost what it gained, whatever its start was. Either rule also needs the rise to exceed
     ``min_lost`` x the progress so far (``first`` - best, ``first`` the run's first healthy loss):
     noise on a small loss is not a divergence. ``factor``, ``jump``, ``jump_min`` and ``min_lost``
-    are chosen by measurement (``python -m rlhpo.bench.divergence_rule``). ``what`` names the loss
+    are chosen by measurement (``python -m bench.divergence_rule``). ``what`` names the loss
     in the reason (``training loss`` when the interval's mean training loss stands in).
     """
     if nonfinite:

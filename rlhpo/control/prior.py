@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from rlhpo.tasks.base import Hyperparams
+from rlhpo.types import Hyperparams
 
 #: ``{optimizer kind: {"lr": ..., "weight_decay": ...}}``, as calibrated (conf/evaluate/calibrated.yaml)
 CALIBRATED: dict[str, dict[str, float]] = {

@@ -105,7 +105,7 @@ class EnvConfig:
             raise ConfigError(
                 "env.guard.restore_best is not an environment setting: an episode never restores its best "
                 "snapshot; remove it (to deploy with it: rlhpo.Controller(..., "
-                "guard=dataclasses.replace(artifact.spec.guard_config(), restore_best=True)))"
+                "policy=load_artifact(...).with_guard(restore_best=True)))"
             )
         seeds = self.task_seeds
         if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or any(

@@ -103,7 +103,7 @@ class ControllerSchedule(Schedule):
     def start(self, session: TrainingSession, n_intervals: int) -> None:
         from rlhpo.controller import Controller
 
-        self.controller = Controller(
+        self.controller = Controller.in_intervals(
             session.optimizer,
             session.budget,
             policy=self.artifact,
@@ -111,14 +111,9 @@ class ControllerSchedule(Schedule):
             model=session.model,  # the guard snapshots buffers too
             deterministic=self.deterministic,
             writer=self.writer,
-            is_adaptive=session.task.optimizer != "sgd",
-            track_steps=False,  # the session's own monitor provides the statistics
             n_intervals=n_intervals,  # the runner's clock: the base schedule ends at the budget
+            prior_only=self.null_action,
         )
-        if self.null_action:
-            from rlhpo.policy.driver import NullDriver
-
-            self.controller.driver = NullDriver(len(self.artifact.spec.action_config().enabled))
         self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
         # the base schedule sets the lr before every optimizer step, as in the env and a user's loop
         session.lr_schedule = self.controller.lr_at if self.controller.decision.scheduled else None

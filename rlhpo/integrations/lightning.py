@@ -30,7 +30,7 @@ from typing import Any, Optional
 import torch
 
 from rlhpo.controller import Controller
-from rlhpo.controller_loops import batch_len
+from rlhpo.controller.batches import batch_len
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.training.sampler import MutableBatchSampler
 

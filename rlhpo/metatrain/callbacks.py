@@ -215,7 +215,7 @@ def release_freed_memory() -> None:
 
     The held-out evaluation trains a dozen target networks inside the trainer; glibc keeps the
     memory they free, so the trainer's RSS stepped up by 30-50 MiB at each evaluation round in the
-    soak test (rlhpo.bench.soak), though nothing was live. ``malloc_trim`` returns it (a few ms).
+    soak test (bench.soak), though nothing was live. ``malloc_trim`` returns it (a few ms).
     A no-op where the C library is not glibc."""
     try:
         import ctypes

@@ -100,7 +100,7 @@ def save_checkpoint(directory: Path, model: Any, vec_normalize: Optional[Any], k
         if vec_normalize is not None:
             vec_normalize.save(str(tmp / "vecnormalize.pkl"))
         torch.save(
-            {"num_timesteps": model.num_timesteps, "episode_num": model._episode_num, "rng": _rng_state()},
+            {"num_timesteps": model.num_timesteps, "rng": _rng_state()},
             tmp / "state.pt",
         )
         (tmp / "COMPLETE").write_text("ok\n")
@@ -163,7 +163,6 @@ def load_latest(directory: Path, load_model: Any, vec_normalize: Optional[Any], 
                 vec_normalize.obs_rms, vec_normalize.ret_rms = loaded.obs_rms, loaded.ret_rms
             model = load_model(path / "model.zip", env)
             model.num_timesteps = int(state["num_timesteps"])
-            model._episode_num = int(state["episode_num"])
             _set_rng_state(state["rng"])
             log.info("resumed from checkpoint %s (%d steps)", path, model.num_timesteps)
             return LoadedCheckpoint(path, model, model.num_timesteps)

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -283,6 +283,13 @@ class PolicyArtifact:
     @property
     def recurrent(self) -> bool:
         return self.spec.algorithm == "RecurrentPPO"
+
+    def with_guard(self, **changes: Any) -> "PolicyArtifact":
+        """This policy under another divergence guard, e.g. ``with_guard(max_lr_ratio=10)`` or
+        ``with_guard(restore_best=True)`` (see :class:`~rlhpo.control.guard.GuardConfig`); what
+        is not named stays the guard it was meta-trained under."""
+        guard = replace(self.spec.guard_config(), **changes).validate()
+        return replace(self, spec=replace(self.spec, guard=asdict(guard)))
 
 
 def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") -> PolicyArtifact:

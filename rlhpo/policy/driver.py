@@ -15,21 +15,24 @@ from rlhpo.policy.artifact import ObsNormalization, PolicyArtifact
 class PolicyDriver:
     """Turns observations into actions for one run at a time (call :meth:`reset` per run)."""
 
-    def __init__(self, model: Any, normalization: ObsNormalization, recurrent: bool = False) -> None:
+    def __init__(self, model: Any, normalization: ObsNormalization, recurrent: bool = False, deterministic: bool = True) -> None:
         self.model = model
         self.normalization = normalization
         self.recurrent = recurrent
+        self.deterministic = deterministic  # the policy's mean action, else a sampled one
         self.reset()
 
     @classmethod
-    def from_artifact(cls, artifact: PolicyArtifact) -> "PolicyDriver":
-        return cls(artifact.model, artifact.normalization, artifact.recurrent)
+    def from_artifact(cls, artifact: PolicyArtifact, deterministic: bool = True) -> "PolicyDriver":
+        return cls(artifact.model, artifact.normalization, artifact.recurrent, deterministic)
 
     def reset(self) -> None:
         self._state: Optional[Any] = None
         self._episode_start = np.ones((1,), dtype=bool)
 
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: Optional[bool] = None) -> np.ndarray:
+        """The action for ``obs`` (``deterministic``: None, the driver's own setting)."""
+        deterministic = self.deterministic if deterministic is None else deterministic
         x = self.normalization(np.asarray(obs, dtype=np.float64))[None]
         if self.recurrent:
             action, self._state = self.model.predict(
@@ -57,5 +60,5 @@ class NullDriver(PolicyDriver):
         self.recurrent = False
         self.reset()
 
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: Optional[bool] = None) -> np.ndarray:
         return np.zeros(self.n_actions, dtype=np.float32)

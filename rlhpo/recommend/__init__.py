@@ -7,10 +7,11 @@ meta-training tasks it resembles.
     rec.confidence     # 1 / (1 + sd of log10 lr); rec.lr_range widens with the uncertainty
 
 Modules: :mod:`~rlhpo.recommend.meta_features` (what a task looks like before training),
-:mod:`~rlhpo.recommend.build` (the meta-dataset, ``python -m rlhpo.recommend.build``),
 :mod:`~rlhpo.recommend.models` (kNN, Gaussian process, boosted trees; leave-one-family-out
 selection, ``python -m rlhpo.recommend.select``), :mod:`~rlhpo.recommend.api` (:func:`recommend`),
-``python -m rlhpo.recommend task=<family>:<seed>`` (the CLI).
+``python -m rlhpo.recommend task=<family>:<seed>`` (the CLI). The meta-dataset is built by
+searches of the evaluation (``python -m rlhpo.evaluation.meta_dataset``): this package imports no
+evaluation, so the evaluation and the Controller's warm start can import it.
 
 The package itself is callable, so ``rlhpo.recommend(...)`` is :func:`recommend` while
 ``rlhpo.recommend.models`` stays importable as a module.

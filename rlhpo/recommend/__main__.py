@@ -64,7 +64,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def _main(cfg: Any) -> None:
-    from rlhpo.apply import build_task
+    from rlhpo.cli import build_task
     from rlhpo.recommend.api import recommend_task
 
     cfg = to_dataclass(cfg, RecommendConfig).validate()

@@ -207,8 +207,7 @@ def warm_start(controller: Any, train_data: Any) -> Any:
     else:
         rec = recommend(controller.model, train_data, controller.optimizer, controller.total_examples, fallback=user)
     if not rec.fallback:
-        controller._set(rec.hparams)
-        controller._recommended_bs = int(rec.hparams.batch_size)
+        controller.warm_start(rec.hparams)
     controller.recommendation = rec
     controller.history.insert(0, dict(examples=0, **rec.record()))
     if controller.writer is not None:

@@ -1,6 +1,6 @@
 """Meta-models: from a task's meta-features to its starting lr, batch size and weight decay.
 
-Targets (what Optuna found on the meta-training tasks, :mod:`rlhpo.recommend.build`):
+Targets (what Optuna found on the meta-training tasks, :mod:`rlhpo.evaluation.meta_dataset`):
 
 - ``lr``: log10(best lr / the optimizer's usual lr) (``rlhpo.tasks.SENSIBLE_STARTS``): SGD's and
   Adam's lr scales differ by ~50x, so the lr is learned relative to its optimizer's scale, and
@@ -207,7 +207,7 @@ def load_meta_dataset(path: Optional[Path] = None) -> list[dict]:
 
     path = Path(path) if path is not None else DATA_DIR / "meta_dataset.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"no meta-dataset at {path}; build it with python -m rlhpo.recommend.build")
+        raise FileNotFoundError(f"no meta-dataset at {path}; build it with python -m rlhpo.evaluation.meta_dataset")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     held = sorted({r["family"] for r in rows} & set(HELD_OUT_FAMILIES))
     if held:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from rlhpo.tasks.base import Hyperparams
+from rlhpo.types import Hyperparams
 
 
 def _reference(values: list[float]) -> Optional[int]:

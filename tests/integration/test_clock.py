@@ -52,7 +52,7 @@ def test_a_controller_in_a_users_loop_defaults_to_the_policys_intervals():
     artifact = load_artifact("default")
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
     assert Controller(opt, total_examples=1000, policy=artifact).decision.n_intervals == artifact.spec.n_intervals
-    assert Controller(opt, total_examples=1000, policy=artifact, n_intervals=7).decision.n_intervals == 7
+    assert Controller.in_intervals(opt, total_examples=1000, policy=artifact, n_intervals=7).decision.n_intervals == 7
 
 
 @pytest.mark.parametrize("k", [1, 0, 2.5, "5"])
@@ -61,7 +61,7 @@ def test_a_k_the_policy_cannot_honour_is_one_clear_error(k):
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
     with pytest.raises(ControllerError, match=rf"^n_intervals={k!r} cannot be honoured: .*allowed: an integer >= 2 "
                                               r"\(the policy was meta-trained with 20\)$"):
-        Controller(opt, total_examples=1000, policy=artifact, n_intervals=k)
+        Controller.in_intervals(opt, total_examples=1000, policy=artifact, n_intervals=k)
 
 
 @pytest.mark.slow  # a subprocess

@@ -176,7 +176,7 @@ def test_any_interval_statistics_never_break_decide(lr, weight_decay, decisions)
     """decide(), as rlhpo.apply and the evaluation call it, on arbitrary interval statistics, with
     the user's loop also setting arbitrary learning rates between decisions."""
     opt = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=lr, weight_decay=weight_decay)
-    c = Controller(opt, policy=artifact(), total_examples=1000, batch_size=32, track_steps=False)
+    c = Controller.in_intervals(opt, policy=artifact(), total_examples=1000, batch_size=32)
     rec = Recorder(c.driver)
     c.driver = rec
     for stats, val_loss, user_lr in decisions:

@@ -60,7 +60,7 @@ def _plain_loop_trajectory(art, task, seed):
         finally:
             model.train()
 
-    c = Controller(opt, task.budget_examples, policy=art, val_loss_fn=val_loss, is_adaptive=task.optimizer != "sgd")
+    c = Controller(opt, task.budget_examples, policy=art, val_loss_fn=val_loss)  # adaptive: not SGD, as the task says
     loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=task.default_hparams.batch_size, seed=seed)
     c.begin()
     for x, y in c.batches(loader):
@@ -172,14 +172,11 @@ def test_controller_start_clips_into_the_policy_bounds_like_the_env(name):
 
 
 def test_controller_guard_override_caps_the_lr_relative_to_the_start(monkeypatch):
-    import dataclasses
-
     art = load_artifact("default")
     monkeypatch.setattr(PolicyDriver, "act", lambda self, obs, deterministic=True: np.ones(3, np.float32))
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
-    guard = dataclasses.replace(art.spec.guard_config(), max_lr_ratio=4.0)
-    c = Controller(opt, policy=art, total_examples=2000, batch_size=10, guard=guard, control_batch_size=False)
+    c = Controller(opt, policy=art.with_guard(max_lr_ratio=4.0), total_examples=2000, batch_size=10, control_batch_size=False)
     for k in range(6):
         c.decide(IntervalStats(steps=5, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0), 1.0, examples_seen=100 * (k + 1))
     cap = 4 * art.spec.prior_table["adamw"]["lr"]  # 4x the start: v3 starts from the calibrated AdamW lr

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import rlhpo
 from rlhpo.errors import ControllerError
+from rlhpo.policy.driver import PolicyDriver
 
 pytestmark = pytest.mark.slow  # two spawned processes that each import torch and rlhpo
 
@@ -34,7 +35,8 @@ def _loop(rank: int, poison_step: int) -> tuple[rlhpo.Controller, torch.Tensor]:
     y = (x[:, 0] > rank).long()
     model = DDP(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    ctl = rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=4096, model=model, deterministic=False)
+    ctl = rlhpo.Controller.from_pretrained(optimizer=opt, total_examples=4096, model=model)
+    ctl.driver = PolicyDriver.from_artifact(ctl.artifact, deterministic=False)  # sampled actions: rank 0's is everyone's
     loader = ctl.make_loader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     for step, (xb, yb) in enumerate(ctl.batches(loader)):
         loss = nn.functional.cross_entropy(model(xb), yb)

@@ -41,7 +41,8 @@ def _plain_run(art, writer=None, stop_after=None, resume_from=None, guard=None):
     def val() -> float:
         return float(task.loss_fn(model(xv), yv))
 
-    c = Controller(opt, task.budget_examples, policy=art, model=model, val_loss_fn=val, writer=writer, guard=guard)
+    policy = art if guard is None else art.with_guard(**dataclasses.asdict(guard))
+    c = Controller(opt, task.budget_examples, policy=policy, model=model, val_loss_fn=val, writer=writer)
     loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=16)
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])

@@ -166,9 +166,9 @@ def test_ablation_table_is_the_committed_one():
 
 
 def test_soak_table_is_what_the_committed_samples_give():
-    """The soak table on the reliability page is what `python -m rlhpo.bench.soak` computes from the
+    """The soak table on the reliability page is what `python -m bench.soak` computes from the
     samples it wrote (docs/results/soak.csv), after its 5-minute warm-up."""
-    from rlhpo.bench.soak import Sample, growth_after_warmup
+    from bench.soak import Sample, growth_after_warmup
 
     with open(RESULTS / "soak.csv", newline="") as f:
         samples = [Sample(**{k: (int(v) if k in ("n_procs", "checkpoint_step") else float(v)) for k, v in row.items()})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhpo.bench.soak import Sample, growth_after_warmup, report
+from bench.soak import Sample, growth_after_warmup, report
 
 pytestmark = pytest.mark.slow  # subprocesses, Ray or minutes of meta-training
 
@@ -40,7 +40,7 @@ def test_verdict(capsys):
 
 def _soak(tmp_path, *args, timeout=90):
     return subprocess.run(
-        [sys.executable, "-m", "rlhpo.bench.soak", "--out", str(tmp_path / "soak.csv"), *args],
+        [sys.executable, "-m", "bench.soak", "--out", str(tmp_path / "soak.csv"), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rlhpo.bench.vec_throughput import KINDS, WORKLOADS, tables
+from bench.vec_throughput import KINDS, WORKLOADS, tables
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_task
 
 import rlhpo
-from rlhpo.bench.env_overhead import measure, plain_loop
+from bench.env_overhead import measure, plain_loop
 from rlhpo.tasks import Hyperparams, Split, Task, TaskError
 from rlhpo.training.session import TrainingSession
 

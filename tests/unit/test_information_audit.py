@@ -1,11 +1,11 @@
-"""The information audit's scoring (rlhpo.bench.information_audit) and one real branch point."""
+"""The information audit's scoring (bench.information_audit) and one real branch point."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rlhpo.bench.information_audit import auc, audit_task, summarise
+from bench.information_audit import auc, audit_task, summarise
 from rlhpo.tasks import make_family
 
 

@@ -117,7 +117,7 @@ def test_shipped_meta_dataset_is_meta_training_only():
     assert len(rows) >= 40 and families.isdisjoint(HELD_OUT_FAMILIES)
     assert set(META_TRAIN_FAMILIES) <= families or families <= set(META_TRAIN_FAMILIES) | families - set(HELD_OUT_FAMILIES)
     recipe = json.loads((DATA_DIR / "meta_dataset.recipe.json").read_text())
-    assert recipe["command"].startswith("python -m rlhpo.recommend.build") and recipe["rows"] == len(rows)
+    assert recipe["command"].startswith("python -m rlhpo.evaluation.meta_dataset") and recipe["rows"] == len(rows)
     selection = json.loads((DATA_DIR / "selection.json").read_text())
     assert selection["rows"] == len(rows) and selection["chosen"]["model"] in ("knn", "gp", "gbr", "prior")
 

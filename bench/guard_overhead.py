@@ -6,7 +6,7 @@ off, and reports the median wall times and their ratio. Memory: the bytes one sn
 against the bytes of the model and optimizer state it copies (the guard keeps one snapshot; two
 with ``restore_best``).
 
-    python -m rlhpo.bench.guard_overhead [--family all|<name>] [--repeats 7]
+    python -m bench.guard_overhead [--family all|<name>] [--repeats 7]
 """
 
 from __future__ import annotations

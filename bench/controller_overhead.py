@@ -6,7 +6,7 @@ and reports the median wall times and their ratio. The controller's decisions ch
 hyperparameters, so (b) uses a controller whose decisions are computed but whose batch-size
 changes are off, keeping the number of optimizer steps equal.
 
-    python -m rlhpo.bench.controller_overhead [--family char_lm] [--policy default] [--repeats 15]
+    python -m bench.controller_overhead [--family char_lm] [--policy default] [--repeats 15]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from rlhpo.bench.env_overhead import plain_loop
+from bench.env_overhead import plain_loop
 from rlhpo.controller import Controller
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import make_family

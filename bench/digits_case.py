@@ -8,7 +8,7 @@ a constant lr, OneCycleLR, and the calibrated warm-up + cosine set every step (a
 seed per run seed). Reported per method: the mean test loss and accuracy, the Controller's
 rollbacks, and whether the end of the run replaced the final weights.
 
-    python -m rlhpo.bench.digits_case [--seeds 3] [--out docs/results/digits_case.md]
+    python -m bench.digits_case [--seeds 3] [--out docs/results/digits_case.md]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     data = _data()
     rows = {m: [run(m, s, data) for s in range(args.seeds)] for m in METHODS}
     lines = [
-        f"python -m rlhpo.bench.digits_case --seeds {args.seeds}   (a small CNN on scikit-learn's digits, AdamW 1e-3 / wd 1e-2,"
+        f"python -m bench.digits_case --seeds {args.seeds}   (a small CNN on scikit-learn's digits, AdamW 1e-3 / wd 1e-2,"
         f" batch {BATCH}, {EPOCHS} epochs = {EPOCHS * (N_TRAIN // BATCH)} steps; 1 CPU thread)",
         "",
         "| method | test loss (mean of seeds) | per seed | test accuracy | rollbacks per seed | final weights replaced | s / run |",

@@ -11,7 +11,7 @@ ranks the branches: AUC (0.5: no information; a feature predictive either way sc
 max(AUC, 1 - AUC)), and all features together by a logistic regression scored leave-one-task-out
 against the majority class.
 
-    python -m rlhpo.bench.information_audit --families dev --seeds 6 --out docs/results/information_audit.md
+    python -m bench.information_audit --families dev --seeds 6 --out docs/results/information_audit.md
 
 Development split only (``dev``): this is a design measurement for the next policy.
 """
@@ -138,7 +138,7 @@ def main() -> None:
         for seed in range(args.seeds):
             rows += audit_task(family.sample(seed), seed, args.horizon)
     report = summarise(rows)
-    header = (f"Information audit, `python -m rlhpo.bench.information_audit --families {args.families} --seeds {args.seeds} "
+    header = (f"Information audit, `python -m bench.information_audit --families {args.families} --seeds {args.seeds} "
               f"--horizon {args.horizon}`: {time.perf_counter() - t0:.0f} s on a shared 2-core CPU.\n\n")
     print(header + report)
     if args.out is not None:

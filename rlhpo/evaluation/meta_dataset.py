@@ -1,5 +1,6 @@
 """Build the warm start's meta-dataset, on the META-TRAINING families only:
-``python -m rlhpo.recommend.build`` appends to ``rlhpo/recommend/data/meta_dataset.jsonl``.
+``python -m rlhpo.evaluation.meta_dataset`` appends to ``rlhpo/recommend/data/meta_dataset.jsonl``
+(here, beside the searches it runs, so that :mod:`rlhpo.recommend` imports no evaluation).
 
 For each of ``--n-per-family`` tasks (task seeds 0 .. n-1) of every family that
 ``rlhpo.tasks.resolve_families("meta_train")`` names when the script runs, it records:
@@ -29,9 +30,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rlhpo.recommend.models import DATA_DIR
 from rlhpo.tasks import HELD_OUT_FAMILIES, resolve_families
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 OUT = DATA_DIR / "meta_dataset.jsonl"
 
 
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     n_intervals=a.n_intervals, schedule="cosine (5% warm-up)", search="optuna TPE")
     t0 = time.perf_counter()
     build(a.families, a.n_per_family, a.trials, a.budget_scale, a.n_intervals, a.n_jobs, a.out)
-    command = (f"python -m rlhpo.recommend.build --families {' '.join(a.families)} --n-per-family {a.n_per_family} "
+    command = (f"python -m rlhpo.evaluation.meta_dataset --families {' '.join(a.families)} --n-per-family {a.n_per_family} "
                f"--trials {a.trials} --budget-scale {a.budget_scale} --n-intervals {a.n_intervals}")
     write_recipe(a.out, command, settings, time.perf_counter() - t0)
     print(a.out.with_name(a.out.stem + ".recipe.json").read_text())

@@ -5,13 +5,12 @@ from the sensible and the sampled start, with the cap off and at several ratios,
 the median test-loss ratio of each capped run to the uncapped run on the same task, start and
 seed (below 1: the cap helps), and how many runs the cap changed at all.
 
-    python -m rlhpo.bench.lr_cap [--tasks 3] [--seeds 2] [--ratios 100 10 3]
+    python -m bench.lr_cap [--tasks 3] [--seeds 2] [--ratios 100 10 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import statistics
 import warnings
@@ -34,8 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("rlhpo").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     art = load_artifact("default")
-    capped = {r: dataclasses.replace(art, spec=dataclasses.replace(art.spec, guard={**art.spec.guard, "max_lr_ratio": r}))
-              for r in args.ratios}
+    capped = {r: art.with_guard(max_lr_ratio=r) for r in args.ratios}
     ratios: dict[tuple[str, float], list[float]] = {}
     for family in resolve_families(args.families):
         for k in range(args.tasks):

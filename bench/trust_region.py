@@ -9,7 +9,7 @@ oracle that picks the best factor per task-seed would gain over factor 1 (the mo
 constant-level controller inside that region could gain). Factors far from 1 that never win
 stay outside the region; the oracle gain says how much a controller can earn at all.
 
-    python -m rlhpo.bench.trust_region --families dev --out docs/results/trust_region.md
+    python -m bench.trust_region --families dev --out docs/results/trust_region.md
 
 Development split only (``dev``, ``workloads_dev`` at a tenth of their budget): a design
 measurement; ``final`` is never read.
@@ -114,7 +114,7 @@ def main() -> None:
     factors = tuple(sorted(a.factors))
     rows = measure(families, a.n_tasks, a.seeds, factors, a.budget_scale, a.n_jobs)
     table, stats = summarise(rows, factors)
-    cmd = "python -m rlhpo.bench.trust_region " + " ".join(
+    cmd = "python -m bench.trust_region " + " ".join(
         ["--families", *a.families, "--n-tasks", str(a.n_tasks), "--seeds", str(a.seeds), "--budget-scale", str(a.budget_scale)]
     )
     text = (

@@ -24,7 +24,7 @@ Runs, side by side and interleaved, with ``n_intervals`` control intervals per e
 
 Reports the median wall time of each and the overhead ratios.
 
-    python -m rlhpo.bench.env_overhead [--family all|digits_mlp|...] [--repeats 7]
+    python -m bench.env_overhead [--family all|digits_mlp|...] [--repeats 7]
 """
 
 from __future__ import annotations

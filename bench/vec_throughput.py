@@ -15,7 +15,7 @@ time (docs/results/env_overhead.txt: robust_regression, digits_mlp, noisy_quadra
 ``median`` = the median one of the 13 (seq_recurrent, an LSTM: the batched env cannot stack
 it and trains its networks one at a time).
 
-    python -m rlhpo.bench.vec_throughput [--n-envs 4 16] [--kinds dummy subproc batched ray]
+    python -m bench.vec_throughput [--n-envs 4 16] [--kinds dummy subproc batched ray]
         [--workloads tiny median] [--episodes 2] [--out docs/results/vec_throughput]
 
 Writes ``<out>.csv`` and ``<out>.md``. Construction (process, actor and Ray start) is not timed.
@@ -123,7 +123,7 @@ def report_text(rows: list[dict], kinds: list[str], n_envs: list[int], workloads
                 load: list[float]) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Environment steps per second, `python -m rlhpo.bench.vec_throughput --episodes {episodes}` ({when}; {machine()}; "
+        f"Environment steps per second, `python -m bench.vec_throughput --episodes {episodes}` ({when}; {machine()}; "
         f"a machine shared with other jobs: 1-minute load average {min(load):.1f} to {max(load):.1f} during the run). "
         "The shipped recipe (reference reward, cosine base schedule, sensible starts, guard) at budget scale 0.5; "
         f"{episodes} episodes per environment; the reference runs are trained inside the timed part (their number in brackets).",

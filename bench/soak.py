@@ -13,8 +13,8 @@ workers) at a fixed interval, stops the run and reports:
 Writes the samples to a CSV. Exits 1 when the growth exceeds ``--max-growth-pct`` or the slope
 exceeds ``--max-slope-mib-per-hour``; 2 when meta-training itself fails.
 
-    python -m rlhpo.bench.soak --minutes 30 --out docs/results/soak.csv vec_env.n_envs=2
-    python -m rlhpo.bench.soak --minutes 1 --interval 5 --warmup-minutes 0.25 +experiment=smoke
+    python -m bench.soak --minutes 30 --out docs/results/soak.csv vec_env.n_envs=2
+    python -m bench.soak --minutes 1 --interval 5 --warmup-minutes 0.25 +experiment=smoke
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ The last two tables replay the shipped rule with the progress floor (``min_lost`
 must also have lost that share of the run's progress) on the validation curves, and on the
 interval-mean *training* loss curves: what a Controller without a validation source judges.
 
-    python -m rlhpo.bench.divergence_rule [--families meta_train dev near] [--tasks 6] [--cache FILE]
+    python -m bench.divergence_rule [--families meta_train dev near] [--tasks 6] [--cache FILE]
 
 ``--cache`` keeps the recorded curves in a JSON file (read instead of training when it exists).
 """

@@ -7,7 +7,7 @@ sampled lr x100) on every family, and counts the runs that end with non-finite w
 final validation loss above ``tolerance`` x the best validation loss of the run. The same runs
 without the guard are reported beside them.
 
-    python -m rlhpo.bench.do_no_harm [--families held_out meta_train] [--tasks 2] [--seeds 2]
+    python -m bench.do_no_harm [--families held_out meta_train] [--tasks 2] [--seeds 2]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     art = load_artifact(args.policy)
     guarded_cfg = art.spec.guard_config()
     tolerance = guarded_cfg.factor
-    unguarded = dataclasses.replace(art, spec=dataclasses.replace(art.spec, guard={**art.spec.guard, "enabled": False}))
+    unguarded = art.with_guard(enabled=False)
     counts = {(s, g): [0, 0, 0] for s in STARTS for g in ("guard", "no guard")}  # runs, harmed, rollbacks
     t0 = time.perf_counter()
     for family in resolve_families(args.families):

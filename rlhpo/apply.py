@@ -90,7 +90,7 @@ class ApplyConfig:
     task: Any = "digits_cnn"
     task_seed: int = 0
     seed: int = 0
-    policy: str = "default"
+    policy: str = "rule"
     compare: bool = False
     n_intervals: Optional[int] = None
     budget_scale: float = 1.0
@@ -124,7 +124,7 @@ class ApplyConfig:
 
 def apply(
     task: Task,
-    policy: str | os.PathLike = "default",
+    policy: str | os.PathLike = "rule",
     seed: int = 0,
     compare: bool = False,
     n_intervals: Optional[int] = None,

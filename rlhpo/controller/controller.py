@@ -49,7 +49,7 @@ from rlhpo.controller.knobs import Knobs, weight_decay_control
 from rlhpo.controller.watch import Validation, Watch
 from rlhpo.errors import ControllerError, warn_user
 from rlhpo.output import log_record
-from rlhpo.policy.artifact import PolicyArtifact, load_artifact
+from rlhpo.policy.artifact import DEFAULT_POLICY, PolicyArtifact, load_artifact
 from rlhpo.policy.driver import NullDriver, PolicyDriver
 from rlhpo.training.hparams import GroupRatios
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor
@@ -94,8 +94,20 @@ def clipping_message(asked: Hyperparams, start: Hyperparams, config: ActionConfi
 
 
 class Controller:
-    """Sets ``lr`` and ``weight_decay`` in an optimizer's ``param_groups`` (and the batch size of a
-    loader it provides) every control interval, from a meta-trained policy.
+    """Drives a training run as a scheduler does: sets ``lr`` in an optimizer's ``param_groups``
+    before every optimizer step, and decides a level (and ``weight_decay``, and the batch size of
+    a loader it provides) 19 times per run, under a guard that rolls divergence back.
+
+    Where it starts: for Adam, AdamW and SGD from the **calibrated default** of that optimizer kind,
+    not from your lr (warm-up + cosine at Adam lr 3e-2 / wd 0, AdamW 3e-2 / 0.1, SGD 0.1 / 5e-4;
+    :mod:`rlhpo.control.prior`); your batch size is kept, your lr is the floor of the level's range.
+    Another optimizer kind starts from your values. It says so in one log line at the start (and
+    sums the run up at the end; quiet: ``logging.getLogger("rlhpo").setLevel(logging.WARNING)``).
+
+    What decides the level: by default the **rule** (``policy="rule"``: every decision keeps the
+    calibrated level, so the run is the calibrated warm-up + cosine, guarded). A learned policy is
+    used only when named (``policy="v3"``, ``"v2"``, ``"v1"`` or an artifact folder): none has beaten
+    the rule on the dev split yet (docs/evaluation.md).
 
     :param optimizer: any ``torch.optim`` optimizer with ``lr`` in its param groups; with several
         groups, each keeps its starting ratio to the first (a group without weight decay keeps none)
@@ -103,10 +115,11 @@ class Controller:
         control interval is ``1 / n_intervals`` of the budget (the policy's spec)
     :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
         :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
-    :param policy: ``"default"`` (the shipped policy), another pretrained name, an artifact folder,
+    :param policy: ``"rule"`` (the default: the calibrated prior, its decisions all zero), a learned
+        policy by name (``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,
         or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact` (its divergence guard is the one
         it was trained under; another, e.g. capping the lr relative to the start:
-        ``policy=load_artifact("default").with_guard(max_lr_ratio=10)``)
+        ``policy=load_artifact("v3").with_guard(max_lr_ratio=10)``)
     :param batch_size: the batch size of your own loader, counted per :meth:`step` when the step
         says nothing else (taken from :meth:`make_loader` if it is used)
     :param val_loss_fn: called at each decision for a validation loss (optional; otherwise the
@@ -144,7 +157,7 @@ class Controller:
         model: Optional[torch.nn.Module] = None,
         scaler: Any = None,
         total_steps: Optional[int] = None,
-        policy: "str | os.PathLike | PolicyArtifact" = "default",
+        policy: "str | os.PathLike | PolicyArtifact" = DEFAULT_POLICY,
     ) -> None:
         if isinstance(optimizer, PolicyArtifact):
             raise ControllerError("Controller(optimizer, total_examples or total_steps=..., policy=artifact): "
@@ -191,7 +204,7 @@ class Controller:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, policy: str | os.PathLike = "default", *, optimizer: torch.optim.Optimizer, total_examples: Optional[int] = None,
+        cls, policy: str | os.PathLike = DEFAULT_POLICY, *, optimizer: torch.optim.Optimizer, total_examples: Optional[int] = None,
         warm_start: bool = False, train_data: Any = None, **kwargs: Any,
     ) -> "Controller":
         """Load the shipped policy (``"default"``), another pretrained name, or an artifact folder. ``warm_start=True``
@@ -233,6 +246,12 @@ class Controller:
         return self._set(hparams)
 
     # -- what it shows ---------------------------------------------------------------------
+    @property
+    def decisions(self) -> list[dict]:
+        """The decision records of :attr:`history` (``history[0]`` is the start; a guard's
+        end-of-run record, or a warm start's recommendation, is not a decision)."""
+        return [h for h in self.history if "action" in h]
+
     @property
     def examples_seen(self) -> int:
         """Budget units trained so far (examples, or optimizer steps for a budget of steps)."""

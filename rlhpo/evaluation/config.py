@@ -124,7 +124,7 @@ class EvaluateConfig:
     seeds: int = 5
     budget_scale: float = 1.0
     n_intervals: int = 20
-    policy: str = "default"
+    policy: str = "rule"
     optuna_trials: int = 20
     search_seeds: Optional[int] = None
     pbt_population: int = 4

@@ -37,7 +37,7 @@ class ControllerTrainerCallback(TrainerCallback):
     :param val_metric: the evaluation metric read as validation loss
     """
 
-    def __init__(self, policy: str | os.PathLike = "default", val_metric: str = "eval_loss") -> None:
+    def __init__(self, policy: str | os.PathLike = "rule", val_metric: str = "eval_loss") -> None:
         self.policy, self.val_metric = policy, val_metric
         self.controller: Optional[Controller] = None
         self._loss: Optional[torch.Tensor] = None

@@ -168,8 +168,13 @@ def _activation(model: Any) -> str:
     return name.lower()
 
 
-#: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``
-ALIASES: dict[str, str] = {"v3": "default"}
+#: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``;
+#: ``rule`` is that folder's decision path with every action zero (no learned policy acts: :attr:`PolicyArtifact.rule`)
+ALIASES: dict[str, str] = {"v3": "default", "rule": "default"}
+#: what a Controller, ``rlhpo.apply`` and the evaluation run when no policy is named. A learned policy
+#: ships as the default only if it beats its own prior (``rule``) on the dev split; none does yet
+#: (docs/evaluation.md): the default is the rule, the learned policies stay available by name
+DEFAULT_POLICY = "rule"
 
 
 def resolve_policy_path(policy: str | os.PathLike) -> Path:
@@ -279,6 +284,9 @@ class PolicyArtifact:
     normalization: ObsNormalization
     spec: PolicySpec
     path: Path
+    #: the rule: the decision path (calibrated prior, per-step warm-up + cosine, trust region, guard)
+    #: with every action zero; the network is not consulted (``load_artifact("rule")``)
+    rule: bool = False
 
     @property
     def recurrent(self) -> bool:
@@ -298,6 +306,8 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
     A PPO policy loads as a :class:`~rlhpo.policy.runtime.LeanPolicy` (torch only) from
     ``policy.pt``; an artifact with only SB3's ``model.zip`` is converted once (``policy.pt`` is
     written beside it when the folder is writable). A RecurrentPPO policy loads through SB3."""
+    if str(policy) == "rule":
+        return replace(load_artifact("default", device), rule=True)
     path = resolve_policy_path(policy)
     where = f"policy artifact {str(path)!r}"
     if not path.is_dir():

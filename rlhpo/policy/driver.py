@@ -24,6 +24,9 @@ class PolicyDriver:
 
     @classmethod
     def from_artifact(cls, artifact: PolicyArtifact, deterministic: bool = True) -> "PolicyDriver":
+        """The driver of ``artifact``'s policy; the rule's (:attr:`PolicyArtifact.rule`): every action zero."""
+        if getattr(artifact, "rule", False):
+            return NullDriver(len(artifact.spec.action_config().enabled))
         return cls(artifact.model, artifact.normalization, artifact.recurrent, deterministic)
 
     def reset(self) -> None:

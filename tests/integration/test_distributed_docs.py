@@ -41,7 +41,7 @@ def run_ranks(name: str, tmp_path, *launcher: str) -> list[dict]:
 
 def assert_one_run(ranks: list[dict], budget: int) -> None:
     first = ranks[0]
-    assert len(first["history"]) == 19  # the policy's 20 intervals: 19 decisions inside the run
+    assert len(first["history"]) == 20  # the start, then the policy's 20 intervals: 19 decisions inside the run
     assert len({f["lr"] for f in first["history"]}) > 1  # the controller did set the lr
     for other in ranks[1:]:
         assert other["history"] == first["history"]

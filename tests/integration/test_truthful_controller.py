@@ -101,7 +101,7 @@ def test_4_weight_decay_raised_more_than_10x_is_said(monkeypatch):
     monkeypatch.setattr(PolicyDriver, "act", lambda self, obs, deterministic=True: np.array([0.0, 0.0, 1.0], np.float32))
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    c = Controller(opt, total_steps=160)
+    c = Controller(opt, total_steps=160, policy="v3")  # a learned policy (the rule keeps the calibrated wd)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         _loop(c, model, opt, 160)

@@ -398,7 +398,8 @@ HEADLINE_BEGIN = (
 )
 HEADLINE_END = "<!-- end of headline table -->"
 #: the rows of the headline table: what a user would run instead of the controller
-HEADLINE_BASELINES = ("constant", "cosine", "calibrated", "schedulefree", "prodigy", "hypergradient", "optuna", "pbt")
+HEADLINE_BASELINES = ("constant", "cosine", "calibrated", "schedulefree", "prodigy", "seesaw", "hypergradient", "optuna", "pbt", "lr_grid",
+                      "controller_v3")
 
 
 def headline_table(df: pd.DataFrame) -> str:

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -320,9 +320,17 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
         raise ArtifactError(f"{where}: model.zip is missing (and there is no {POLICY_FILE})")
     try:
         raw = json.loads((path / "spec.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{where}: spec.json is not valid JSON ({e})") from None
+    allowed = [f.name for f in fields(PolicySpec)]
+    unknown = sorted(set(raw) - set(allowed)) if isinstance(raw, dict) else []
+    if not isinstance(raw, dict) or unknown:
+        raise ArtifactError(f"{where}: spec.json has unknown keys {unknown} (written by a newer rlhpo?); allowed: {allowed}"
+                            if unknown else f"{where}: spec.json must be a JSON object of {allowed}")
+    try:
         spec = PolicySpec(**raw)
-    except (json.JSONDecodeError, TypeError) as e:
-        raise ArtifactError(f"{where}: spec.json is not a valid policy spec ({e})") from None
+    except TypeError as e:
+        raise ArtifactError(f"{where}: spec.json is not a valid policy spec ({e}); allowed keys: {allowed}") from None
     spec.check_compatible(where)
     try:
         norm_raw = json.loads((path / "normalization.json").read_text())

@@ -70,7 +70,7 @@ def test_other_action_set(artifact_copy):
 
 def test_tampered_spec(artifact_copy):
     (artifact_copy / "spec.json").write_text('{"format": 1, "evil": true}')
-    with pytest.raises(ArtifactError, match="spec.json is not a valid policy spec"):
+    with pytest.raises(ArtifactError, match=r"spec.json has unknown keys \['evil'\]"):
         load_artifact(artifact_copy)
 
 
@@ -144,3 +144,20 @@ def test_the_smoke_policy_has_a_lean_copy_that_acts_as_sb3(smoke_policy):
     ref = PPO.load(smoke_policy / "model.zip", device="cpu")  # written by this test session: trusted
     x = np.random.default_rng(0).normal(size=(256, len(art.spec.feature_names))).astype(np.float32)
     np.testing.assert_array_equal(art.model.predict(x, deterministic=True)[0], ref.predict(x, deterministic=True)[0])
+
+
+def test_a_spec_with_unknown_keys_is_one_line_naming_them_and_what_is_allowed(tmp_path):
+    import json
+    import shutil
+
+    from rlhpo.errors import ArtifactError
+    from rlhpo.policy.artifact import PRETRAINED_DIR, load_artifact
+
+    folder = tmp_path / "policy"
+    shutil.copytree(PRETRAINED_DIR / "default", folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    (folder / "spec.json").write_text(json.dumps({**spec, "decision_spec_v9": {}}))
+    with pytest.raises(ArtifactError) as e:
+        load_artifact(folder)
+    message = str(e.value)
+    assert "\n" not in message and "unknown keys ['decision_spec_v9']" in message and "allowed: [" in message

@@ -67,7 +67,7 @@ class GuardConfig:
     jump: Optional[float] = JUMP
     jump_min: float = JUMP_MIN
     jump_window: int = 5
-    min_lost: float = 0.25
+    min_lost: float = 0.2
 
     def validate(self, where: str = "guard") -> "GuardConfig":
         for name in ("enabled", "restore_best"):

@@ -138,13 +138,16 @@ def main(argv: list[str] | None = None) -> None:
     rules = [(f"jump {j:g}, jump_min {m:g}", dataclasses.replace(off, jump=j, jump_min=m)) for j, m in JUMPS]
     print("\n".join(table(healthy, blown, collapsed, rules)))
     shipped = GuardConfig()
-    floors = [(f"min_lost {m:g}", dataclasses.replace(shipped, min_lost=m)) for m in MIN_LOST]
+    floors = [(f"min_lost {m:g}", dataclasses.replace(shipped, min_lost=m, proxy_factor=2.0)) for m in MIN_LOST]
     print(f"\nThe progress floor on the shipped rule (factor {shipped.factor:g}, jump {shipped.jump:g}, jump_min {shipped.jump_min:g}):")
     print("a divergence must also have lost min_lost x (first healthy loss - best). On the validation curves:\n")
     print("\n".join(table(healthy, blown, collapsed, floors)))
     print("\nThe same on the interval-mean training loss (a Controller without a validation source; the")
-    print("collapse rule sits out; healthy / blown up / collapsed as judged on the validation curve):\n")
+    print("collapse rule sits out; healthy / blown up / collapsed as judged on the validation curve; factor 2):\n")
     print("\n".join(table(*trains, floors, proxy=True)))
+    print("\nThe factor on the interval-mean training loss (``proxy_factor``), with the shipped floor:\n")
+    factors = [(f"proxy_factor {f:g}", dataclasses.replace(shipped, proxy_factor=f)) for f in (2.0, 3.0, 5.0, 10.0, 30.0)]
+    print("\n".join(table(*trains, factors, proxy=True)))
 
 
 if __name__ == "__main__":

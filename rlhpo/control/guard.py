@@ -55,6 +55,10 @@ class GuardConfig:
         this share of the run's progress so far (its first healthy loss minus its best): noise on a
         loss that has come far down (0.01 -> 0.024 after a start at 2.3) is not a divergence; a
         real blow-up loses most of it. Non-finite values are divergence whatever this is
+    :param proxy_factor: the factor rule's factor when the loss judged is the interval's mean
+        *training* loss (a Controller without a validation source): minibatch noise on heavy-tailed
+        data doubles it in healthy runs (robust regression), a blow-up multiplies it far more
+        (``python -m bench.divergence_rule``, the last table)
     """
 
     enabled: bool = True
@@ -68,6 +72,7 @@ class GuardConfig:
     jump_min: float = JUMP_MIN
     jump_window: int = 5
     min_lost: float = 0.2
+    proxy_factor: float = 10.0
 
     def validate(self, where: str = "guard") -> "GuardConfig":
         for name in ("enabled", "restore_best"):
@@ -85,6 +90,8 @@ class GuardConfig:
             raise ConfigError(f"{where}.jump must be null (off) or a number > 0, got {self.jump!r}")
         if not (is_number(self.jump_min) and self.jump_min >= 0):
             raise ConfigError(f"{where}.jump_min must be a number >= 0, got {self.jump_min!r}")
+        if not (is_number(self.proxy_factor) and self.proxy_factor > 1):
+            raise ConfigError(f"{where}.proxy_factor must be a finite number > 1, got {self.proxy_factor!r}")
         if not (is_number(self.min_lost) and 0 <= self.min_lost < 1):
             raise ConfigError(f"{where}.min_lost must be a number in [0, 1), got {self.min_lost!r}")
         if not (is_int(self.jump_window) and self.jump_window >= 2):
@@ -199,7 +206,8 @@ class Guard:
         c = self.config
         jump = c.jump if self.watch_jumps else None
         what = "validation loss" if self.watch_jumps else "training loss (the interval's mean; no validation source)"
-        return divergence_reason(nonfinite, val_loss, self.best_val, c.factor, self.recent, jump, c.jump_min,
+        factor = c.factor if self.watch_jumps else c.proxy_factor
+        return divergence_reason(nonfinite, val_loss, self.best_val, factor, self.recent, jump, c.jump_min,
                                  self.first_val, c.min_lost, what)
 
     def review(self, nonfinite: bool, val_loss: float) -> Verdict:

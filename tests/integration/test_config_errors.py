@@ -110,6 +110,7 @@ TRAIN_ROWS = [
     ("env.guard.jump_min", -0.1, r"env.guard.jump_min must be a number >= 0, got -0.1"),
     ("env.guard.jump_window", 1, r"env.guard.jump_window must be an integer >= 2, got 1"),
     ("env.guard.min_lost", 1.0, r"env.guard.min_lost must be a number in \[0, 1\), got 1.0"),
+    ("env.guard.proxy_factor", 1.0, r"env.guard.proxy_factor must be a finite number > 1, got 1.0"),
     ("env.reward_clip", INF, r"env.reward_clip must be a finite number >= 0, got inf"),
     ("env.task_seeds", [1, -2], r"env.task_seeds must be a list of integers >= 0 \(empty: any seed\)"),
     ("env.device", "tpu", r"env.device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),

@@ -57,7 +57,7 @@ def test_the_defaults_are_the_shipped_policys_recipe():
     skip = {"env.reference_cache", "progress_bar", "device"}  # the run's own directory, the UI, a removed key
     # settings added after the shipped run, named here: the guard's progress floor (issue 32; the shipped
     # run's guard had none, i.e. 0, and a spec without the key loads with the new default)
-    added = {"env.guard": {"min_lost"}}
+    added = {"env.guard": {"min_lost", "proxy_factor"}}
     for section in ("env", "tasks", "ppo", "policy"):
         for key, value in shipped[section].items():
             if f"{section}.{key}" in skip:

@@ -240,14 +240,17 @@ def test_collapse_rule_settings_are_checked(bad, message):
         GuardConfig(**bad).validate()
 
 
-def test_the_collapse_rule_sits_out_a_training_loss_proxy_but_the_2x_rule_does_not():
-    """A Controller with no validation source passes the interval's training loss; its minibatch
-    noise is no collapse, so only the factor rule judges it (rlhpo.Controller sets watch_jumps)."""
-    for watch, expect in ((True, True), (False, False)):
+def test_the_collapse_rule_sits_out_a_training_loss_proxy_and_its_factor_is_the_proxy_factor():
+    """A Controller with no validation source passes the interval's mean training loss; its
+    minibatch noise is no collapse, so only the factor rule judges it, at ``proxy_factor`` (10x:
+    heavy-tailed data doubles a healthy run's interval mean; rlhpo.Controller sets watch_jumps)."""
+    for watch, expect_collapse, expect_3x in ((True, True, True), (False, False, False)):
         guard = Guard(GuardConfig(), None)
         guard.watch_jumps = watch
         for v in (1.0, 0.9, 0.85, 0.82, 0.80, 0.79):
             assert not guard.review(False, v).diverged
-        assert guard.review(False, 1.3).diverged is expect  # 65% above the best: a collapse, not 2x
+        assert guard.review(False, 1.3).diverged is expect_collapse  # 65% above the best: a collapse, not 2x
         guard.watch_jumps = watch
-        assert guard.review(False, 1.7).diverged  # above 2x the best: divergence either way
+        assert guard.review(False, 2.4).diverged is expect_3x  # 3x the best: divergence on validation only
+        guard.watch_jumps = watch
+        assert guard.review(False, 9.0).diverged  # above 10x the best: divergence either way

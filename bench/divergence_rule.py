@@ -37,7 +37,7 @@ from rlhpo.evaluation.runner import train_interval
 from rlhpo.tasks import make_family, resolve_families
 from rlhpo.training.session import TrainingSession
 
-MIN_LOST = (0.0, 0.1, 0.25, 0.5)
+MIN_LOST = (0.0, 0.1, 0.2, 0.25, 0.5)
 FACTORS = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
 #: collapse-rule candidates: (jump, jump_min), each on top of the 2x factor rule
 JUMPS = tuple((j, m) for j in (3.0, 4.0, 5.0, 8.0, 20.0) for m in (0.1, 0.2, 0.3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,16 @@ def test_verdict(capsys):
 
 
 def _soak(tmp_path, *args, timeout=90):
+    # bench/ is run from the repository (python -m bench.<name>), not shipped in the wheel
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)}
     return subprocess.run(
         [sys.executable, "-m", "bench.soak", "--out", str(tmp_path / "soak.csv"), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 

@@ -221,7 +221,11 @@ def verdict_lines(results: dict[str, RunResult]) -> list[str]:
         ratio = r.test_loss / best if best > 0 else float("nan")
         tail = "  <- best test loss" if rank == 0 else f"  ({ratio:.3f}x the best)"
         lines.append(f"  {name}: test loss {r.test_loss:.4f}{tail}")
-    return [f"won on the test split: {order[0]}"] + lines
+    tied = [k for k in order if math.isfinite(results[k].test_loss) and abs(results[k].test_loss - best) <= 1e-6 * abs(best)]
+    head = (f"won on the test split: {order[0]}" if len(tied) < 2
+            else f"tied on the test split: {', '.join(tied)} (the same run: the rule is the calibrated default)"
+            if "controller" in tied and "calibrated" in tied else f"tied on the test split: {', '.join(tied)}")
+    return [head] + lines
 
 
 def plot_runs(results: dict[str, RunResult], path: Path, title: str) -> Path:

@@ -150,3 +150,17 @@ def test_the_demo_runs_a_final_held_out_task_and_says_so():
     assert family_split(NEAR_FAMILIES[0]).startswith("a `near` held-out family")
     assert family_split(META_TRAIN_FAMILIES[0]).startswith("a meta-training family")
     assert family_split("custom") == "not one of rlhpo's families"
+
+
+def test_compare_says_who_won_or_that_they_tied():
+    from rlhpo.apply import verdict_lines
+    from rlhpo.evaluation.runner import RunResult
+
+    def run(loss, diverged=False):
+        return RunResult("t", "f", "m", 0, test_loss=loss, diverged=diverged)
+
+    lines = verdict_lines({"constant": run(1.2), "controller": run(0.6), "cosine": run(0.9, diverged=True)})
+    assert lines[0] == "won on the test split: controller"
+    assert "constant: test loss 1.2000  (2.000x the best)" in lines[2] and lines[-1] == "  cosine: diverged"
+    tied = verdict_lines({"controller": run(0.5), "calibrated": run(0.5)})
+    assert tied[0].startswith("tied on the test split: controller, calibrated")

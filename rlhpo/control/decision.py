@@ -86,12 +86,13 @@ def step_factor(schedule: str, seen: int, n: int, total: int, warmup: float = WA
 
 def check_intervals(n_intervals: object, trained_with: int) -> int:
     """``n_intervals`` if a policy meta-trained with ``trained_with`` intervals can run in that
-    many: at least 2 (the first interval is the base schedule's warm-up, and a decision falls
-    between intervals); else :class:`~rlhpo.errors.ControllerError`."""
-    if not (is_int(n_intervals) and n_intervals >= 2):  # type: ignore[operator]
+    many: at least 1, as the environment's config allows (the base schedule is set every step,
+    whatever the intervals; a decision falls between two, so one interval is the schedule alone);
+    else :class:`~rlhpo.errors.ControllerError`."""
+    if not (is_int(n_intervals) and n_intervals >= 1):  # type: ignore[operator]
         raise ControllerError(
-            f"n_intervals={n_intervals!r} cannot be honoured: the policy decides between intervals and the first "
-            f"is the base schedule's warm-up; allowed: an integer >= 2 (the policy was meta-trained with {trained_with})"
+            f"n_intervals={n_intervals!r} cannot be honoured: the policy decides between intervals; "
+            f"allowed: an integer >= 1 (the policy was meta-trained with {trained_with})"
         )
     return int(n_intervals)  # type: ignore[call-overload]
 

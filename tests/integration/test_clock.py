@@ -55,25 +55,24 @@ def test_a_controller_in_a_users_loop_defaults_to_the_policys_intervals():
     assert Controller.in_intervals(opt, total_examples=1000, policy=artifact, n_intervals=7).decision.n_intervals == 7
 
 
-@pytest.mark.parametrize("k", [1, 0, 2.5, "5"])
+@pytest.mark.parametrize("k", [0, -3, 2.5, "5"])
 def test_a_k_the_policy_cannot_honour_is_one_clear_error(k):
     artifact = load_artifact("default")
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
-    with pytest.raises(ControllerError, match=rf"^n_intervals={k!r} cannot be honoured: .*allowed: an integer >= 2 "
+    with pytest.raises(ControllerError, match=rf"^n_intervals={k!r} cannot be honoured: .*allowed: an integer >= 1 "
                                               r"\(the policy was meta-trained with 20\)$"):
         Controller.in_intervals(opt, total_examples=1000, policy=artifact, n_intervals=k)
 
 
 @pytest.mark.slow  # a subprocess
-def test_apply_with_one_interval_is_refused_in_one_line(tmp_path):
+def test_apply_with_one_interval_runs_the_schedule_alone(tmp_path):
+    """One interval: no decision falls inside the run, the base schedule is set every step (the
+    environment's config allows it too; before the per-step schedule it was refused)."""
     import subprocess
     import sys
 
     # its Hydra run folder (apply.log, .hydra/) in tmp_path, not outputs/ in the directory pytest runs from
     r = subprocess.run([sys.executable, "-m", "rlhpo.apply", "n_intervals=1", "budget_scale=0.01", f"hydra.run.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [
-        "[rlhpo] error: n_intervals=1 cannot be honoured: the policy decides between intervals and the first is the "
-        "base schedule's warm-up; allowed: an integer >= 2 (the policy was meta-trained with 20)"
-    ]
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "controller decisions" in r.stdout

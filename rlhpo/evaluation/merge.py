@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("base", type=Path)
     p.add_argument("new", type=Path)
-    p.add_argument("--keep", nargs="+", default=["optuna", "pbt"])
+    p.add_argument("--keep", nargs="*", default=["optuna", "pbt"], help="methods of BASE to keep (none: only renames and copies of NEW)")
     p.add_argument("--rename", nargs="*", default=[], help="OLD=NEW: rename a method of the base runs first")
     p.add_argument("--rename-new", nargs="*", default=[], help="OLD=NEW: rename a method of the new runs first (main runs only)")
     p.add_argument("--copy-new", nargs="*", default=[], help="OLD=NEW: the new runs of OLD also stand as NEW (main runs)")

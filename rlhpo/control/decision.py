@@ -277,8 +277,10 @@ class DecisionPath:
         times :func:`step_factor`. Every loop under a scheduled decision path (:attr:`scheduled`)
         sets this lr before every optimizer step."""
         total = self.total_examples
-        # past the budget (a loop that trains on, a decision at the budget): the last step's lr holds, never 0
-        return self._level * step_factor(self.base_schedule, min(seen, max(total - n, 0)), n, total)
+        # past the budget (a loop that trains on, a decision at the budget): the last step's lr holds,
+        # never 0; a step larger than the whole budget trains at the budget's midpoint
+        n = min(n, total)
+        return self._level * step_factor(self.base_schedule, min(seen, total - n), n, total)
 
     def _scheduled(self, hp: Hyperparams, seen: int) -> Hyperparams:
         """``hp`` with the lr the base schedule gives at ``seen`` (the first step's lr is written

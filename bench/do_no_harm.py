@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     art = load_artifact(args.policy)
-    guarded_cfg = art.spec.guard_config()
+    guarded_cfg = art.spec.guard
     tolerance = guarded_cfg.factor
     unguarded = art.with_guard(enabled=False)
     counts = {(s, g): [0, 0, 0] for s in STARTS for g in ("guard", "no guard")}  # runs, harmed, rollbacks

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from rlhpo.control.decision import interval_end
-from rlhpo.control.features import FeatureExtractor, feature_names
+from rlhpo.control.features import FEATURE_NAMES, FeatureExtractor
 from rlhpo.tasks import make_family, resolve_families
 from rlhpo.tasks.base import Hyperparams
 from rlhpo.training.session import TrainingSession
@@ -72,7 +72,7 @@ def audit_task(task, seed: int, horizon: int) -> list[dict]:
         if not (math.isfinite(v_up) or math.isfinite(v_down)):
             continue
         row = dict(family=task.family, task=task.name, seed=seed, interval=k, up_better=int(v_up < v_down or not math.isfinite(v_down)))
-        row.update({name: float(v) for name, v in zip(feature_names(2), obs)})
+        row.update({name: float(v) for name, v in zip(FEATURE_NAMES, obs)})
         gap = p_up - p_down if math.isfinite(p_up) and math.isfinite(p_down) else (-1.0 if math.isfinite(p_up) else 1.0)
         row["probe_val_gap"] = float(np.sign(gap) * math.log1p(abs(gap) / max(abs(val), 1e-8)))
         rows.append(row)

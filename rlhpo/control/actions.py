@@ -111,8 +111,6 @@ class ActionSpec:
     def __init__(self, config: ActionConfig, max_batch_size: int | None = None) -> None:
         self.config = config.validate()
         self.controls = config.enabled
-        if not self.controls:
-            raise ConfigError("actions: at least one of lr, batch_size, weight_decay must be enabled")
         bs_max = config.batch_size.max if max_batch_size is None else min(config.batch_size.max, max_batch_size)
         bs_max = max(bs_max, 1)
         self._lo = [math.log(config.lr.min), math.log(min(config.batch_size.min, bs_max)), math.log(config.weight_decay.min)]

@@ -28,16 +28,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from rlhpo.control.actions import CONTROLS, ActionConfig, ActionSpec
-from rlhpo.control.features import FEATURE_VERSION, FeatureExtractor
-from rlhpo.control.guard import (
-    Guard,
-    GuardConfig,
-    Restorable,
-    Verdict,
-    divergence_reason,
-)
-from rlhpo.control.prior import PRIORS, prior_start
+from rlhpo.control.actions import CONTROLS, ActionSpec
+from rlhpo.control.features import FeatureExtractor
+from rlhpo.control.guard import Guard, Restorable, Verdict, divergence_reason
+from rlhpo.control.prior import prior_start
+from rlhpo.control.spec import DecisionSpec
 from rlhpo.errors import ControllerError, is_int
 from rlhpo.training.hparams import write_hparams  # noqa: F401  (the one writer, re-exported)
 from rlhpo.training.monitor import IntervalStats
@@ -48,10 +43,6 @@ def interval_end(total_examples: int, n_intervals: int, k: int) -> int:
     """Examples seen at the end of interval ``k`` (0-based): the budget split evenly, integer
     arithmetic so every caller lands on the same example."""
     return total_examples * min(k + 1, n_intervals) // n_intervals
-
-
-#: base schedules the policy's learning rate multiplies (``none``: the policy sets the lr itself)
-BASE_SCHEDULES: tuple[str, ...] = ("none", "cosine")
 
 
 #: the base schedule's linear warm-up, as a fraction of the budget: the calibrated baseline's
@@ -127,43 +118,21 @@ class DecisionPath:
     Call :meth:`start` once per run, then per interval: train until :attr:`boundary`,
     :meth:`observe` the interval, get an action for ``observation.obs``, and :meth:`act`.
 
-    :param actions: the controls and their bounds (the policy's, from its spec)
+    :param spec: the decision contract (:class:`~rlhpo.control.spec.DecisionSpec`: the policy's
+        spec, or the environment's config; a loop cut into another number of intervals passes
+        the spec with its ``n_intervals``, see :func:`check_intervals`)
     :param total_examples: the run's example budget
-    :param n_intervals: intervals in the run (the environment's, or the loop's: a run cut into
-        any number ends its base schedule at the budget; see :func:`check_intervals`)
-    :param guard: the divergence rule and the response (:class:`~rlhpo.control.guard.GuardConfig`)
     :param max_batch_size: an extra cap on the batch size (the training-set size)
-    :param feature_version: the feature set the policy observes (its spec's)
-    :param base_schedule: ``none`` or ``cosine`` (:func:`base_factor`): what the lr level multiplies
-    :param prior: where a run starts (:mod:`rlhpo.control.prior`): ``user`` (the values given to
-        :meth:`start`) or ``calibrated`` (the calibrated default of the optimizer kind; the user's
-        lr then bounds the trust region from below)
-    :param prior_table: the calibrated defaults (None: :data:`rlhpo.control.prior.CALIBRATED`)
     """
 
-    def __init__(
-        self,
-        actions: ActionConfig,
-        total_examples: int,
-        n_intervals: int,
-        guard: Optional[GuardConfig] = None,
-        max_batch_size: Optional[int] = None,
-        feature_version: int = FEATURE_VERSION,
-        base_schedule: str = "none",
-        prior: str = "user",
-        prior_table: Optional[dict] = None,
-    ) -> None:
-        if base_schedule not in BASE_SCHEDULES:
-            raise ValueError(f"base_schedule must be one of {BASE_SCHEDULES}, got {base_schedule!r}")
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
-        self.prior, self.prior_table = prior, prior_table
-        self.actions = ActionSpec(actions, max_batch_size=max_batch_size)
-        self.features = FeatureExtractor(feature_version)
-        self.base_schedule = base_schedule
+    def __init__(self, spec: DecisionSpec, total_examples: int, max_batch_size: Optional[int] = None) -> None:
+        self.spec = DecisionSpec.validate(spec)  # an EnvConfig's own settings are the environment's
+        self.prior, self.prior_table, self.base_schedule = spec.prior, spec.prior_table, spec.base_schedule
+        self.actions = ActionSpec(spec.actions, max_batch_size=max_batch_size)
+        self.features = FeatureExtractor(spec.feature_names)
         self.total_examples = int(total_examples)
-        self.n_intervals = int(n_intervals)
-        self.guard_config = (guard or GuardConfig()).validate()
+        self.n_intervals = int(spec.n_intervals)
+        self.guard_config = spec.guard
         self.guard = Guard(self.guard_config, None)
         self.interval = 0
         self.last_action = np.zeros(3)

@@ -1,8 +1,8 @@
 """The feature extractor: training statistics in, a task-invariant observation out.
 
-One piece of code, versioned: the control decision (:mod:`rlhpo.control.decision`) calls it for
-the environment and :class:`rlhpo.Controller` alike; a policy artifact records
-:data:`FEATURE_VERSION` and the controller refuses a mismatch. :class:`FeatureExtractor` turns
+One piece of code: the control decision (:mod:`rlhpo.control.decision`) calls it for the
+environment and :class:`rlhpo.Controller` alike, computing the feature set of the decision spec
+(:data:`rlhpo.control.spec.FEATURE_SETS`). :class:`FeatureExtractor` turns
 interval summaries (:class:`~rlhpo.training.monitor.IntervalStats`), the validation loss and the
 current hyperparameters into the observation vector, every entry finite and of about unit scale.
 """
@@ -14,50 +14,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from rlhpo.control.spec import FEATURE_NAMES, FEATURE_NAMES_V1, FEATURE_SETS
 from rlhpo.training.monitor import IntervalStats
 
-#: the feature set an environment or a controller computes unless told otherwise
-FEATURE_VERSION = 2
-FEATURE_NAMES_V1: tuple[str, ...] = (
-    "progress",  # fraction of the example budget spent
-    "log_train_loss_ratio",  # log(train loss / train loss of the first interval)
-    "log_val_loss_ratio",  # log(val loss / val loss after the first interval)
-    "log_generalisation_gap",  # log(val loss / train loss)
-    "log_val_over_best",  # log(val loss / best val loss so far) >= 0: overfitting or blow-up
-    "log_val_change",  # log(val loss / previous val loss)
-    "train_loss_trend",  # log(mean loss of second half of the interval / first half)
-    "log_loss_noise",  # log of the coefficient of variation of minibatch losses
-    "log_grad_norm_ratio",  # log(grad norm / grad norm of the first interval)
-    "log10_update_ratio",  # log10(|update| / |params|), shifted and scaled
-    "update_cosine",  # cosine of successive updates (+1 steady, -1 oscillating)
-    "log_lr_ratio",  # log10(lr / starting lr)
-    "log_batch_ratio",  # log2(batch size / starting batch size) / 3
-    "log_wd_ratio",  # log10(wd / starting wd)
-    "log10_lr",  # absolute log10 lr, shifted and scaled
-    "adaptive_optimizer",  # 1 for Adam/AdamW, 0 for SGD
-    "last_action_lr",
-    "last_action_batch_size",
-    "last_action_weight_decay",
-)
-#: version 2: scale-free only (no absolute lr, no optimizer identity: a policy cannot memorise a
-#: per-optimizer lr prior), and loss comparisons that survive zero or negative losses
-FEATURE_NAMES_V2: tuple[str, ...] = tuple(n for n in FEATURE_NAMES_V1 if n not in ("log10_lr", "adaptive_optimizer"))
-FEATURE_SETS: dict[int, tuple[str, ...]] = {1: FEATURE_NAMES_V1, 2: FEATURE_NAMES_V2}
-FEATURE_NAMES = FEATURE_SETS[FEATURE_VERSION]
 N_FEATURES = len(FEATURE_NAMES)
 CLIP = 5.0
 _V1_ONLY = (FEATURE_NAMES_V1.index("log10_lr"), FEATURE_NAMES_V1.index("adaptive_optimizer"))
 
 
-def feature_names(version: int) -> tuple[str, ...]:
-    """The feature names of ``version``; a clear error for a version this rlhpo does not compute."""
-    if version not in FEATURE_SETS:
-        raise ValueError(f"unknown feature version {version!r}; this rlhpo computes versions {sorted(FEATURE_SETS)}")
-    return FEATURE_SETS[version]
-
-
 def _log_ratio(a: float, b: float) -> float:
-    """log(a / b) for positive losses (version 1 clamps zero and negative losses at 1e-12)."""
+    """log(a / b) for positive losses (the first set clamps zero and negative losses at 1e-12)."""
     if not (math.isfinite(a) and math.isfinite(b)):
         return CLIP if not math.isfinite(a) else 0.0
     a, b = max(a, 1e-12), max(b, 1e-12)
@@ -79,17 +45,20 @@ def loss_gap(a: float, b: float, positive: bool, scale: float) -> float:
 class FeatureExtractor:
     """Builds observation vectors; stateful over one training run (call :meth:`reset` per run).
 
-    :param version: the feature set (:data:`FEATURE_SETS`): 2 by default; 1 for policies made
-        before it (absolute lr and optimizer flag, losses clamped at 1e-12)
+    :param names: the feature set (:data:`~rlhpo.control.spec.FEATURE_SETS`): the current one by
+        default; :data:`~rlhpo.control.spec.FEATURE_NAMES_V1` for the first policy (absolute lr and
+        optimizer flag, losses clamped at 1e-12)
     """
 
-    def __init__(self, version: int = FEATURE_VERSION) -> None:
-        self.names = feature_names(version)
-        self.version = version
+    def __init__(self, names: Sequence[str] = FEATURE_NAMES) -> None:
+        if tuple(names) not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set of {len(names)} features; allowed: rlhpo.control.spec.FEATURE_SETS")
+        self.names = tuple(names)
+        self.first = self.names == FEATURE_NAMES_V1  # the first feature set
         self.reset(1e-3, 32, 1e-4, True)
 
     def reset(self, initial_lr: float, initial_batch_size: int, initial_weight_decay: float, adaptive: bool) -> None:
-        """Start a run from these hyperparameters (``adaptive``: Adam/AdamW, version 1 only)."""
+        """Start a run from these hyperparameters (``adaptive``: Adam/AdamW, the first feature set only)."""
         self.lr0 = max(float(initial_lr), 1e-12)
         self.bs0 = max(int(initial_batch_size), 1)
         self.wd0 = max(float(initial_weight_decay), 1e-8)
@@ -99,13 +68,13 @@ class FeatureExtractor:
         self.grad_ref: Optional[float] = None
         self.best_val = math.inf
         self.prev_val: Optional[float] = None
-        self.positive = True  # every finite loss seen so far > 0 (version 2's log ratios)
-        self.low = math.inf  # the lowest finite loss seen (train or val): version 2's loss range
-        self.scale = 1.0  # the run's loss range (first losses - lowest), version 2 only
+        self.positive = True  # every finite loss seen so far > 0 (the current set's log ratios)
+        self.low = math.inf  # the lowest finite loss seen (train or val): the current set's loss range
+        self.scale = 1.0  # the run's loss range (first losses - lowest), the current set only
 
     def _gap_fn(self, train: float, val_loss: float):
-        """Version 1: clamped log ratio. Version 2: :func:`loss_gap` over this run's loss range."""
-        if self.version == 1:
+        """The first set: clamped log ratio. The current set: :func:`loss_gap` over this run's loss range."""
+        if self.first:
             return _log_ratio
         for v in (train, val_loss):
             if math.isfinite(v):
@@ -142,7 +111,7 @@ class FeatureExtractor:
         if math.isfinite(val_loss):
             self.best_val = min(self.best_val, val_loss)
         gap = self._gap_fn(train, val_loss)
-        if self.version == 1 or self.positive:
+        if self.first or self.positive:
             noise = stats.loss_std / abs(train) if (math.isfinite(train) and abs(train) > 1e-12) else 0.0
         else:  # spread of minibatch losses relative to the run's loss range
             noise = stats.loss_std / self.scale if math.isfinite(stats.loss_std) else 0.0
@@ -172,7 +141,7 @@ class FeatureExtractor:
             a[1],
             a[2],
         ]
-        if self.version != 1:
+        if not self.first:
             del obs[_V1_ONLY[1]], obs[_V1_ONLY[0]]
         if math.isfinite(val_loss):
             self.prev_val = val_loss

@@ -42,9 +42,8 @@ class GuardConfig:
     :param restore_best: at the end of the run, restore the best-validation snapshot when the
         final validation loss is worse (off by default: it acts like early stopping, which a
         fair comparison must then give every method)
-    :param max_lr_ratio: the lr level stays within [start / r, start * r] (None: only the policy's
-        bounds); the environment's and the shipped policy's spec set 4.0 (the trust region around
-        the calibrated prior), this dataclass's None is for configs that name no cap
+    :param max_lr_ratio: the trust region: the lr level stays within [start / r, start * r]
+        around the prior (None: only the policy's bounds)
     :param jump: the collapse rule: an interval whose validation loss is above the best so far by
         more than ``jump`` x the median interval-to-interval change over the last ``jump_window``
         healthy intervals, and by more than ``jump_min`` x |best|, diverged (None: off). Chosen
@@ -66,8 +65,7 @@ class GuardConfig:
     lr_cut: float = 0.5
     freeze_after: int = 2
     restore_best: bool = False
-    max_lr_ratio: Optional[float] = None
-    # the collapse rule and the progress floor: a spec.json without these keys loads with these defaults
+    max_lr_ratio: Optional[float] = 4.0
     jump: Optional[float] = JUMP
     jump_min: float = JUMP_MIN
     jump_window: int = 5

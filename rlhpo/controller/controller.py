@@ -197,8 +197,7 @@ class Controller:
 
     def _new_decision_path(self) -> None:
         """The decision path for the budget as it stands (a budget of steps may become one of examples)."""
-        self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.budget.n_intervals, self.spec.guard_config(),
-                                     **self.spec.decision_kwargs(), prior_table=self.spec.prior_table)
+        self.decision = DecisionPath(dataclasses.replace(self.spec, n_intervals=self.budget.n_intervals), self.budget.total)
         self._boundary = self.decision.boundary
 
     # -- construction ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from rlhpo.control.decision import DecisionPath
-from rlhpo.control.features import CLIP, feature_names
+from rlhpo.control.features import CLIP
 from rlhpo.envs.config import EnvConfig
 from rlhpo.envs.reference import ReferenceCurves, lead
 from rlhpo.tasks import FAMILIES, Task, TaskFamily
@@ -60,7 +60,7 @@ class HyperparamControlEnv(gym.Env):
         self._family_names = list(self._families)
         n_actions = len(config.actions.enabled)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n_actions,), dtype=np.float32)
-        n_features = len(feature_names(config.feature_version))
+        n_features = len(config.feature_names)
         self.observation_space = spaces.Box(-CLIP, CLIP, shape=(n_features,), dtype=np.float32)
         self.references: Optional[ReferenceCurves] = None
         if config.reward == "reference":
@@ -136,10 +136,7 @@ class HyperparamControlEnv(gym.Env):
         c = self.config
         self._reference = self.references.curve(task, session_seed) if self.references is not None else None
         self.session = self._new_session(task, session_seed)
-        self.decision = DecisionPath(
-            c.actions, task.budget_examples, c.n_intervals, c.guard,
-            feature_version=c.feature_version, base_schedule=c.base_schedule, prior=c.prior,
-        )
+        self.decision = DecisionPath(c, task.budget_examples)
         target = self.session if c.guard.enabled else None
         self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target, kind=task.optimizer)
         # the base schedule sets the lr before every optimizer step, from the decision path's level

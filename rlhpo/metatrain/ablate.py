@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from rlhpo.control.spec import FEATURE_NAMES_V1
 from rlhpo.evaluation.config import NO_TUNING
 
 #: variant -> Hydra overrides of ``python -m rlhpo.train`` (the v3 recipe is the defaults)
@@ -46,7 +47,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_base_schedule": ["env.base_schedule=none"],
     "starts_wide": ["env.sensible_fraction=0.0"],
     "families_v1": ["tasks.train_families=[synthetic_classification,teacher_student,noisy_quadratic,digits_mlp]"],
-    "features_v1": ["env.feature_version=1"],
+    "features_v1": [f"env.feature_names=[{','.join(FEATURE_NAMES_V1)}]"],
     "batch_may_shrink": ["env.actions.batch_size.min_start_ratio=null"],
     "no_batch_control": ["env.actions.batch_size.enabled=false"],
     "recurrent": ["policy=recurrent"],

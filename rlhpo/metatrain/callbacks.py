@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -13,7 +13,6 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.tensorboard import SummaryWriter
 
-from rlhpo.control.features import feature_names
 from rlhpo.envs.config import EnvConfig
 from rlhpo.evaluation.baselines import Constant
 from rlhpo.evaluation.runner import (
@@ -35,17 +34,8 @@ def policy_spec(env_config: EnvConfig, model: Any, trained_on: Sequence[str] = (
     """What a policy meta-trained in environments of ``env_config`` observes and controls, and
     the guard it was trained under: the spec of its artifact (saved, or held in memory)."""
     return PolicySpec(
-        feature_version=env_config.feature_version,
-        feature_names=list(feature_names(env_config.feature_version)),
-        base_schedule=env_config.base_schedule,
-        prior=env_config.prior,
-        controls=list(env_config.actions.enabled),
-        actions=asdict(env_config.actions),
-        n_intervals=env_config.n_intervals,
-        guard=asdict(env_config.guard),
-        algorithm=type(model).__name__,
-        trained_on=list(trained_on),
-        timesteps=int(model.num_timesteps),
+        **vars(deepcopy(env_config.decision_spec())),
+        algorithm=type(model).__name__, trained_on=list(trained_on), timesteps=int(model.num_timesteps),
     )
 
 
@@ -156,7 +146,7 @@ class HeldOutEvalCallback(BaseCallback):
         norm = (
             ObsNormalization(venv.obs_rms.mean.copy(), venv.obs_rms.var.copy(), venv.clip_obs, venv.epsilon)
             if venv is not None and venv.norm_obs
-            else ObsNormalization.identity(len(feature_names(self.env_config.feature_version)))
+            else ObsNormalization.identity(len(self.env_config.feature_names))
         )
         spec = policy_spec(self.env_config, self.model)
         return PolicyArtifact(self.model, norm, spec, path=Path("<in memory>"))

@@ -4,8 +4,8 @@
       policy.pt            the PPO actor for the lean runtime (rlhpo.policy.runtime): tensors only
       model.zip            stable-baselines3 save of the PPO (or RecurrentPPO) policy
       normalization.json   observation normalisation statistics (plain numbers, no pickle)
-      spec.json            format and feature versions, feature names, controls and bounds,
-                           control intervals, algorithm
+      spec.json            the decision spec (rlhpo.control.spec) and the artifact's format,
+                           algorithm, training families and timesteps
       config.yaml          the configuration that produced it
 
 Trust: loading an artifact runs no code from it. stable-baselines3 saves some of the algorithm's
@@ -28,19 +28,17 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from rlhpo.control.actions import CONTROLS, ActionConfig, ControlConfig
-from rlhpo.control.decision import BASE_SCHEDULES
-from rlhpo.control.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
-from rlhpo.control.guard import GuardConfig
-from rlhpo.control.prior import CALIBRATED, PRIORS
-from rlhpo.errors import ArtifactError
+from rlhpo.control.actions import ActionConfig
+from rlhpo.control.spec import DecisionSpec, from_dict
+from rlhpo.errors import ArtifactError, ConfigError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
+from rlhpo.policy.legacy import ARTIFACT_FORMAT, convert_spec
 from rlhpo.policy.runtime import (
     POLICY_FILE,
     convert_sb3_zip,
@@ -51,60 +49,30 @@ from rlhpo.policy.runtime import (
     save_lean,
 )
 
-ARTIFACT_FORMAT = 1
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 
 
 @dataclass
-class PolicySpec:
-    """What a policy observes and controls. Saved as ``spec.json``."""
+class PolicySpec(DecisionSpec):
+    """A policy's decision spec (:class:`~rlhpo.control.spec.DecisionSpec`, as meta-trained) and the
+    artifact's metadata. Saved as ``spec.json``, verbatim."""
 
     format: int = ARTIFACT_FORMAT
-    feature_version: int = FEATURE_VERSION
-    feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
-    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
-    actions: dict = field(default_factory=lambda: asdict(ActionConfig()))
-    n_intervals: int = 20
-    # what the lr level multiplies (rlhpo.control.decision.base_factor); older artifacts: none
-    base_schedule: str = "none"
-    # where a run starts (rlhpo.control.prior): older artifacts start from the user's values
-    prior: str = "user"
-    # the calibrated defaults of the ``calibrated`` prior, as meta-trained with
-    prior_table: dict = field(default_factory=lambda: {k: dict(v) for k, v in CALIBRATED.items()})
-    # the guard the policy was meta-trained under (older artifacts: the defaults)
-    guard: dict = field(default_factory=lambda: asdict(GuardConfig()))
     algorithm: str = "PPO"
     trained_on: list[str] = field(default_factory=list)
     timesteps: int = 0
 
-    def guard_config(self) -> GuardConfig:
-        return GuardConfig(**self.guard)
-
-    def decision_kwargs(self) -> dict:
-        """What a :class:`~rlhpo.control.decision.DecisionPath` needs from the spec besides the
-        actions, the interval count and the guard."""
-        return {"feature_version": self.feature_version, "base_schedule": self.base_schedule, "prior": self.prior}
-
     def action_config(self) -> ActionConfig:
-        return ActionConfig(**{k: ControlConfig(**v) for k, v in self.actions.items()})
+        """The controls and their bounds."""
+        return self.actions
 
-    def check_compatible(self, where: str) -> None:
+    def validate(self, where: str = "spec") -> "PolicySpec":
+        super().validate(where)
         if self.format != ARTIFACT_FORMAT:
-            raise ArtifactError(f"{where}: artifact format {self.format}, this rlhpo reads format {ARTIFACT_FORMAT}")
-        known = FEATURE_SETS.get(self.feature_version)
-        if known is None or list(self.feature_names) != list(known):
-            raise ArtifactError(
-                f"{where}: the policy was trained on feature version {self.feature_version} "
-                f"({len(self.feature_names)} features); this rlhpo computes versions {sorted(FEATURE_SETS)} "
-                f"(version {FEATURE_VERSION}: {len(FEATURE_NAMES)} features). Re-train it with this version, "
-                "or install the rlhpo that made it."
-            )
-        if self.base_schedule not in BASE_SCHEDULES:
-            raise ArtifactError(f"{where}: unknown base_schedule {self.base_schedule!r}; allowed: {', '.join(BASE_SCHEDULES)}")
-        if self.prior not in PRIORS:
-            raise ArtifactError(f"{where}: unknown prior {self.prior!r}; allowed: {', '.join(PRIORS)}")
+            raise ConfigError(f"{where}.format must be {ARTIFACT_FORMAT}, got {self.format!r}")
         if self.algorithm not in ALGORITHMS:
-            raise ArtifactError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"{where}: unknown algorithm {self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+        return self
 
 
 @dataclass
@@ -296,8 +264,7 @@ class PolicyArtifact:
         """This policy under another divergence guard, e.g. ``with_guard(max_lr_ratio=10)`` or
         ``with_guard(restore_best=True)`` (see :class:`~rlhpo.control.guard.GuardConfig`); what
         is not named stays the guard it was meta-trained under."""
-        guard = replace(self.spec.guard_config(), **changes).validate()
-        return replace(self, spec=replace(self.spec, guard=asdict(guard)))
+        return replace(self, spec=replace(self.spec, guard=replace(self.spec.guard, **changes).validate()))
 
 
 def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") -> PolicyArtifact:
@@ -322,16 +289,10 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
         raw = json.loads((path / "spec.json").read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{where}: spec.json is not valid JSON ({e})") from None
-    allowed = [f.name for f in fields(PolicySpec)]
-    unknown = sorted(set(raw) - set(allowed)) if isinstance(raw, dict) else []
-    if not isinstance(raw, dict) or unknown:
-        raise ArtifactError(f"{where}: spec.json has unknown keys {unknown} (written by a newer rlhpo?); allowed: {allowed}"
-                            if unknown else f"{where}: spec.json must be a JSON object of {allowed}")
     try:
-        spec = PolicySpec(**raw)
-    except TypeError as e:
-        raise ArtifactError(f"{where}: spec.json is not a valid policy spec ({e}); allowed keys: {allowed}") from None
-    spec.check_compatible(where)
+        spec = from_dict(PolicySpec, convert_spec(raw, where), f"{where}: spec.json")
+    except ConfigError as e:
+        raise ArtifactError(str(e)) from None
     try:
         norm_raw = json.loads((path / "normalization.json").read_text())
     except json.JSONDecodeError as e:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath
 from rlhpo.control.guard import GuardConfig
+from rlhpo.control.spec import DecisionSpec
 from rlhpo.tasks.workloads.lm import LMSize, WorkloadLM
 from rlhpo.training.session import TrainingSession
 
@@ -23,7 +23,7 @@ def _doubling_run(guard: GuardConfig) -> tuple[list[float], float, list]:
     """(validation loss per interval, final validation loss, the guard's verdicts)."""
     task = WorkloadLM(size=LMSize(d_model=32, n_layers=1, n_heads=2, context=32, steps=300)).sample(0)
     session = TrainingSession(task, seed=0)
-    path = DecisionPath(ActionConfig(), session.budget, 20, guard=guard)
+    path = DecisionPath(DecisionSpec(guard=guard, prior="user", base_schedule="none"), session.budget)
     path.start(session.hparams, True, session.set_hparams, session)
     vals, verdicts = [], []
     while True:
@@ -41,7 +41,7 @@ def _doubling_run(guard: GuardConfig) -> tuple[list[float], float, list]:
 
 @pytest.mark.slow  # ~6 s of CPU, ~15 s on a loaded 2-core machine
 def test_the_guard_catches_a_real_transformer_collapse_and_the_run_ends_near_its_best():
-    vals, final, verdicts = _doubling_run(GuardConfig())  # the default guard: the collapse rule is on
+    vals, final, verdicts = _doubling_run(GuardConfig(max_lr_ratio=None))  # the default guard: the collapse rule is on
     rollbacks = [v for v in verdicts if v.rolled_back]
     assert rollbacks, vals
     first = rollbacks[0]
@@ -54,6 +54,6 @@ def test_the_guard_catches_a_real_transformer_collapse_and_the_run_ends_near_its
 @pytest.mark.slow
 def test_without_the_collapse_rule_the_same_run_stays_collapsed():
     """The control: the 2x rule alone never fires, and the run ends far above its best."""
-    vals, final, verdicts = _doubling_run(GuardConfig(jump=None))
+    vals, final, verdicts = _doubling_run(GuardConfig(max_lr_ratio=None, jump=None))
     assert not any(v.diverged for v in verdicts), vals
     assert final > 1.15 * min(vals), (final, min(vals), vals)

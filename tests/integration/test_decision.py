@@ -11,7 +11,6 @@ from conftest import make_tiny_task
 from torch.utils.data import TensorDataset
 
 import rlhpo
-from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import (
     DIVERGENCE_FACTOR,
     DecisionPath,
@@ -20,6 +19,7 @@ from rlhpo.control.decision import (
     step_factor,
     write_hparams,
 )
+from rlhpo.control.spec import DecisionSpec
 from rlhpo.controller import Controller
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.policy.driver import PolicyDriver
@@ -30,10 +30,7 @@ from rlhpo.training.session import make_optimizer
 
 
 def _env_trajectory(art, task, session_seed):
-    env = rlhpo.make_env(
-        n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), guard=art.spec.guard_config(),
-        **art.spec.decision_kwargs(),
-    )
+    env = rlhpo.make_env(**vars(art.spec.decision_spec()))
     driver = PolicyDriver.from_artifact(art)
     obs, info = env.reset(seed=0, options={"task": task, "session_seed": session_seed})
     infos = [info]
@@ -115,7 +112,7 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
     c.decide(IntervalStats(steps=5, loss_mean=1.0), DIVERGENCE_FACTOR * 2.0, examples_seen=200)
     assert c.history[-1]["diverged"]
     # the guard's response, as in the env: the last good state back and the lr cut, the policy's action set aside
-    assert level() == pytest.approx(lr * art.spec.guard_config().lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
+    assert level() == pytest.approx(lr * art.spec.guard.lr_cut) and c.history[-1]["action"] == [0.0, 0.0, 0.0]
     n = art.spec.n_intervals
     seen = interval_end(2000, n, c.decision.interval - 1)
     assert c.hparams.lr == pytest.approx(level() * step_factor(art.spec.base_schedule, seen, 1, 2000))
@@ -123,12 +120,12 @@ def test_the_divergence_rule_is_the_same_in_the_env_and_the_controller():
 
 
 def art_factor() -> float:
-    return load_artifact("default").spec.guard_config().factor
+    return load_artifact("default").spec.guard.factor
 
 
 def test_interval_clock_lands_every_caller_on_the_same_example():
     assert [interval_end(1000, 3, k) for k in range(4)] == [333, 666, 1000, 1000]
-    path = DecisionPath(ActionConfig(), total_examples=1000, n_intervals=3)
+    path = DecisionPath(DecisionSpec(n_intervals=3), total_examples=1000)
     path.start(Hyperparams(1e-3, 32, 1e-4), True, lambda hp: hp)
     ends = []
     for _ in range(3):
@@ -156,7 +153,7 @@ def test_write_hparams_is_the_one_writer():
 def test_controller_start_clips_into_the_policy_bounds_like_the_env(name):
     art = load_artifact(name)
     task = make_tiny_task(lr=50.0, batch_size=16)  # lr above the policy's bound of 10
-    env = rlhpo.make_env(n_intervals=art.spec.n_intervals, actions=art.spec.action_config(), **art.spec.decision_kwargs())
+    env = rlhpo.make_env(**vars(art.spec.decision_spec()))
     _, info = env.reset(seed=0, options={"task": task})
     model = task.model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=50.0)

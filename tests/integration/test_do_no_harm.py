@@ -91,7 +91,7 @@ def test_a_run_that_rolled_back_resumes_from_a_checkpoint_to_the_same_state(tmp_
     # (the calibrated start) the same gap shows with the collapse rule off too: the resumed run's
     # lr parts from the uninterrupted run's at decision 15 of 19; this test keeps v2's run, where
     # the checkpointed state is complete
-    guard = dataclasses.replace(art.spec.guard_config(), jump=None)
+    guard = dataclasses.replace(art.spec.guard, jump=None)
     full, full_model, _ = _plain_run(art, guard=guard)
     rolled = next(i for i, h in enumerate(full.history) if h.get("rolled_back"))
     stop = 60  # steps: after the rollback, before the end

@@ -80,8 +80,7 @@ def test_the_env_trains_the_base_schedule_every_step():
     reward's baseline) are the calibrated default's."""
     art = load_artifact("default")
     task = make_tiny_task(optimizer="adam", budget=960)
-    env = rlhpo.make_env(n_intervals=20, actions=art.spec.action_config(), guard=art.spec.guard_config(),
-                         **art.spec.decision_kwargs())
+    env = rlhpo.make_env(**vars(art.spec.decision_spec()))
     _, info = env.reset(seed=0, options={"task": task, "session_seed": 3})
     infos = [info]
     done = False

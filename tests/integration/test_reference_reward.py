@@ -10,7 +10,9 @@ from conftest import make_tiny_task
 
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath, step_factor
+from rlhpo.control.guard import GuardConfig
 from rlhpo.control.prior import calibrated_hparams
+from rlhpo.control.spec import FEATURE_NAMES, DecisionSpec
 from rlhpo.envs import EnvConfig, HyperparamControlEnv
 from rlhpo.envs.reference import Reference, lead
 from rlhpo.tasks import Hyperparams
@@ -103,7 +105,7 @@ def test_start_mixture_gives_sensible_starts_at_the_configured_rate():
 def test_batch_size_never_goes_below_its_start_with_a_floor():
     cfg = ActionConfig()
     cfg.batch_size.min_start_ratio = 1.0
-    d = DecisionPath(cfg, 1000, 10)
+    d = DecisionPath(DecisionSpec(cfg, 10, GuardConfig(max_lr_ratio=None), prior="user", base_schedule="none"), 1000)
     hp = d.start(Hyperparams(1e-3, 32, 1e-4), True, lambda h: h)
     for _ in range(5):
         hp = d.act(np.array([0.0, -1.0, 0.0]), hp)
@@ -120,7 +122,7 @@ def test_v1_artifact_still_runs_with_its_own_features():
     from rlhpo.policy.artifact import load_artifact
 
     art = load_artifact("v1")
-    assert art.spec.feature_version == 1 and art.spec.base_schedule == "none"
+    assert len(art.spec.feature_names) == 19 and art.spec.base_schedule == "none"
     task = make_tiny_task()
     model = task.model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -139,7 +141,7 @@ def test_the_shipped_recipe_composes_to_controller_v3():
     with initialize_config_module("rlhpo.conf", version_base="1.3"):
         cfg = to_dataclass(compose("train", overrides=["+experiment=default"]), TrainConfig)
     env = cfg.env
-    assert (env.reward, env.base_schedule, env.feature_version, env.sensible_fraction) == ("reference", "cosine", 2, 0.5)
+    assert (env.reward, env.base_schedule, env.feature_names, env.sensible_fraction) == ("reference", "cosine", list(FEATURE_NAMES), 0.5)
     assert env.actions.batch_size.min_start_ratio == 1.0 and env.task_seeds == list(range(24))
     assert cfg.total_timesteps == 102400
     assert env.prior == "calibrated" and env.guard.max_lr_ratio == 4.0  # v3: the calibrated prior, the trust region

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from rlhpo.control.features import FEATURE_NAMES
-from rlhpo.errors import ArtifactError
-from rlhpo.policy.artifact import load_artifact
+from rlhpo.control.spec import FEATURE_NAMES, FEATURE_NAMES_V1, from_dict
+from rlhpo.errors import ArtifactError, ConfigError
+from rlhpo.policy.artifact import PRETRAINED_DIR, PolicySpec, load_artifact
+from rlhpo.policy.legacy import ARTIFACT_FORMAT, convert_spec
 from rlhpo.policy.runtime import POLICY_FILE
 
 
@@ -52,12 +54,44 @@ def test_not_a_zip(artifact_copy):
         load_artifact(artifact_copy)
 
 
-def test_other_feature_version(artifact_copy):
+def test_other_feature_set(artifact_copy):
     spec = json.loads((artifact_copy / "spec.json").read_text())
-    spec["feature_version"] = 999
+    spec["feature_names"] = spec["feature_names"][:-1]
     (artifact_copy / "spec.json").write_text(json.dumps(spec))
-    with pytest.raises(ArtifactError, match="trained on feature version 999"):
+    with pytest.raises(ArtifactError, match=r"spec.json.feature_names \(16 features\) is no feature set this rlhpo computes"):
         load_artifact(artifact_copy)
+
+
+@pytest.mark.parametrize("name", ["v1", "v2", "default"])
+def test_format_1_specs_convert_to_the_current_spec(name):
+    """The shipped artifacts' spec.json (format 1) load as the current spec, with what format 1's
+    missing keys meant (no base schedule, the user's prior, no trust region)."""
+    raw = json.loads((PRETRAINED_DIR / name / "spec.json").read_text())
+    assert raw["format"] == 1
+    spec = from_dict(PolicySpec, convert_spec(raw, name), name)
+    assert spec.format == ARTIFACT_FORMAT == 2 and spec.timesteps == raw["timesteps"] and spec.trained_on == raw["trained_on"]
+    assert list(spec.actions.enabled) == raw["controls"] and spec.n_intervals == 20
+    want = {"v1": (FEATURE_NAMES_V1, "none", "user", None), "v2": (FEATURE_NAMES, "cosine", "user", None),
+            "default": (FEATURE_NAMES, "cosine", "calibrated", 4.0)}[name]
+    assert (tuple(spec.feature_names), spec.base_schedule, spec.prior, spec.guard.max_lr_ratio) == want
+    assert load_artifact(name).spec == spec
+    # converted and saved, it loads as it is
+    assert from_dict(PolicySpec, convert_spec(asdict(spec), name), name) == spec
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"feature_version": 999}, r"trained on feature version 999 .*this rlhpo computes versions \[1, 2\]"),
+        ({"format": 7}, r"artifact format 7; this rlhpo reads formats 1 and 2"),
+        ({"guard": {"jump": 5.0, "bogus": 1}}, r"spec.json.guard has unknown keys \['bogus'\]; allowed: \['enabled'"),
+    ],
+)
+def test_a_bad_older_spec_is_one_line(change, message):
+    raw = {**json.loads((PRETRAINED_DIR / "v2" / "spec.json").read_text()), **change}
+    with pytest.raises((ArtifactError, ConfigError), match=message) as e:
+        from_dict(PolicySpec, convert_spec(raw, "v2"), "v2: spec.json")
+    assert "\n" not in str(e.value)
 
 
 def test_other_action_set(artifact_copy):

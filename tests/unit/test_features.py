@@ -14,10 +14,8 @@ from rlhpo.control.features import (
     CLIP,
     FEATURE_NAMES,
     FEATURE_NAMES_V1,
-    FEATURE_VERSION,
     N_FEATURES,
     FeatureExtractor,
-    feature_names,
 )
 from rlhpo.training.monitor import IntervalStats, TrainingMonitor, summarize_interval
 
@@ -42,8 +40,8 @@ def stats(
     )
 
 
-def extractor(lr=1e-3, bs=32, wd=1e-4, adaptive=True, version=FEATURE_VERSION) -> FeatureExtractor:
-    fx = FeatureExtractor(version)
+def extractor(lr=1e-3, bs=32, wd=1e-4, adaptive=True, version=2) -> FeatureExtractor:
+    fx = FeatureExtractor(FEATURE_NAMES_V1 if version == 1 else FEATURE_NAMES)
     fx.reset(lr, bs, wd, adaptive)
     return fx
 
@@ -70,12 +68,11 @@ def check_vector(obs):
 
 def test_names_match_the_vector():
     assert len(FEATURE_NAMES) == N_FEATURES == len(set(FEATURE_NAMES))
-    assert FeatureExtractor().names == FEATURE_NAMES == feature_names(FEATURE_VERSION)
-    assert FeatureExtractor().version == FEATURE_VERSION == 2
-    assert FeatureExtractor(1).names == FEATURE_NAMES_V1 and len(observe(extractor(version=1))) == 19
+    assert FeatureExtractor().names == FEATURE_NAMES and not FeatureExtractor().first
+    assert FeatureExtractor(FEATURE_NAMES_V1).first and len(observe(extractor(version=1))) == 19
     assert "log10_lr" not in FEATURE_NAMES and "adaptive_optimizer" not in FEATURE_NAMES
-    with pytest.raises(ValueError, match="unknown feature version 7"):
-        FeatureExtractor(7)
+    with pytest.raises(ValueError, match="unknown feature set of 2 features"):
+        FeatureExtractor(["progress", "log_lr_ratio"])
     obs = observe(extractor())
     assert len(obs) == len(FEATURE_NAMES)
     check_vector(obs)

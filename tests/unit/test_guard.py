@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath
 from rlhpo.control.guard import Guard, GuardConfig, divergence_reason
+from rlhpo.control.spec import DecisionSpec
 from rlhpo.errors import ConfigError
 from rlhpo.tasks import Hyperparams
 from rlhpo.training.monitor import IntervalStats
@@ -117,7 +117,8 @@ def test_restore_best_at_the_end_only_when_worse():
 
 def test_decision_path_cuts_the_lr_after_a_rollback_and_never_moves_up_once_frozen():
     model, opt, sampler = _loop()
-    path = DecisionPath(ActionConfig(), total_examples=1000, n_intervals=10, guard=GuardConfig(freeze_after=1, lr_cut=0.25))
+    guard = GuardConfig(freeze_after=1, lr_cut=0.25, max_lr_ratio=None)
+    path = DecisionPath(DecisionSpec(n_intervals=10, guard=guard, prior="user", base_schedule="none"), total_examples=1000)
     hp = path.start(Hyperparams(1e-2, 8, 1e-4), True, lambda h: h, LoopState(opt, model, sampler))
     stats = IntervalStats(steps=4, loss_mean=1.0, loss_first_half=1.0, loss_second_half=1.0)
     path.observe(stats, 1.0, hp, 100)
@@ -135,7 +136,7 @@ def test_decision_path_cuts_the_lr_after_a_rollback_and_never_moves_up_once_froz
 
 
 def test_lr_cap_relative_to_the_start():
-    path = DecisionPath(ActionConfig(), 1000, 10, guard=GuardConfig(max_lr_ratio=4.0))
+    path = DecisionPath(DecisionSpec(n_intervals=10, guard=GuardConfig(max_lr_ratio=4.0), prior="user", base_schedule="none"), 1000)
     hp = path.start(Hyperparams(1e-3, 8, 1e-4), True, lambda h: h)
     for _ in range(5):
         path.observe(IntervalStats(steps=1, loss_mean=1.0), 1.0, hp, 0)
@@ -217,7 +218,7 @@ def test_guard_config_and_state_from_before_the_collapse_rule_still_load():
     from rlhpo.policy.artifact import load_artifact
 
     for name in ("default", "v1", "v2"):
-        assert load_artifact(name).spec.guard_config().jump == GuardConfig().jump
+        assert load_artifact(name).spec.guard.jump == GuardConfig().jump
     guard = Guard(GuardConfig(), None)
     guard.load_state_dict({"best_val": 1.5, "rollbacks": 1, "last": None, "best": None})  # no "recent"
     assert guard.recent == [] and guard.best_val == 1.5

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from rlhpo.control.actions import ActionConfig
 from rlhpo.control.decision import DecisionPath
 from rlhpo.control.guard import GuardConfig
 from rlhpo.control.prior import CALIBRATED, calibrated_hparams, optimizer_kind, prior_start
+from rlhpo.control.spec import DecisionSpec
 from rlhpo.tasks.base import Hyperparams
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "evaluate" / "calibrated.yaml"
@@ -40,7 +40,7 @@ def test_calibrated_start_keeps_the_users_batch_size_and_unknown_kinds_keep_ever
 
 
 def _path(prior, ratio=4.0):
-    return DecisionPath(ActionConfig(), 1000, 10, GuardConfig(max_lr_ratio=ratio), base_schedule="none", prior=prior)
+    return DecisionPath(DecisionSpec(n_intervals=10, guard=GuardConfig(max_lr_ratio=ratio), base_schedule="none", prior=prior), 1000)
 
 
 def test_decision_path_starts_at_the_prior_inside_a_trust_region_that_reaches_down_to_the_users_lr():

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_module
 
 import rlhpo
 from rlhpo.cli import to_dataclass
+from rlhpo.control.spec import FEATURE_NAMES
 from rlhpo.envs import ENV_ID, EnvConfig
 from rlhpo.errors import ConfigError
 from rlhpo.metatrain.config import TrainConfig, register_configs
@@ -61,6 +62,9 @@ def test_the_defaults_are_the_shipped_policys_recipe():
     for section in ("env", "tasks", "ppo", "policy"):
         for key, value in shipped[section].items():
             if f"{section}.{key}" in skip:
+                continue
+            if f"{section}.{key}" == "env.feature_version":  # the feature set, by number before the decision spec
+                assert (value, ours["env"]["feature_names"]) == (2, list(FEATURE_NAMES))
                 continue
             mine = ours[section][key]
             if isinstance(mine, dict) and f"{section}.{key}" in added:

@@ -12,7 +12,7 @@ guard config), and the user's values stay an input:
   (a user who trains at a lower lr never gets a controller that cannot go back there), never
   up beyond ``prior x max_lr_ratio``;
 * an optimizer of another kind (not Adam, AdamW or SGD) has no calibrated default: the prior is
-  the user's values, as in controller v2.
+  the user's values (the ``user`` prior).
 
 :data:`CALIBRATED` is the table of ``conf/evaluate/calibrated.yaml`` (a test keeps the two
 equal); a policy artifact records the table it was meta-trained with, and deploys with it.
@@ -31,7 +31,7 @@ CALIBRATED: dict[str, dict[str, float]] = {
     "sgd": {"lr": 0.1, "weight_decay": 0.0005},
 }
 
-#: where a run's starting values come from: ``user`` (controller v1/v2) or ``calibrated`` (v3)
+#: where a run's starting values come from: ``user`` (the user's values) or ``calibrated``
 PRIORS: tuple[str, ...] = ("user", "calibrated")
 
 
@@ -64,7 +64,6 @@ def calibrated_hparams(
 def prior_start(
     prior: str, kind: Optional[str], start: Hyperparams, table: Optional[Mapping[str, Mapping[str, float]]] = None
 ) -> Hyperparams:
-    """The values a run starts from under ``prior`` (see the module docstring)."""
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
+    """The values a run starts from under ``prior`` (see the module docstring; the decision spec
+    validates ``prior``)."""
     return start if prior == "user" else calibrated_hparams(kind, start, table)

@@ -12,6 +12,7 @@ from rlhpo.control.decision import DecisionPath
 from rlhpo.control.guard import GuardConfig
 from rlhpo.control.prior import CALIBRATED, calibrated_hparams, optimizer_kind, prior_start
 from rlhpo.control.spec import DecisionSpec
+from rlhpo.errors import ConfigError
 from rlhpo.tasks.base import Hyperparams
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "evaluate" / "calibrated.yaml"
@@ -35,8 +36,8 @@ def test_calibrated_start_keeps_the_users_batch_size_and_unknown_kinds_keep_ever
     assert calibrated_hparams("adamw", user) == Hyperparams(0.03, 48, 0.1)
     assert calibrated_hparams(None, user) == user
     assert prior_start("user", "adamw", user) == user
-    with pytest.raises(ValueError, match="prior must be one of"):
-        prior_start("best", "adamw", user)
+    with pytest.raises(ConfigError, match=r"spec.prior must be one of \['user', 'calibrated'\], got 'best'"):
+        _path("best")
 
 
 def _path(prior, ratio=4.0):

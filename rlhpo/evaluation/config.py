@@ -29,11 +29,11 @@ METHODS: tuple[str, ...] = (
     "lr_grid",
     "controller",
     "replay",
-    # the learned policies by name (rlhpo/pretrained/v1, v2; v3 = the learned policy of rlhpo/pretrained/default),
-    # kept as rows so each change is visible beside the shipped default
-    "controller_v1",
-    "controller_v2",
-    "controller_v3",
+    # the learned policies by name, runs of the controller method (parse_method): rlhpo/pretrained/v1, v2;
+    # v3 = the learned policy of rlhpo/pretrained/default; kept as rows so each change is visible beside the default
+    "controller@v1",
+    "controller@v2",
+    "controller@v3",
     # the shipped policy's null action through its own decision path (its prior and base schedule,
     # every action zero): what the learned policy adds over the schedule it starts from
     "prior_only",
@@ -72,6 +72,13 @@ REPLAY_SEED_OFFSET = 1000
 LAUNCHERS: tuple[str, ...] = ("joblib", "ray")
 
 
+def parse_method(method: str) -> tuple[str, Optional[str]]:
+    """``(method, policy)``: ``controller@<policy>`` is the ``controller`` method run with the named
+    policy (a pretrained name); any other method runs with the config's ``policy`` (None here)."""
+    base, sep, policy = method.partition("@")
+    return ("controller", policy) if sep and base == "controller" and policy else (method, None)
+
+
 def calibrated_defaults() -> dict:
     """The committed output of ``python -m rlhpo.evaluation.calibrate`` (conf/evaluate/calibrated.yaml):
     ``{"calibrated": {kind: {lr, weight_decay}}, "hypergradient_beta": beta}``; empty if missing."""
@@ -90,7 +97,8 @@ def calibrated_defaults() -> dict:
 class EvaluateConfig:
     """``python -m rlhpo.evaluate``: the controller against baselines on held-out tasks.
 
-    :param methods: methods to run, from ``METHODS``; ``replay`` also runs the controller;
+    :param methods: methods to run, from ``METHODS`` (``controller@v2``: the controller method with the
+        policy ``v2``, see :func:`parse_method`); ``replay`` also runs the controller;
         ``seesaw`` and ``lr_grid`` add ``calibrated`` (their report compares with its run)
     :param families: task families or groups: "final" (the held-out split of docs/evaluation.md), "dev" (the
         held-out split for development decisions), "held_out", "meta_train", "all"

@@ -8,7 +8,7 @@ capture) are computed again over the merged runs. The kept runs' "examples to re
 controller's final validation loss" referred to BASE's controller: it is blanked; so is their time
 to result (``steps_to_target`` ... ``speedup_seconds``, measured against BASE's calibrated run),
 unless ``calibrated`` is kept from BASE too. Both evaluations must cover the same tasks,
-seeds and starts (checked). ``--rename controller=controller_v2`` first renames BASE's runs of a
+seeds and starts (checked). ``--rename controller=controller@v2`` first renames BASE's runs of a
 method (its main runs only; its replay-group runs are dropped): the previous policy's runs kept
 as its own row when the new evaluation reruns ``controller`` with a new policy.
 """
@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a = p.parse_args(argv)
     bad = [r for r in [*a.rename, *a.rename_new, *a.copy_new] if r.count("=") != 1]
     if bad:
-        p.error(f"--rename/--rename-new/--copy-new {bad}: each must be OLD=NEW, e.g. controller=controller_v2")
+        p.error(f"--rename/--rename-new/--copy-new {bad}: each must be OLD=NEW, e.g. controller=controller@v2")
     new = pd.read_csv(a.new)
     for old, to in (r.split("=") for r in a.rename_new):
         if old not in set(new.method):

@@ -30,6 +30,7 @@ from rlhpo.evaluation.baselines import (
     Seesaw,
     StepDecay,
 )
+from rlhpo.evaluation.config import parse_method
 from rlhpo.evaluation.frames import safe_name
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, Schedule, run_task
 from rlhpo.evaluation.warm import WARM_METHODS, run_warm
@@ -126,12 +127,11 @@ def make_schedule(job: Job) -> Schedule:
         return Plateau(factor=0.5, patience=2)
     if job.method == "hypergradient":
         return Hypergradient(job.beta)
-    if job.method == "controller":
-        return ControllerSchedule(load_artifact(job.policy or "default"))
+    method, policy = parse_method(job.method)
+    if method == "controller":
+        return ControllerSchedule(load_artifact(policy or job.policy or "default"))
     if job.method == "replay":
         return Replay(job.replay or [])
-    if job.method in ("controller_v1", "controller_v2", "controller_v3"):
-        return ControllerSchedule(load_artifact(job.method.split("_")[1]))
     if job.method == "prior_only":
         return ControllerSchedule(load_artifact(job.policy or "default"), null_action=True)
     raise ValueError(f"{job.method!r} is not a single-run method")

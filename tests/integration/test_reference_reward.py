@@ -131,7 +131,7 @@ def test_v1_artifact_still_runs_with_its_own_features():
     assert len(c.decision.features.names) == 19
 
 
-def test_the_shipped_recipe_composes_to_controller_v3():
+def test_the_shipped_recipe_composes_to_the_v3_recipe():
     from hydra import compose, initialize_config_module
 
     from rlhpo.cli import to_dataclass

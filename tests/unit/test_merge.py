@@ -42,8 +42,8 @@ def test_rename_keeps_the_previous_policys_runs_as_their_own_row():
     base = _runs(["constant", "controller"], {"constant": 2.0, "controller": 1.5})
     base = pd.concat([base, _runs(["controller"], {"controller": 1.4}).assign(group="replay")], ignore_index=True)
     new = _runs(["constant", "controller"], {"constant": 2.0, "controller": 0.9})
-    out = merge(base, new, ["controller_v2"], {"controller": "controller_v2"})
-    v2 = out[out.method == "controller_v2"]
+    out = merge(base, new, ["controller@v2"], {"controller": "controller@v2"})
+    v2 = out[out.method == "controller@v2"]
     assert len(v2) == 2 and (v2.group == "main").all() and np.allclose(v2.test_loss, 1.5)
     with pytest.raises(SystemExit, match="not in the base runs"):
         merge(base, new, ["x"], {"nope": "x"})

@@ -26,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhpo.cli import check_keys, cli_errors, to_dataclass
 from rlhpo.errors import ConfigError
-from rlhpo.metatrain.config import TrainConfig, drop_removed, override_error, register_configs
+from rlhpo.metatrain.config import TrainConfig, override_error, register_configs
 from rlhpo.metatrain.trainer import build_model, build_vec_env, run, save_policy  # noqa: F401  (the library API)
+from rlhpo.policy.legacy import convert_config
 
 register_configs()
 
@@ -38,7 +39,7 @@ def _resume_config(cfg: DictConfig) -> tuple[TrainConfig, Path]:
     if not saved.is_file():
         raise ConfigError(f"resume={str(run_dir)!r}: no config.yaml there; give the run directory of a meta-training run")
     base = OmegaConf.structured(TrainConfig)
-    old = drop_removed(OmegaConf.to_container(OmegaConf.load(saved)))  # type: ignore[arg-type]
+    old = convert_config(OmegaConf.to_container(OmegaConf.load(saved)))  # type: ignore[arg-type]
     config = to_dataclass(OmegaConf.merge(base, old), TrainConfig)
     config.resume = str(run_dir)
     return config, run_dir

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 
 from rlhpo.envs.config import EnvConfig
 from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.policy.legacy import REMOVED
 from rlhpo.tasks import TaskError, resolve_families
 
 
@@ -316,16 +317,10 @@ class TrainConfig:
         return self
 
 
-#: settings that were removed, and what replaces each (an old config or override naming one is
-#: an error that says so; an old run's saved config.yaml drops them, see :func:`drop_removed`)
-REMOVED: dict[str, str] = {
-    "device": "set env.device (cpu, cuda, cuda:N): the one setting of where target networks train",
-}
-
-
 def override_error(overrides: list[str]) -> Optional[str]:
     """The one-line error for the first command-line override that sets a removed setting or
-    names an unknown vector env (Hydra's own errors name no replacement, or take many lines)."""
+    names an unknown vector env (Hydra's own errors name no replacement, or take many lines).
+    The removed settings: :data:`rlhpo.policy.legacy.REMOVED`."""
     for arg in overrides:
         if "=" not in arg:
             continue
@@ -336,12 +331,6 @@ def override_error(overrides: list[str]) -> Optional[str]:
         if key == "vec_env" and value not in VEC_ENV_KINDS:
             return f"vec_env={value}: unknown vector env; allowed: {', '.join(VEC_ENV_KINDS)}"
     return None
-
-
-def drop_removed(saved: dict) -> dict:
-    """A saved ``config.yaml`` (a plain dict) without the removed settings. An old run wrote its
-    config after validation, so ``env.device`` already holds what ``device`` set."""
-    return {k: v for k, v in saved.items() if k not in REMOVED}
 
 
 def register_configs() -> None:

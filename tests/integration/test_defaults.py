@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_module
 
 import rlhpo
 from rlhpo.cli import to_dataclass
-from rlhpo.control.spec import FEATURE_NAMES
+from rlhpo.control.spec import FEATURE_NAMES, FEATURE_NAMES_V1
 from rlhpo.envs import ENV_ID, EnvConfig
 from rlhpo.errors import ConfigError
-from rlhpo.metatrain.config import TrainConfig, register_configs
+from rlhpo.metatrain.config import TrainConfig, override_error, register_configs
 from rlhpo.policy.artifact import PRETRAINED_DIR
 
 register_configs()
@@ -132,6 +132,29 @@ def test_resuming_an_old_run_whose_config_has_the_removed_device(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     config, run_dir = _resume_config(OmegaConf.create({"resume": str(tmp_path)}))
     assert Path(run_dir) == tmp_path and config.env == TrainConfig().env
+
+
+@pytest.mark.parametrize("version, names", [(1, FEATURE_NAMES_V1), (2, FEATURE_NAMES)])
+def test_resuming_a_run_from_before_the_decision_spec(tmp_path, version, names):
+    """Its config.yaml named the feature set by env.feature_version: it resumes with that set."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from rlhpo.train import _resume_config
+
+    old = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    del old["env"]["feature_names"]
+    old["env"]["feature_version"] = version
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    config, _ = _resume_config(OmegaConf.create({"resume": str(tmp_path)}))
+    assert config.env == dataclasses.replace(TrainConfig().env, feature_names=list(names))
+
+
+def test_a_removed_env_setting_in_an_override_says_what_replaces_it():
+    assert override_error(["env.feature_version=1"]) == (
+        "env.feature_version was removed: set env.feature_names: the feature set by name "
+        "(rlhpo.control.spec.FEATURE_NAMES, or FEATURE_NAMES_V1 for the first set)"
+    )
 
 
 @pytest.mark.slow  # a subprocess

@@ -97,6 +97,9 @@ def calibrated_defaults() -> dict:
 class EvaluateConfig:
     """``python -m rlhpo.evaluate``: the controller against baselines on held-out tasks.
 
+    The defaults are the CLI's run (docs/evaluation.md: every method, the ``final`` split, 5 tasks
+    per family x 3 seeds from both starts, the searches on seed 0); conf/evaluate/ only overrides.
+
     :param methods: methods to run, from ``METHODS`` (``controller@v2``: the controller method with the
         policy ``v2``, see :func:`parse_method`); ``replay`` also runs the controller;
         ``seesaw`` and ``lr_grid`` add ``calibrated`` (their report compares with its run)
@@ -112,7 +115,8 @@ class EvaluateConfig:
     :param policy: the controller's artifact: a pretrained name ("default") or a folder
     :param optuna_trials: Optuna trials per task and seed
     :param search_seeds: run seeds (0 .. search_seeds-1) on which the search methods (Optuna, PBT,
-        lr_grid) run; ``None``: every seed. Their comparisons use those task-seeds only
+        lr_grid) run (their cost: seed 0 only by default); ``None``: every seed. Their comparisons
+        use those task-seeds only
     :param pbt_population: PBT population size
     :param pbt_interval: control intervals between PBT's exploit/explore steps
     :param hypergradient_beta: the hypergradient learning rate of hypergradient descent
@@ -127,14 +131,14 @@ class EvaluateConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     families: list[str] = field(default_factory=lambda: ["final"])
     starts: list[str] = field(default_factory=lambda: list(STARTS))
-    n_tasks: int = 2
+    n_tasks: int = 5
     task_seed_start: int = 2000
-    seeds: int = 5
+    seeds: int = 3
     budget_scale: float = 1.0
     n_intervals: int = 20
     policy: str = "rule"
     optuna_trials: int = 20
-    search_seeds: Optional[int] = None
+    search_seeds: Optional[int] = 1
     pbt_population: int = 4
     pbt_interval: int = 4
     hypergradient_beta: float = field(default_factory=lambda: float(calibrated_defaults().get("hypergradient_beta", 0.02)))

@@ -166,3 +166,21 @@ def test_an_unknown_vec_env_is_one_line_naming_the_allowed_ones(args, line, tmp_
     r = subprocess.run([sys.executable, "-m", "rlhpo.train", *args, f"hydra.run.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"[rlhpo] error: {line}"]
+
+
+@pytest.mark.parametrize("module, package, name, schema", [
+    ("rlhpo.evaluate", "rlhpo.conf.evaluate", "evaluate", "rlhpo.evaluation.config:EvaluateConfig"),
+    ("rlhpo.apply", "rlhpo.conf.apply", "apply", "rlhpo.apply:ApplyConfig"),
+    ("rlhpo.recommend.__main__", "rlhpo.conf.recommend", "recommend", "rlhpo.recommend.__main__:RecommendConfig"),
+])
+def test_every_cli_runs_its_dataclass_defaults(module, package, name, schema):
+    """``python -m <cli>`` with no override composes exactly the config dataclass's defaults: the YAML
+    under conf/ only overrides (here: nothing but Hydra's own settings)."""
+    import importlib
+
+    importlib.import_module(module)  # registers the schema
+    mod, _, cls = schema.partition(":")
+    Schema = getattr(importlib.import_module(mod), cls)
+    with initialize_config_module(package, version_base="1.3"):
+        cfg = to_dataclass(compose(name), Schema)
+    assert cfg == Schema()

@@ -127,13 +127,11 @@ class DecisionPath:
 
     def __init__(self, spec: DecisionSpec, total_examples: int, max_batch_size: Optional[int] = None) -> None:
         self.spec = DecisionSpec.validate(spec)  # an EnvConfig's own settings are the environment's
-        self.prior, self.prior_table, self.base_schedule = spec.prior, spec.prior_table, spec.base_schedule
         self.actions = ActionSpec(spec.actions, max_batch_size=max_batch_size)
         self.features = FeatureExtractor(spec.feature_names)
         self.total_examples = int(total_examples)
         self.n_intervals = int(spec.n_intervals)
-        self.guard_config = spec.guard
-        self.guard = Guard(self.guard_config, None)
+        self.guard = Guard(spec.guard, None)
         self.interval = 0
         self.last_action = np.zeros(3)
         self._verdict = Verdict(False)
@@ -167,7 +165,7 @@ class DecisionPath:
         run that starts without any (Adam's and SGD's default): the policy never switches it on.
         """
         user = hp
-        hp = prior_start(self.prior, kind, hp, self.prior_table)
+        hp = prior_start(self.spec.prior, kind, hp, self.spec.prior_table)
         held = set(off) | {n for n in CONTROLS if n not in self.actions.controls}  # these keep the user's value
         if "weight_decay" in held:
             hp = Hyperparams(hp.lr, hp.batch_size, user.weight_decay)
@@ -176,7 +174,7 @@ class DecisionPath:
         if hp.weight_decay == 0 and "weight_decay" not in off:
             off = (*off, "weight_decay")
         start = self.actions.reset(hp, off)
-        r = self.guard_config.max_lr_ratio
+        r = self.spec.guard.max_lr_ratio
         if r is not None:  # the trust region: the lr level within [start / r, start * r], down to the user's lr
             self.actions.narrow("lr", min(start.lr / r, max(user.lr, 1e-30)), start.lr * r)
         for name in CONTROLS:
@@ -189,7 +187,7 @@ class DecisionPath:
         self.interval = 0
         self.last_action = np.zeros(3)
         self._verdict = Verdict(False)
-        self.guard = Guard(self.guard_config, target)
+        self.guard = Guard(self.spec.guard, target)
         self.guard.start()
         return start
 
@@ -226,7 +224,7 @@ class DecisionPath:
         self.last_action = self.actions.full_action(a)
         new = self.actions.apply(a, hp)
         if self._verdict.rolled_back:
-            self.actions.scale("lr", self.guard_config.lr_cut)
+            self.actions.scale("lr", self.spec.guard.lr_cut)
             new = self.actions.hparams(new)
         self._level = new.lr
         return self._scheduled(new, interval_end(self.total_examples, self.n_intervals, self.interval - 1))
@@ -234,7 +232,7 @@ class DecisionPath:
     @property
     def scheduled(self) -> bool:
         """Whether the lr follows the base schedule step by step (:meth:`lr_at`)."""
-        return self.base_schedule != "none" and self.actions.live("lr")
+        return self.spec.base_schedule != "none" and self.actions.live("lr")
 
     @property
     def level(self) -> float:
@@ -249,7 +247,7 @@ class DecisionPath:
         # past the budget (a loop that trains on, a decision at the budget): the last step's lr holds,
         # never 0; a step larger than the whole budget trains at the budget's midpoint
         n = min(n, total)
-        return self._level * step_factor(self.base_schedule, min(seen, total - n), n, total)
+        return self._level * step_factor(self.spec.base_schedule, min(seen, total - n), n, total)
 
     def _scheduled(self, hp: Hyperparams, seen: int) -> Hyperparams:
         """``hp`` with the lr the base schedule gives at ``seen`` (the first step's lr is written

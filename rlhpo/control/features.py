@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from rlhpo.control.spec import FEATURE_NAMES, FEATURE_NAMES_V1, FEATURE_SETS
+from rlhpo.control.spec import FEATURE_NAMES, FEATURE_NAMES_V1
 from rlhpo.training.monitor import IntervalStats
 
 N_FEATURES = len(FEATURE_NAMES)
@@ -51,8 +51,6 @@ class FeatureExtractor:
     """
 
     def __init__(self, names: Sequence[str] = FEATURE_NAMES) -> None:
-        if tuple(names) not in FEATURE_SETS:
-            raise ValueError(f"unknown feature set of {len(names)} features; allowed: rlhpo.control.spec.FEATURE_SETS")
         self.names = tuple(names)
         self.first = self.names == FEATURE_NAMES_V1  # the first feature set
         self.reset(1e-3, 32, 1e-4, True)

@@ -1,21 +1,15 @@
-"""The decision spec: the one statement of what a policy observes, controls and runs under.
+"""The decision spec: what a policy observes, controls and runs under, stated once.
 
-:class:`DecisionSpec` holds the decision contract: the controls and their bounds, the number of
-control intervals, the guard (with the trust region ``max_lr_ratio``), the prior and its table,
-the base schedule and the feature set. The environment's config *is* one (plus the environment's
-own settings, :class:`rlhpo.envs.EnvConfig`), a policy's ``spec.json`` saves one verbatim (plus
-artifact metadata, :class:`rlhpo.policy.artifact.PolicySpec`), and
-:class:`rlhpo.control.decision.DecisionPath` runs one. :meth:`DecisionSpec.validate` is the only
-validation of these fields; :func:`from_dict` builds one from plain data (JSON, YAML) and names
-unknown keys. The defaults are the shipped recipe (controller v3).
-
-This module imports nothing heavy (no torch), so a spec can be read anywhere.
+:class:`rlhpo.envs.EnvConfig` extends it with the environment's settings,
+:class:`rlhpo.policy.artifact.PolicySpec` with the artifact's metadata (saved verbatim as
+``spec.json``), and :class:`rlhpo.control.decision.DecisionPath` runs it. Its ``validate()`` is the
+only check of its fields. The defaults are the shipped recipe (controller v3). No torch import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping
 
 from rlhpo.control.actions import ActionConfig, ControlConfig
 from rlhpo.control.guard import GuardConfig
@@ -56,7 +50,7 @@ FEATURE_SETS: tuple[tuple[str, ...], ...] = (FEATURE_NAMES_V1, FEATURE_NAMES)
 
 @dataclass
 class DecisionSpec:
-    """The decision contract (see the module docstring).
+    """The decision contract.
 
     :param actions: which hyperparameters the policy sets, and their bounds
     :param n_intervals: control intervals per run; the budget is split evenly between them
@@ -91,15 +85,7 @@ class DecisionSpec:
         self.guard.validate(f"{where}.guard")
         if self.prior not in PRIORS:
             raise ConfigError(f"{where}.prior must be one of {list(PRIORS)}, got {self.prior!r}")
-        table = self.prior_table
-        if not isinstance(table, Mapping) or any(
-            not (isinstance(v, Mapping) and set(v) == {"lr", "weight_decay"} and is_number(v["lr"]) and v["lr"] > 0
-                 and is_number(v["weight_decay"]) and v["weight_decay"] >= 0)
-            for v in table.values()
-        ):
-            raise ConfigError(
-                f"{where}.prior_table must map optimizer kinds to {{lr: > 0, weight_decay: >= 0}}, got {table!r}"
-            )
+        check_table(self.prior_table, f"{where}.prior_table")
         if self.base_schedule not in BASE_SCHEDULES:
             raise ConfigError(f"{where}.base_schedule must be one of {list(BASE_SCHEDULES)}, got {self.base_schedule!r}")
         if tuple(self.feature_names) not in FEATURE_SETS:
@@ -111,18 +97,23 @@ class DecisionSpec:
         return self
 
     def decision_spec(self) -> "DecisionSpec":
-        """The decision contract alone (an :class:`~rlhpo.envs.EnvConfig` or a policy's spec without
-        their own settings)."""
+        """The decision contract alone, without a subclass's own fields."""
         return DecisionSpec(**{f.name: getattr(self, f.name) for f in fields(DecisionSpec)})
 
 
-S = TypeVar("S")
+def check_table(table: Any, where: str) -> None:
+    """A table of calibrated defaults: ``{optimizer kind: {lr: > 0, weight_decay: >= 0}}``."""
+    if not isinstance(table, Mapping) or any(
+        not (isinstance(v, Mapping) and set(v) == {"lr", "weight_decay"} and is_number(v["lr"]) and v["lr"] > 0
+             and is_number(v["weight_decay"]) and v["weight_decay"] >= 0) for v in table.values()
+    ):
+        raise ConfigError(f"{where} must map optimizer kinds to {{lr: > 0, weight_decay: >= 0}}, got {table!r}")
 
 
-def from_dict(cls: type[S], raw: Any, where: str = "spec") -> S:
-    """A ``cls`` (a :class:`DecisionSpec` or a subclass) from plain data, validated; keys it does not
-    hold are a one-line :class:`~rlhpo.errors.ConfigError` naming them and the allowed ones.
-    Missing keys take the defaults."""
+def from_dict(cls: type, raw: Any, where: str = "spec") -> Any:
+    """A ``cls`` (a :class:`DecisionSpec` or a subclass) from plain data, validated; unknown keys are
+    a one-line :class:`~rlhpo.errors.ConfigError` naming them and the allowed ones; missing keys
+    take the defaults."""
     kwargs = _fields(cls, raw, where)
     if "actions" in kwargs:
         controls = _fields(ActionConfig, kwargs["actions"], f"{where}.actions")
@@ -131,9 +122,7 @@ def from_dict(cls: type[S], raw: Any, where: str = "spec") -> S:
         )
     if "guard" in kwargs:
         kwargs["guard"] = GuardConfig(**_fields(GuardConfig, kwargs["guard"], f"{where}.guard"))
-    spec = cls(**kwargs)
-    spec.validate(where)  # type: ignore[attr-defined]
-    return spec
+    return cls(**kwargs).validate(where)
 
 
 def _fields(cls: type, raw: Any, where: str) -> dict:

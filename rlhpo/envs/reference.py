@@ -99,11 +99,7 @@ class ReferenceCurves:
             "start": asdict(task.default_hparams),
             "budget": task.budget_examples,
             "seed": int(seed),
-            "n_intervals": c.n_intervals,
-            "base_schedule": c.base_schedule,
-            "prior": c.prior,
-            "actions": asdict(c.actions),
-            "guard": asdict(c.guard),
+            **asdict(c.decision_spec()),  # the rules the reference run follows
         }
         return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 

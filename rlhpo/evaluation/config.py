@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from rlhpo.control.spec import check_table
 from rlhpo.errors import ConfigError, check_device, is_int
 from rlhpo.tasks import TaskError, resolve_families
 
@@ -186,10 +187,7 @@ class EvaluateConfig:
                     f"calibrated: no default for optimizer(s) {missing}; run python -m rlhpo.evaluation.calibrate "
                     f"(conf/evaluate/calibrated.yaml) or drop {using} from methods"
                 )
-            for kind, d in self.calibrated.items():
-                lr, wd = (d or {}).get("lr"), (d or {}).get("weight_decay")
-                if not (isinstance(lr, (int, float)) and lr > 0 and isinstance(wd, (int, float)) and wd >= 0):
-                    raise ConfigError(f"calibrated.{kind} must be {{lr: > 0, weight_decay: >= 0}}, got {d!r}")
+            check_table(self.calibrated, "calibrated")
 
     def _validate_counts(self) -> None:
         for name, low in (

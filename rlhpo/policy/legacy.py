@@ -1,14 +1,9 @@
-"""The one place that knows earlier rlhpo versions: their ``spec.json`` as the current spec, their
-meta-training ``config.yaml`` as the current config, the settings they had that are gone.
+"""The one place that knows earlier rlhpo versions: their ``spec.json`` and meta-training
+``config.yaml`` converted to the current ones at load time, and the settings that are gone.
 
-Artifact format 1 (the policies ``rlhpo/pretrained/v1``, ``v2`` and ``default``, rlhpo up to
-the decision spec) named its feature set by a ``feature_version``, repeated the enabled controls
-in ``controls`` and left out what the rlhpo of the day did not have yet; what was left out
-meant: the base schedule ``none``, the ``user`` prior, no trust region (``max_lr_ratio`` null).
-:func:`convert_spec` turns such a spec into the current one at load time, so the live code has
-one code path; an artifact of an unknown format is a one-line error. :func:`convert_config` does
-the same for a meta-training run's saved ``config.yaml`` (``resume=``), and :data:`REMOVED` names
-what replaces each removed setting (a command-line override naming one is an error that says so).
+Artifact format 1 (``rlhpo/pretrained/v1``, ``v2``, ``default``) named its feature set by a
+``feature_version``, repeated the enabled controls in ``controls``, and left out what its rlhpo
+did not have yet: that meant the base schedule ``none``, the ``user`` prior and no trust region.
 """
 
 from __future__ import annotations
@@ -20,9 +15,8 @@ from rlhpo.errors import ArtifactError, ConfigError
 
 #: the format this rlhpo writes
 ARTIFACT_FORMAT = 2
-#: format 1's feature versions
 _FEATURE_VERSIONS = {1: FEATURE_NAMES_V1, 2: FEATURE_NAMES}
-#: settings that were removed, and what replaces each
+#: removed settings, and what replaces each (a command-line override naming one is an error saying so)
 REMOVED: dict[str, str] = {
     "device": "set env.device (cpu, cuda, cuda:N): the one setting of where target networks train",
     "env.feature_version": "set env.feature_names: the feature set by name (rlhpo.control.spec.FEATURE_NAMES, "
@@ -31,9 +25,8 @@ REMOVED: dict[str, str] = {
 
 
 def convert_config(saved: dict) -> dict:
-    """An earlier meta-training run's saved ``config.yaml`` (a plain dict) in the current schema: the
-    removed ``device`` dropped (the run wrote its config after validation, so ``env.device`` holds
-    what it set) and ``env.feature_version`` as the feature set it named."""
+    """An earlier meta-training run's saved ``config.yaml`` (``resume=``) in the current schema:
+    ``device`` dropped (``env.device`` holds it) and ``env.feature_version`` as its feature set."""
     out = {k: v for k, v in saved.items() if k != "device"}
     env = dict(out.get("env") or {})
     if "feature_version" in env:
@@ -45,27 +38,21 @@ def convert_config(saved: dict) -> dict:
 
 
 def convert_spec(raw: Any, where: str) -> Any:
-    """The decoded ``spec.json`` of an artifact in the current format (plain data, for
-    :func:`rlhpo.control.spec.from_dict`): format 1 converted, the current format as it is."""
+    """A decoded ``spec.json`` in the current format: format 1 converted, the current one as it is."""
     if not isinstance(raw, dict) or raw.get("format") == ARTIFACT_FORMAT:
         return raw
     if raw.get("format") != 1:
         raise ArtifactError(f"{where}: artifact format {raw.get('format')!r}; this rlhpo reads formats 1 and {ARTIFACT_FORMAT}")
-    old = dict(raw)
-    version = old.pop("feature_version", 1)
+    old = {k: v for k, v in raw.items() if k not in ("feature_version", "controls")}  # controls: actions' enabled ones
+    version = raw.get("feature_version", 1)
     names = _FEATURE_VERSIONS.get(version)
     if names is None or list(old.get("feature_names", names)) != list(names):
         raise ArtifactError(
             f"{where}: the policy was trained on feature version {version} ({len(old.get('feature_names', []))} features); "
             f"this rlhpo computes versions {sorted(_FEATURE_VERSIONS)}. Re-train it, or install the rlhpo that made it."
         )
-    old.pop("controls", None)  # the enabled controls of ``actions``
     guard = old.get("guard", {})
     return {
-        **old,
-        "format": ARTIFACT_FORMAT,
-        "feature_names": list(names),
-        "base_schedule": old.get("base_schedule", "none"),
-        "prior": old.get("prior", "user"),
-        "guard": {"max_lr_ratio": None, **guard} if isinstance(guard, dict) else guard,
+        **old, "format": ARTIFACT_FORMAT, "feature_names": list(names), "base_schedule": old.get("base_schedule", "none"),
+        "prior": old.get("prior", "user"), "guard": {"max_lr_ratio": None, **guard} if isinstance(guard, dict) else guard,
     }

@@ -71,8 +71,6 @@ def test_names_match_the_vector():
     assert FeatureExtractor().names == FEATURE_NAMES and not FeatureExtractor().first
     assert FeatureExtractor(FEATURE_NAMES_V1).first and len(observe(extractor(version=1))) == 19
     assert "log10_lr" not in FEATURE_NAMES and "adaptive_optimizer" not in FEATURE_NAMES
-    with pytest.raises(ValueError, match="unknown feature set of 2 features"):
-        FeatureExtractor(["progress", "log_lr_ratio"])
     obs = observe(extractor())
     assert len(obs) == len(FEATURE_NAMES)
     check_vector(obs)

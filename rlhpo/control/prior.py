@@ -37,7 +37,9 @@ PRIORS: tuple[str, ...] = ("user", "calibrated")
 
 def optimizer_kind(optimizer: Any) -> Optional[str]:
     """``adamw``, ``adam`` or ``sgd`` for a ``torch.optim`` optimizer of that class (or a
-    subclass), else None. AdamW is tested first: in some torch releases it subclasses Adam."""
+    subclass) or its name, else None. AdamW is tested first: in some torch releases it subclasses Adam."""
+    if isinstance(optimizer, str):
+        return optimizer.lower() if optimizer.lower() in CALIBRATED else None
     import torch
 
     if isinstance(optimizer, torch.optim.AdamW):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlhpo.control.prior import optimizer_kind
 from rlhpo.tasks import SENSIBLE_STARTS, Task
 from rlhpo.tasks.base import mean_output, mse, sequence_cross_entropy
 from rlhpo.training.session import make_optimizer
@@ -197,19 +198,6 @@ def model_features(model: nn.Module) -> tuple[int, int, dict[str, bool], list[st
             flags["other"] = True
             unknown.append(type(m).__name__)
     return int(n_params), depth, flags, sorted(set(unknown))
-
-
-def optimizer_kind(optimizer: Any) -> Optional[str]:
-    """"sgd", "adam" or "adamw" from a name or a torch optimizer; None for anything else."""
-    if isinstance(optimizer, str):
-        return optimizer.lower() if optimizer.lower() in OPTIMIZER_KINDS else None
-    if isinstance(optimizer, torch.optim.AdamW):
-        return "adamw"
-    if isinstance(optimizer, torch.optim.Adam):
-        return "adam"
-    if isinstance(optimizer, torch.optim.SGD):
-        return "sgd"
-    return None
 
 
 # -- probe -------------------------------------------------------------------------------------

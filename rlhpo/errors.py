@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -71,6 +72,27 @@ def is_number(v: object) -> bool:
     if is_int(v):
         return True
     return isinstance(v, (float, np.floating)) and math.isfinite(v)
+
+
+def check_fields(obj: object, where: str, rules: Sequence[tuple[str, Callable[[Any], Any], str]]) -> None:
+    """Each rule ``(names, ok, allowed)``: a field of ``obj`` among the space-separated ``names`` whose
+    value is not ``ok`` is a :class:`ConfigError`: ``<where><name> must be <allowed>, got <value>``."""
+    for names, ok, allowed in rules:
+        for name in names.split():
+            if not ok(v := getattr(obj, name)):
+                raise ConfigError(f"{where}{name} must be {allowed}, got {v!r}")
+
+
+def check_seeds(where: str, seeds: Any, allow_empty: bool) -> None:
+    """A list of task seeds (integers >= 0), at least one unless ``allow_empty``."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(f"{where} must be a list of integers >= 0, got {seeds!r}")
+    seeds = list(seeds)
+    if not allow_empty and not seeds:
+        raise ConfigError(f"{where} must list at least one seed (integers >= 0)")
+    bad = [x for x in seeds if not (is_int(x) and x >= 0)]
+    if bad:
+        raise ConfigError(f"{where} must be a list of integers >= 0, got {bad[0]!r} in {seeds!r}")
 
 
 def check_device(value: object, where: str = "device") -> str:

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from rlhpo.errors import ConfigError, is_number
+from rlhpo.errors import ConfigError, check_fields, is_number
 from rlhpo.types import Hyperparams
 
 CONTROLS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
@@ -75,17 +75,13 @@ class ActionConfig:
             c = getattr(self, name)
             if not isinstance(c, ControlConfig):
                 raise ConfigError(f"{where}.{name} must be a control (enabled, min, max, max_step_factor), got {c!r}")
-            if not isinstance(c.enabled, bool):
-                raise ConfigError(f"{where}.{name}.enabled must be true or false, got {c.enabled!r}")
-            for key in ("min", "max", "max_step_factor"):
-                v = getattr(c, key)
-                if not is_number(v) or v <= 0:
-                    raise ConfigError(f"{where}.{name}.{key} must be a finite number > 0, got {v!r}")
+            check_fields(c, f"{where}.{name}.", (
+                ("enabled", lambda v: isinstance(v, bool), "true or false"),
+                ("min max max_step_factor", lambda v: is_number(v) and v > 0, "a finite number > 0"),
+                ("min_start_ratio", lambda v: v is None or (is_number(v) and v > 0), "null or a finite number > 0"),
+            ))
             if c.min >= c.max:
                 raise ConfigError(f"{where}.{name}: min ({c.min}) must be below max ({c.max})")
-            r = c.min_start_ratio
-            if r is not None and not (is_number(r) and r > 0):
-                raise ConfigError(f"{where}.{name}.min_start_ratio must be null or a finite number > 0, got {r!r}")
             if c.max_step_factor <= 1.0:
                 raise ConfigError(f"{where}.{name}.max_step_factor must be > 1, got {c.max_step_factor}")
         if self.batch_size.min < 1:

@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
-from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.errors import check_fields, is_int, is_number
 
 #: the collapse rule's defaults (``python -m bench.divergence_rule``, docs/results/divergence_rule.txt)
 JUMP, JUMP_MIN = 5.0, 0.2
@@ -73,27 +73,18 @@ class GuardConfig:
     proxy_factor: float = 10.0
 
     def validate(self, where: str = "guard") -> "GuardConfig":
-        for name in ("enabled", "restore_best"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{where}.{name} must be true or false, got {getattr(self, name)!r}")
-        if not (is_number(self.factor) and self.factor > 1):
-            raise ConfigError(f"{where}.factor must be a finite number > 1, got {self.factor!r}")
-        if not (is_number(self.lr_cut) and 0 < self.lr_cut < 1):
-            raise ConfigError(f"{where}.lr_cut must be a number in (0, 1), got {self.lr_cut!r}")
-        if not (is_int(self.freeze_after) and self.freeze_after >= 1):
-            raise ConfigError(f"{where}.freeze_after must be an integer >= 1, got {self.freeze_after!r}")
-        if self.max_lr_ratio is not None and not (is_number(self.max_lr_ratio) and self.max_lr_ratio > 1):
-            raise ConfigError(f"{where}.max_lr_ratio must be null or a number > 1, got {self.max_lr_ratio!r}")
-        if self.jump is not None and not (is_number(self.jump) and self.jump > 0):
-            raise ConfigError(f"{where}.jump must be null (off) or a number > 0, got {self.jump!r}")
-        if not (is_number(self.jump_min) and self.jump_min >= 0):
-            raise ConfigError(f"{where}.jump_min must be a number >= 0, got {self.jump_min!r}")
-        if not (is_number(self.proxy_factor) and self.proxy_factor > 1):
-            raise ConfigError(f"{where}.proxy_factor must be a finite number > 1, got {self.proxy_factor!r}")
-        if not (is_number(self.min_lost) and 0 <= self.min_lost < 1):
-            raise ConfigError(f"{where}.min_lost must be a number in [0, 1), got {self.min_lost!r}")
-        if not (is_int(self.jump_window) and self.jump_window >= 2):
-            raise ConfigError(f"{where}.jump_window must be an integer >= 2, got {self.jump_window!r}")
+        check_fields(self, f"{where}.", (
+            ("enabled restore_best", lambda v: isinstance(v, bool), "true or false"),
+            ("factor", lambda v: is_number(v) and v > 1, "a finite number > 1"),
+            ("lr_cut", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+            ("freeze_after", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            ("max_lr_ratio", lambda v: v is None or (is_number(v) and v > 1), "null or a number > 1"),
+            ("jump", lambda v: v is None or (is_number(v) and v > 0), "null (off) or a number > 0"),
+            ("jump_min", lambda v: is_number(v) and v >= 0, "a number >= 0"),
+            ("proxy_factor", lambda v: is_number(v) and v > 1, "a finite number > 1"),
+            ("min_lost", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+            ("jump_window", lambda v: is_int(v) and v >= 2, "an integer >= 2"),
+        ))
         return self
 
 

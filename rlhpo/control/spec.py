@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from rlhpo.control.actions import ActionConfig, ControlConfig
 from rlhpo.control.guard import GuardConfig
 from rlhpo.control.prior import CALIBRATED, PRIORS
-from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.errors import ConfigError, check_fields, is_int, is_number
 
 #: base schedules the policy's learning rate multiplies (``none``: the policy sets the lr itself)
 BASE_SCHEDULES: tuple[str, ...] = ("none", "cosine")
@@ -78,16 +78,15 @@ class DecisionSpec:
         if not isinstance(self.actions, ActionConfig):
             raise ConfigError(f"{where}.actions must be an ActionConfig (lr, batch_size, weight_decay), got {self.actions!r}")
         self.actions.validate(f"{where}.actions")
-        if not is_int(self.n_intervals) or self.n_intervals < 1:
-            raise ConfigError(f"{where}.n_intervals must be an integer >= 1, got {self.n_intervals!r}")
         if not isinstance(self.guard, GuardConfig):
             raise ConfigError(f"{where}.guard must be a guard config (enabled, factor, lr_cut, ...), got {self.guard!r}")
         self.guard.validate(f"{where}.guard")
-        if self.prior not in PRIORS:
-            raise ConfigError(f"{where}.prior must be one of {list(PRIORS)}, got {self.prior!r}")
+        check_fields(self, f"{where}.", (
+            ("n_intervals", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            ("prior", lambda v: v in PRIORS, f"one of {list(PRIORS)}"),
+            ("base_schedule", lambda v: v in BASE_SCHEDULES, f"one of {list(BASE_SCHEDULES)}"),
+        ))
         check_table(self.prior_table, f"{where}.prior_table")
-        if self.base_schedule not in BASE_SCHEDULES:
-            raise ConfigError(f"{where}.base_schedule must be one of {list(BASE_SCHEDULES)}, got {self.base_schedule!r}")
         if tuple(self.feature_names) not in FEATURE_SETS:
             raise ConfigError(
                 f"{where}.feature_names ({len(self.feature_names)} features) is no feature set this rlhpo computes; "

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rlhpo.control.spec import DecisionSpec
-from rlhpo.errors import ConfigError, check_device, is_int, is_number
+from rlhpo.errors import ConfigError, check_device, check_fields, check_seeds, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 #: the environment's rewards (see :class:`EnvConfig`)
@@ -72,32 +72,22 @@ class EnvConfig(DecisionSpec):
             self.families = resolve_families(list(fams))
         except TaskError as e:
             raise ConfigError(f"env.families: {e}") from None
-        if not (is_number(self.budget_scale) and self.budget_scale > 0):
-            raise ConfigError(f"env.budget_scale must be a finite number > 0, got {self.budget_scale!r}")
-        if self.budget_examples is not None and (not is_int(self.budget_examples) or self.budget_examples <= 0):
-            raise ConfigError(f"env.budget_examples must be null or an integer > 0, got {self.budget_examples!r}")
-        for name in ("divergence_penalty", "reward_clip"):
-            v = getattr(self, name)
-            if not (is_number(v) and v >= 0):
-                raise ConfigError(f"env.{name} must be a finite number >= 0, got {v!r}")
+        check_fields(self, "env.", (
+            ("budget_scale", lambda v: is_number(v) and v > 0, "a finite number > 0"),
+            ("budget_examples", lambda v: v is None or (is_int(v) and v > 0), "null or an integer > 0"),
+            ("divergence_penalty reward_clip", lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+            ("reward", lambda v: v in REWARDS, f"one of {list(REWARDS)}"),
+            ("reference_cache", lambda v: v is None or (isinstance(v, str) and v), "null or a directory path"),
+            ("sensible_fraction", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        ))
         if self.guard.restore_best:
             raise ConfigError(
                 "env.guard.restore_best is not an environment setting: an episode never restores its best "
                 "snapshot; remove it (to deploy with it: rlhpo.Controller(..., "
                 "policy=load_artifact(...).with_guard(restore_best=True)))"
             )
-        seeds = self.task_seeds
-        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or any(
-            not (is_int(x) and x >= 0) for x in seeds
-        ):
-            raise ConfigError(f"env.task_seeds must be a list of integers >= 0 (empty: any seed), got {seeds!r}")
+        check_seeds("env.task_seeds", self.task_seeds, allow_empty=True)  # empty: any seed
         check_device(self.device, "env.device")
-        if self.reward not in REWARDS:
-            raise ConfigError(f"env.reward must be one of {list(REWARDS)}, got {self.reward!r}")
-        if self.reference_cache is not None and not (isinstance(self.reference_cache, str) and self.reference_cache):
-            raise ConfigError(f"env.reference_cache must be null or a directory path, got {self.reference_cache!r}")
-        if not (is_number(self.sensible_fraction) and 0 <= self.sensible_fraction <= 1):
-            raise ConfigError(f"env.sensible_fraction must be a number in [0, 1], got {self.sensible_fraction!r}")
         jit = self.sensible_lr_jitter
         if isinstance(jit, (str, bytes)) or not hasattr(jit, "__iter__") or not list(jit) or any(
             not (is_number(x) and x > 0) for x in jit

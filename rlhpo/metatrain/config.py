@@ -15,20 +15,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 
 from rlhpo.envs.config import EnvConfig
-from rlhpo.errors import ConfigError, is_int, is_number
+from rlhpo.errors import ConfigError, check_fields, check_seeds, is_int, is_number
 from rlhpo.policy.legacy import REMOVED
 from rlhpo.tasks import TaskError, resolve_families
-
-
-def check_seeds(where: str, seeds: Any, allow_empty: bool) -> None:
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise ConfigError(f"{where} must be a list of integers >= 0, got {seeds!r}")
-    seeds = list(seeds)
-    if not allow_empty and not seeds:
-        raise ConfigError(f"{where} must list at least one seed (integers >= 0)")
-    bad = [x for x in seeds if not (is_int(x) and x >= 0)]
-    if bad:
-        raise ConfigError(f"{where} must be a list of integers >= 0, got {bad[0]!r} in {seeds!r}")
 
 
 @dataclass
@@ -52,8 +41,7 @@ class TasksConfig:
                 setattr(self, name, resolve_families(_names(getattr(self, name), f"tasks.{name}")))
             except TaskError as e:
                 raise ConfigError(f"tasks.{name}: {e}") from None
-        if not (is_number(self.budget_scale) and self.budget_scale > 0):
-            raise ConfigError(f"tasks.budget_scale must be a finite number > 0, got {self.budget_scale!r}")
+        check_fields(self, "tasks.", (("budget_scale", lambda v: is_number(v) and v > 0, "a finite number > 0"),))
         check_seeds("tasks.eval_task_seeds", self.eval_task_seeds, allow_empty=False)
         return self
 
@@ -86,29 +74,15 @@ class PPOConfig:
     normalize_reward: bool = True
 
     def validate(self, n_envs: int) -> "PPOConfig":
-        for name in ("learning_rate", "clip_range", "max_grad_norm"):
-            v = getattr(self, name)
-            if not (is_number(v) and v > 0):
-                raise ConfigError(f"ppo.{name} must be a finite number > 0, got {v!r}")
-        for name in ("gamma", "gae_lambda"):
-            v = getattr(self, name)
-            if not (is_number(v) and 0 < v <= 1):
-                raise ConfigError(f"ppo.{name} must be a number in (0, 1], got {v!r}")
-        for name in ("n_steps", "n_epochs"):
-            v = getattr(self, name)
-            if not (is_int(v) and v >= 1):
-                raise ConfigError(f"ppo.{name} must be an integer >= 1, got {v!r}")
-        if not (is_int(self.batch_size) and self.batch_size >= 2):  # SB3 normalises advantages per minibatch
-            raise ConfigError(f"ppo.batch_size must be an integer >= 2, got {self.batch_size!r}")
-        for name in ("ent_coef", "vf_coef"):
-            v = getattr(self, name)
-            if not (is_number(v) and v >= 0):
-                raise ConfigError(f"ppo.{name} must be a finite number >= 0, got {v!r}")
-        if self.target_kl is not None and not (is_number(self.target_kl) and self.target_kl > 0):
-            raise ConfigError(f"ppo.target_kl must be null or a finite number > 0, got {self.target_kl!r}")
-        for name in ("normalize_obs", "normalize_reward"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"ppo.{name} must be true or false, got {getattr(self, name)!r}")
+        check_fields(self, "ppo.", (
+            ("learning_rate clip_range max_grad_norm", lambda v: is_number(v) and v > 0, "a finite number > 0"),
+            ("gamma gae_lambda", lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+            ("n_steps n_epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            ("batch_size", lambda v: is_int(v) and v >= 2, "an integer >= 2"),  # SB3 normalises advantages per minibatch
+            ("ent_coef vf_coef", lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
+            ("target_kl", lambda v: v is None or (is_number(v) and v > 0), "null or a finite number > 0"),
+            ("normalize_obs normalize_reward", lambda v: isinstance(v, bool), "true or false"),
+        ))
         if (self.n_steps * n_envs) % self.batch_size != 0:
             raise ConfigError(
                 f"ppo.n_steps * vec_env.n_envs ({self.n_steps} * {n_envs} = {self.n_steps * n_envs}) must be "

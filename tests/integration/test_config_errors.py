@@ -112,7 +112,7 @@ TRAIN_ROWS = [
     ("env.guard.min_lost", 1.0, r"env.guard.min_lost must be a number in \[0, 1\), got 1.0"),
     ("env.guard.proxy_factor", 1.0, r"env.guard.proxy_factor must be a finite number > 1, got 1.0"),
     ("env.reward_clip", INF, r"env.reward_clip must be a finite number >= 0, got inf"),
-    ("env.task_seeds", [1, -2], r"env.task_seeds must be a list of integers >= 0 \(empty: any seed\)"),
+    ("env.task_seeds", [1, -2], r"env.task_seeds must be a list of integers >= 0, got -2 in \[1, -2\]"),
     ("env.device", "tpu", r"env.device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     ("env.device", "cudax", r"env.device must be 'cpu', 'cuda' or 'cuda:N', got 'cudax'"),
     ("env.actions.lr.enabled", "yes", r"env.actions.lr.enabled must be true or false, got 'yes'"),

@@ -156,15 +156,13 @@ class VecEnvConfig:
     def validate(self) -> "VecEnvConfig":
         import multiprocessing as mp
 
-        if self.kind not in VEC_ENV_KINDS:
-            raise ConfigError(f"vec_env.kind must be one of {list(VEC_ENV_KINDS)}, got {self.kind!r}")
-        if not (is_int(self.n_envs) and self.n_envs >= 1):
-            raise ConfigError(f"vec_env.n_envs must be an integer >= 1, got {self.n_envs!r}")
         allowed = [m for m in ("fork", "forkserver", "spawn") if m in mp.get_all_start_methods()]
-        if self.start_method not in allowed:
-            raise ConfigError(f"vec_env.start_method must be one of {allowed} on this platform, got {self.start_method!r}")
-        if not (is_int(self.max_restarts) and self.max_restarts >= 0):
-            raise ConfigError(f"vec_env.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
+        check_fields(self, "vec_env.", (
+            ("kind", lambda v: v in VEC_ENV_KINDS, f"one of {list(VEC_ENV_KINDS)}"),
+            ("n_envs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            ("start_method", lambda v: v in allowed, f"one of {allowed} on this platform"),
+            ("max_restarts", lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+        ))
         if self.group_size is not None:
             if self.kind != "batched":
                 raise ConfigError(f"vec_env.group_size is only used with vec_env.kind=batched, not {self.kind!r}")
@@ -202,9 +200,7 @@ class VecEnvConfig:
                 "vec_env.num_cpus_per_env and vec_env.num_gpus_per_env are both 0: the actors would reserve "
                 "nothing and Ray would pack any number of them onto one node; give each env a share of a CPU"
             )
-        t = self.start_timeout_s
-        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
-            raise ConfigError(f"vec_env.start_timeout_s must be a finite number > 0, got {t!r}")
+        check_fields(self, "vec_env.", (("start_timeout_s", lambda v: is_number(v) and v > 0, "a finite number > 0"),))
 
     def ray_options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`rlhpo.envs.vec.ray.RayVecEnv` (besides the factories)."""

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from rlhpo.control.spec import check_table
-from rlhpo.errors import ConfigError, check_device, is_int
+from rlhpo.errors import ConfigError, check_device, check_fields, is_int, is_number
 from rlhpo.tasks import TaskError, resolve_families
 
 #: every method, in the order the summary lists them
@@ -211,16 +210,13 @@ class EvaluateConfig:
             )
 
     def _validate_numbers_and_names(self) -> None:
-        if not (isinstance(self.budget_scale, (int, float)) and math.isfinite(self.budget_scale) and self.budget_scale > 0):
-            raise ConfigError(f"budget_scale must be a finite number > 0, got {self.budget_scale!r}")
-        if not (isinstance(self.hypergradient_beta, (int, float)) and 0 < self.hypergradient_beta < 1):
-            raise ConfigError(f"hypergradient_beta must be a number in (0, 1), got {self.hypergradient_beta!r}")
-        if not isinstance(self.policy, str) or not self.policy:
-            raise ConfigError(f"policy must be a pretrained name or an artifact folder, got {self.policy!r}")
-        if not is_int(self.n_jobs) or not (self.n_jobs >= 1 or self.n_jobs == -1):
-            raise ConfigError(f"n_jobs must be an integer >= 1, or -1 for one per CPU, got {self.n_jobs!r}")
-        if self.launcher not in LAUNCHERS:
-            raise ConfigError(f"launcher must be one of {list(LAUNCHERS)}, got {self.launcher!r}")
+        check_fields(self, "", (
+            ("budget_scale", lambda v: is_number(v) and v > 0, "a finite number > 0"),
+            ("hypergradient_beta", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+            ("policy", lambda v: isinstance(v, str) and v, "a pretrained name or an artifact folder"),
+            ("n_jobs", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for one per CPU"),
+            ("launcher", lambda v: v in LAUNCHERS, f"one of {list(LAUNCHERS)}"),
+        ))
         check_device(self.device)
 
     @property

@@ -43,6 +43,7 @@ from rlhpo.control.decision import DecisionPath, check_intervals
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import Verdict
 from rlhpo.control.prior import CALIBRATED, optimizer_kind
+from rlhpo.control.probe import Outcome, Probe
 from rlhpo.controller.batches import Batches, CountingLoader, batch_len
 from rlhpo.controller.budget import Budget, parse_budget
 from rlhpo.controller.knobs import Knobs, weight_decay_control
@@ -200,6 +201,8 @@ class Controller:
         self.decision = DecisionPath(self.spec.action_config(), self.budget.total, self.budget.n_intervals, self.spec.guard_config(),
                                      **self.spec.decision_kwargs(), prior_table=self.spec.prior_table)
         self._boundary = self.decision.boundary
+        probe = self.artifact.probe
+        self.probe = Probe(probe, self.budget.total) if probe is not None else None
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -303,7 +306,41 @@ class Controller:
         """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the policy's
         level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
         that trains in whole intervals sets it before every step (the evaluation runner does)."""
-        return self.decision.lr_at(seen, n)
+        lr = self.decision.lr_at(seen, n)
+        probe = self.probe
+        return lr * probe.multiplier(seen, n) if probe is not None and probe.active else lr
+
+    @property
+    def probing(self) -> bool:
+        """Whether a branching probe is under way (:mod:`rlhpo.control.probe`): decisions wait."""
+        return self.probe is not None and self.probe.active
+
+    def probe_step(self, loss: Any, examples_seen: Optional[int] = None) -> None:
+        """Record one optimizer step of a probe: :meth:`step` calls it; a loop that trains in whole
+        intervals (the evaluation runner) calls it after every optimizer step while :attr:`probing`,
+        with its ``examples_seen``. At a branch's end the next branch starts from the probe's
+        snapshot; after the last, the best branch's end state is kept and the level moves."""
+        probe = self.probe
+        if probe is None or not probe.active:
+            return
+        if examples_seen is not None:
+            self.examples_seen = examples_seen
+        outcome = probe.after_step(self.budget.seen, loss, self.decision.guard.target, self.validation.fn)
+        if outcome is not None:
+            self._probed(outcome)
+
+    def _probed(self, outcome: Outcome) -> None:
+        before = self.decision.level
+        level = self.decision.rescale(outcome.chosen)
+        record = dict(probe=True, examples=self.examples_seen, steps=self.watch.decided_steps, level=level, lr=level,
+                      factors=outcome.factors, scores=outcome.scores, chosen=outcome.chosen, by=outcome.by,
+                      probe_spent=outcome.spent)
+        self.history.append(record)
+        self.monitor.summary()  # the branches' statistics are not the next decision's interval
+        if self.sync.is_main:
+            tried = ", ".join(f"x{f:g}: {s:.4g}" for f, s in zip(outcome.factors, outcome.scores))
+            log.info("rlhpo: probe at %s %s (%s by %s): lr level %.3g -> %.3g", f"{outcome.start:,}", self.budget.unit,
+                     tried, outcome.by, before, level)
 
     # -- the start -------------------------------------------------------------------------
     def begin(self) -> None:
@@ -443,10 +480,13 @@ class Controller:
         self._probe = False
         was_done = budget.done
         budget.advance(n * self.sync.world if budget.unit == "examples" else 1, self.decision.interval)  # every rank trained n
+        if self.probe is not None and self.probe.active:
+            self.probe_step(loss)
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
-        # the later ones on an empty interval, exactly as the environment the policy met
-        while budget.seen >= self._boundary and not budget.done:
+        # the later ones on an empty interval, exactly as the environment the policy met (a
+        # decision waits for a probe under way to end)
+        while budget.seen >= self._boundary and not budget.done and not self.probing:
             stats = self.monitor.summary()
             self.decide(stats, self.validation.loss(stats))
             decided = True
@@ -511,6 +551,9 @@ class Controller:
         )
         self.history.append(record)
         log_record(self.writer, record)
+        probe, target = self.probe, self.decision.guard.target
+        if probe is not None and target is not None and not diverged and probe.due(self.decision.interval, self.examples_seen):
+            probe.begin(self.examples_seen, target)  # the next steps are the probe's branches
         self._clock[1] += time.perf_counter() - t0
         return new
 
@@ -532,6 +575,8 @@ class Controller:
         if not self._started or self._finished:
             return None
         self._finished = True
+        if self.probing:  # the loop stopped mid-probe: the best branch so far, if any, comes back
+            self.probe.abort(self.decision.guard.target)  # type: ignore[union-attr]
         self.budget.report_end()
         stats = self.monitor.summary()
         val = self.validation.loss(stats) if val_loss is None else float(val_loss)
@@ -612,6 +657,7 @@ class Controller:
             "budget": self.budget.state_dict(),
             "counts": self.watch.state_dict(),
             "asked": None if self._asked is None else vars(self._asked).copy(),
+            "probe": None if self.probe is None else to_plain(self.probe.state_dict()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -637,6 +683,8 @@ class Controller:
             self.watch.load_state_dict(state["counts"])
         if state.get("asked") is not None:
             self._asked = Hyperparams(**state["asked"])
+        if self.probe is not None and state.get("probe") is not None:
+            self.probe.load_state_dict(state["probe"])
         self.knobs.written_lr = self.knobs.lr_now  # the checkpoint's, not a foreign write
         self._scheduled = self._started and self._hook is not None and self.decision.scheduled
         self._clock = [time.perf_counter(), 0.0]

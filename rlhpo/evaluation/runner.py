@@ -118,6 +118,18 @@ class ControllerSchedule(Schedule):
         # the base schedule sets the lr before every optimizer step, as in the env and a user's loop
         session.lr_schedule = self.controller.lr_at if self.controller.decision.scheduled else None
 
+    def _hook(self, name: str) -> Optional[Any]:
+        if name == "after_step" and getattr(self.artifact, "probe", None) is None:
+            return None  # no probes: no per-step hook, the loop runs as for any schedule
+        return super()._hook(name)
+
+    def after_step(self, session: TrainingSession) -> None:
+        controller = self.controller
+        if controller.probing:  # a branching probe: its branches are stretches of this loop
+            controller.probe_step(session.last_loss, examples_seen=session.examples_seen)
+            if not controller.probing:
+                session.monitor.summary()  # the branches' statistics are not the interval's
+
     def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
         if not session.done:
             self.controller.decide(stats, val_loss, examples_seen=session.examples_seen)

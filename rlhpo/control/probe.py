@@ -30,19 +30,24 @@ from rlhpo.errors import ConfigError
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """When and how to probe.
+    """When and how to probe. The defaults are the best of five settings on the ``dev`` split
+    (docs/evaluation.md, "Branching probes"): two probes, after the 2nd and 5th decisions, branches of
+    1% of the budget (4% of the budget on branches not kept), a move only for a 2% better score.
 
     :param at: the decisions (1-based: after interval ``k``) at which a probe starts
     :param factors: the branches' lr multipliers of the level, in the order they run (``1.0``, the
         level as it is, first: it wins ties)
     :param length: each branch's length, as a fraction of the budget
     :param cooldown: the last share of each branch over which its lr decays linearly to 0
+    :param margin: another factor wins only with a score below ``(1 - margin)`` x the first's
+        (the level as it is): a move must be worth its risk
     """
 
-    at: tuple[int, ...] = (2, 5, 9)
+    at: tuple[int, ...] = (2, 5)
     factors: tuple[float, ...] = (1.0, 0.5, 2.0)
-    length: float = 0.015
+    length: float = 0.01
     cooldown: float = 0.5
+    margin: float = 0.02
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", tuple(int(a) for a in self.at))
@@ -55,6 +60,8 @@ class ProbeConfig:
             raise ConfigError(f"probe.length must be a fraction of the budget in (0, 0.1], got {self.length}")
         if not 0 < self.cooldown <= 1:
             raise ConfigError(f"probe.cooldown must be in (0, 1], got {self.cooldown}")
+        if not 0 <= self.margin < 1:
+            raise ConfigError(f"probe.margin must be in [0, 1), got {self.margin}")
 
     @property
     def share(self) -> float:
@@ -143,7 +150,9 @@ class Probe:
             return None
         score = self._score(validate)
         self._scores.append(score)
-        if self._best is None or score < self._best[0]:
+        if self.branch == 0:  # the incumbent: a challenger must beat it by the margin
+            self._best = (score, 0, target.capture())
+        elif self._best is not None and score < self._best[0] * (1.0 - self.config.margin if self._best[1] == 0 else 1.0):
             self._best = (score, self.branch, target.capture())
         if self.branch + 1 < len(self.config.factors):
             assert self._origin is not None

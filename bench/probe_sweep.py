@@ -28,6 +28,8 @@ SETTINGS: tuple[dict, ...] = (
     {"at": [2, 5, 9], "length": 0.015, "margin": 0.03},
     {"at": [2], "factors": [1.0, 0.25, 4.0], "margin": 0.03},
     {"at": [2, 5, 9], "factors": [1.0, 0.5], "length": 0.015, "margin": 0.02},
+    {"cooldown": 0.01},  # no cooldown: the short-horizon comparison as it is
+    {"cooldown": 1.0},  # each branch one linear decay
     {},
 )
 

@@ -135,13 +135,14 @@ class Probe:
         c = self.config.cooldown
         return self.config.factors[self.branch] * min(1.0, max(0.0, (1.0 - u) / c))
 
-    def after_step(self, seen: int, loss: Any, target: Restorable,
-                   validate: Optional[Callable[[], float]] = None) -> Optional[Outcome]:
+    def after_step(self, seen: int, loss: Any, target: Restorable, validate: Optional[Callable[[], float]] = None,
+                   agree: Optional[Callable[[float], float]] = None) -> Optional[Outcome]:
         """Record the step that brought the run to ``seen`` (its training ``loss`` before the
         step's update: a number or a scalar tensor, read only in the branch's tail); at a branch's
         end score it, keep its end state if it leads, and start the next branch from the snapshot;
         after the last, restore the winner's end state and return the :class:`Outcome` (None until
-        then)."""
+        then). ``agree`` maps a branch's score to the one every process uses (under
+        ``torch.distributed``: the mean over ranks), so every rank keeps the same branch."""
         if self.branch < 0:
             return None
         if loss is not None and seen - self.start > (1.0 - self.config.cooldown / 2) * self.span:
@@ -149,6 +150,9 @@ class Probe:
         if seen - self.start < self.span:
             return None
         score = self._score(validate)
+        if agree is not None:
+            score = float(agree(score))
+            score = score if math.isfinite(score) else math.inf
         self._scores.append(score)
         if self.branch == 0:  # the incumbent: a challenger must beat it by the margin
             self._best = (score, 0, target.capture())

@@ -325,9 +325,14 @@ class Controller:
             return
         if examples_seen is not None:
             self.examples_seen = examples_seen
-        outcome = probe.after_step(self.budget.seen, loss, self.decision.guard.target, self.validation.fn)
+        outcome = probe.after_step(self.budget.seen, loss, self.decision.guard.target, self.validation.fn,
+                                   agree=self._agreed_score if self.sync.active else None)
         if outcome is not None:
             self._probed(outcome)
+
+    def _agreed_score(self, score: float) -> float:
+        """A probe branch's score, the same on every rank (the mean over ranks)."""
+        return self.sync.reduce(IntervalStats(), score)[1]
 
     def _probed(self, outcome: Outcome) -> None:
         before = self.decision.level

@@ -82,3 +82,43 @@ def test_the_runner_probes_through_the_same_controller():
     assert result.examples == 2000 and not result.diverged and result.weights_finite
     rule = run_task(task, ControllerSchedule(load_artifact("rule")), seed=0, n_intervals=20)
     assert rule.examples == 2000 and result.test_loss != rule.test_loss  # the probes changed the run
+
+
+def _loop(total, checkpoint_at=None, resume=None):
+    """A make_loader loop under policy="probe"; stops after ``checkpoint_at`` steps, or resumes
+    from ``resume`` = (controller state, model state, optimizer state)."""
+    task = make_tiny_task(budget=total)
+    torch.manual_seed(0)
+    model = task.model_fn()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    c = Controller(opt, total_examples=total, policy="probe", model=model)
+    loader = c.make_loader(TensorDataset(task.train.x, task.train.y), batch_size=8)
+    if resume is not None:
+        model.load_state_dict(resume[1])
+        opt.load_state_dict(resume[2])
+        c.load_state_dict(resume[0])
+    steps = 0
+    for x, y in c.batches(loader):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        c.step(loss)
+        steps += 1
+        if steps == checkpoint_at:
+            break
+    return c, model, opt
+
+
+def test_a_run_checkpointed_mid_probe_resumes_to_the_same_end():
+    import copy
+
+    full, full_model, _ = _loop(4000)
+    part, model, opt = _loop(4000, checkpoint_at=55)  # the first probe starts at 400 examples: step 50
+    assert part.probing and part.probe.branch >= 1  # inside the probe, past its first branch
+    state = (copy.deepcopy(part.state_dict()), copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    resumed, model2, _ = _loop(4000, resume=state)
+    assert [h.get("chosen") for h in resumed.history] == [h.get("chosen") for h in full.history]
+    assert resumed.examples_seen == full.examples_seen
+    for a, b in zip(model2.parameters(), full_model.parameters()):
+        torch.testing.assert_close(a, b)

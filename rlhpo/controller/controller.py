@@ -116,7 +116,8 @@ class Controller:
         control interval is ``1 / n_intervals`` of the budget (the policy's spec)
     :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
         :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
-    :param policy: ``"rule"`` (the default: the calibrated prior, its decisions all zero), a learned
+    :param policy: ``"rule"`` (the default: the calibrated prior, its decisions all zero), ``"probe"``
+        (the rule with branching probes: :mod:`rlhpo.control.probe`; not the default), a learned
         policy by name (``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,
         or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact` (its divergence guard is the one
         it was trained under; another, e.g. capping the lr relative to the start:
@@ -189,7 +190,7 @@ class Controller:
         self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
         self._adaptive = not isinstance(optimizer, torch.optim.SGD)
         self._started = self._restart_pending = self._warned_clip = self._finished = False
-        self._probe = False
+        self._measure = False  # this optimizer step is one the monitor measures (gradient and update statistics)
         self._scheduled = False  # the base schedule writes the lr before every optimizer step (the pre-hook)
         self._clock = [0.0, 0.0]  # wall-clock seconds: the run's start (perf_counter), spent in decisions
         # the optimizer's steps serve step(), and so do the model's inputs (see in_intervals for loops that count their own)
@@ -341,6 +342,7 @@ class Controller:
                       factors=outcome.factors, scores=outcome.scores, chosen=outcome.chosen, by=outcome.by,
                       probe_spent=outcome.spent)
         self.history.append(record)
+        log_record(self.writer, record)
         self.monitor.summary()  # the branches' statistics are not the next decision's interval
         if self.sync.is_main:
             tried = ", ".join(f"x{f:g}: {s:.4g}" for f, s in zip(outcome.factors, outcome.scores))
@@ -438,8 +440,8 @@ class Controller:
         bs = (self.batching.delivered or self.batching.current) * self.sync.world
         if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
             self._schedule_step(bs if self.budget.unit == "examples" else 1)
-        self._probe = TrainingMonitor.should_probe(self._boundary - self.budget.seen, bs)
-        if self._probe:
+        self._measure = TrainingMonitor.should_probe(self._boundary - self.budget.seen, bs)
+        if self._measure:
             self.monitor.before_step(True)
 
     def _schedule_step(self, n: int) -> None:
@@ -481,8 +483,8 @@ class Controller:
         budget = self.budget
         if self.watch.calls == 1:
             budget.check_first_step(n * self.sync.world if budget.unit == "examples" else 1)
-        self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
-        self._probe = False
+        self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._measure)
+        self._measure = False
         was_done = budget.done
         budget.advance(n * self.sync.world if budget.unit == "examples" else 1, self.decision.interval)  # every rank trained n
         if self.probe is not None and self.probe.active:

@@ -72,6 +72,7 @@ TB_TAGS: dict[str, str] = {
     "val_loss": "loss/val",
     "val_metric": "metric/val",
     "rolled_back": "guard/rollback",
+    "chosen": "probe/factor",  # a branching probe's choice (rlhpo.control.probe)
     "examples": "progress/examples",
 }
 

@@ -229,6 +229,13 @@ class DecisionPath:
         self._level = new.lr
         return self._scheduled(new, interval_end(self.total_examples, self.n_intervals, self.interval - 1))
 
+    def rescale(self, factor: float) -> float:
+        """Move the lr level by ``factor`` outside any action, within its bounds (a probe's
+        choice); returns the new level."""
+        self.actions.scale("lr", factor)
+        self._level = self.actions.hparams(Hyperparams(self._level, 1, 0.0)).lr
+        return self._level
+
     @property
     def scheduled(self) -> bool:
         """Whether the lr follows the base schedule step by step (:meth:`lr_at`)."""

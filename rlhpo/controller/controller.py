@@ -43,6 +43,7 @@ from rlhpo.control.decision import DecisionPath, check_intervals
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import Verdict
 from rlhpo.control.prior import CALIBRATED, optimizer_kind
+from rlhpo.control.probe import Outcome, Probe
 from rlhpo.controller.batches import Batches, CountingLoader, batch_len
 from rlhpo.controller.budget import Budget, parse_budget
 from rlhpo.controller.knobs import Knobs, weight_decay_control
@@ -115,7 +116,8 @@ class Controller:
         control interval is ``1 / n_intervals`` of the budget (the policy's spec)
     :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
         :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
-    :param policy: ``"rule"`` (the default: the calibrated prior, its decisions all zero), a learned
+    :param policy: ``"rule"`` (the default: the calibrated prior, its decisions all zero), ``"probe"``
+        (the rule with branching probes: :mod:`rlhpo.control.probe`; not the default), a learned
         policy by name (``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,
         or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact` (its divergence guard is the one
         it was trained under; another, e.g. capping the lr relative to the start:
@@ -188,7 +190,7 @@ class Controller:
         self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
         self._adaptive = not isinstance(optimizer, torch.optim.SGD)
         self._started = self._restart_pending = self._warned_clip = self._finished = False
-        self._probe = False
+        self._measure = False  # this optimizer step is one the monitor measures (gradient and update statistics)
         self._scheduled = False  # the base schedule writes the lr before every optimizer step (the pre-hook)
         self._clock = [0.0, 0.0]  # wall-clock seconds: the run's start (perf_counter), spent in decisions
         # the optimizer's steps serve step(), and so do the model's inputs (see in_intervals for loops that count their own)
@@ -199,6 +201,8 @@ class Controller:
         """The decision path for the budget as it stands (a budget of steps may become one of examples)."""
         self.decision = DecisionPath(dataclasses.replace(self.spec, n_intervals=self.budget.n_intervals), self.budget.total)
         self._boundary = self.decision.boundary
+        probe = self.artifact.probe
+        self.probe = Probe(probe, self.budget.total) if probe is not None else None
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -302,7 +306,47 @@ class Controller:
         """The lr of the optimizer step that trains budget units ``[seen, seen + n)``: the policy's
         level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
         that trains in whole intervals sets it before every step (the evaluation runner does)."""
-        return self.decision.lr_at(seen, n)
+        lr = self.decision.lr_at(seen, n)
+        probe = self.probe
+        return lr * probe.multiplier(seen, n) if probe is not None and probe.active else lr
+
+    @property
+    def probing(self) -> bool:
+        """Whether a branching probe is under way (:mod:`rlhpo.control.probe`): decisions wait."""
+        return self.probe is not None and self.probe.active
+
+    def probe_step(self, loss: Any, examples_seen: Optional[int] = None) -> None:
+        """Record one optimizer step of a probe: :meth:`step` calls it; a loop that trains in whole
+        intervals (the evaluation runner) calls it after every optimizer step while :attr:`probing`,
+        with its ``examples_seen``. At a branch's end the next branch starts from the probe's
+        snapshot; after the last, the best branch's end state is kept and the level moves."""
+        probe = self.probe
+        if probe is None or not probe.active:
+            return
+        if examples_seen is not None:
+            self.examples_seen = examples_seen
+        outcome = probe.after_step(self.budget.seen, loss, self.decision.guard.target, self.validation.fn,
+                                   agree=self._agreed_score if self.sync.active else None)
+        if outcome is not None:
+            self._probed(outcome)
+
+    def _agreed_score(self, score: float) -> float:
+        """A probe branch's score, the same on every rank (the mean over ranks)."""
+        return self.sync.reduce(IntervalStats(), score)[1]
+
+    def _probed(self, outcome: Outcome) -> None:
+        before = self.decision.level
+        level = self.decision.rescale(outcome.chosen)
+        record = dict(probe=True, examples=self.examples_seen, steps=self.watch.decided_steps, level=level, lr=level,
+                      factors=outcome.factors, scores=outcome.scores, chosen=outcome.chosen, by=outcome.by,
+                      probe_spent=outcome.spent)
+        self.history.append(record)
+        log_record(self.writer, record)
+        self.monitor.summary()  # the branches' statistics are not the next decision's interval
+        if self.sync.is_main:
+            tried = ", ".join(f"x{f:g}: {s:.4g}" for f, s in zip(outcome.factors, outcome.scores))
+            log.info("rlhpo: probe at %s %s (%s by %s): lr level %.3g -> %.3g", f"{outcome.start:,}", self.budget.unit,
+                     tried, outcome.by, before, level)
 
     # -- the start -------------------------------------------------------------------------
     def begin(self) -> None:
@@ -395,8 +439,8 @@ class Controller:
         bs = (self.batching.delivered or self.batching.current) * self.sync.world
         if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
             self._schedule_step(bs if self.budget.unit == "examples" else 1)
-        self._probe = TrainingMonitor.should_probe(self._boundary - self.budget.seen, bs)
-        if self._probe:
+        self._measure = TrainingMonitor.should_probe(self._boundary - self.budget.seen, bs)
+        if self._measure:
             self.monitor.before_step(True)
 
     def _schedule_step(self, n: int) -> None:
@@ -438,14 +482,17 @@ class Controller:
         budget = self.budget
         if self.watch.calls == 1:
             budget.check_first_step(n * self.sync.world if budget.unit == "examples" else 1)
-        self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._probe)
-        self._probe = False
+        self.monitor.after_step(loss if loss.dim() == 0 else loss.reshape(()), self._measure)
+        self._measure = False
         was_done = budget.done
         budget.advance(n * self.sync.world if budget.unit == "examples" else 1, self.decision.interval)  # every rank trained n
+        if self.probe is not None and self.probe.active:
+            self.probe_step(loss)
         decided = False
         # a batch larger than an interval crosses several boundaries: one decision per boundary,
-        # the later ones on an empty interval, exactly as the environment the policy met
-        while budget.seen >= self._boundary and not budget.done:
+        # the later ones on an empty interval, exactly as the environment the policy met (a
+        # decision waits for a probe under way to end)
+        while budget.seen >= self._boundary and not budget.done and not self.probing:
             stats = self.monitor.summary()
             self.decide(stats, self.validation.loss(stats))
             decided = True
@@ -510,6 +557,9 @@ class Controller:
         )
         self.history.append(record)
         log_record(self.writer, record)
+        probe, target = self.probe, self.decision.guard.target
+        if probe is not None and target is not None and not diverged and probe.due(self.decision.interval, self.examples_seen):
+            probe.begin(self.examples_seen, target)  # the next steps are the probe's branches
         self._clock[1] += time.perf_counter() - t0
         return new
 
@@ -531,6 +581,8 @@ class Controller:
         if not self._started or self._finished:
             return None
         self._finished = True
+        if self.probing:  # the loop stopped mid-probe: the best branch so far, if any, comes back
+            self.probe.abort(self.decision.guard.target)  # type: ignore[union-attr]
         self.budget.report_end()
         stats = self.monitor.summary()
         val = self.validation.loss(stats) if val_loss is None else float(val_loss)
@@ -611,6 +663,7 @@ class Controller:
             "budget": self.budget.state_dict(),
             "counts": self.watch.state_dict(),
             "asked": None if self._asked is None else vars(self._asked).copy(),
+            "probe": None if self.probe is None else to_plain(self.probe.state_dict()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -636,6 +689,8 @@ class Controller:
             self.watch.load_state_dict(state["counts"])
         if state.get("asked") is not None:
             self._asked = Hyperparams(**state["asked"])
+        if self.probe is not None and state.get("probe") is not None:
+            self.probe.load_state_dict(state["probe"])
         self.knobs.written_lr = self.knobs.lr_now  # the checkpoint's, not a foreign write
         self._scheduled = self._started and self._hook is not None and self.decision.scheduled
         self._clock = [time.perf_counter(), 0.0]

@@ -102,6 +102,7 @@ def _run_row(
         start_weight_decay=info.get("start_weight_decay", float("nan")),
         tuned_lr=info.get("tuned_lr", float("nan")),
         lr_factor=info.get("lr_factor", float("nan")),
+        probe_examples=info.get("probe_examples", 0),  # examples on branches or probes not kept (in the budget)
     )
     for key in ("lr", "batch_size", "weight_decay"):
         row[f"{key}_first"] = hist[0][key] if hist else float("nan")

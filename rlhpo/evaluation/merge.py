@@ -67,12 +67,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--rename", nargs="*", default=[], help="OLD=NEW: rename a method of the base runs first")
     p.add_argument("--rename-new", nargs="*", default=[], help="OLD=NEW: rename a method of the new runs first (main runs only)")
     p.add_argument("--copy-new", nargs="*", default=[], help="OLD=NEW: the new runs of OLD also stand as NEW (main runs)")
+    p.add_argument("--drop-new", nargs="*", default=[],
+                   help="methods whose new runs are dropped, e.g. to --keep BASE's identical calibrated runs and their time to result")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     bad = [r for r in [*a.rename, *a.rename_new, *a.copy_new] if r.count("=") != 1]
     if bad:
         p.error(f"--rename/--rename-new/--copy-new {bad}: each must be OLD=NEW, e.g. controller=controller@v2")
     new = pd.read_csv(a.new)
+    for m in a.drop_new:
+        if m not in set(new.method):
+            p.error(f"--drop-new {m}: not in the new runs; allowed: {sorted(set(new.method))}")
+    new = new[~new.method.isin(a.drop_new)]
     for old, to in (r.split("=") for r in a.rename_new):
         if old not in set(new.method):
             p.error(f"--rename-new {old}={to}: {old!r} is not in the new runs; allowed: {sorted(set(new.method))}")

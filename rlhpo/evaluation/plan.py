@@ -38,7 +38,8 @@ def _check_optional(methods: list[str]) -> dict[str, str]:
 
 
 def _check_policy(config: EvaluateConfig) -> tuple[Optional[str], dict[str, str]]:
-    """The policy artifact's absolute path, or the controller methods to skip and why.
+    """The policy artifact's absolute path (a rule, ``rule`` or ``probe``: its name), or the
+    controller methods to skip and why.
 
     :raises ArtifactError: when only controller methods were asked for and the policy cannot load
     """
@@ -56,6 +57,8 @@ def _check_policy(config: EvaluateConfig) -> tuple[Optional[str], dict[str, str]
             f"[rlhpo] note: the policy was meta-trained with {artifact.spec.n_intervals} control intervals; "
             f"this evaluation uses n_intervals={config.n_intervals}"
         )
+    if artifact.rule or artifact.probe is not None:  # a decision rule over a folder, not the folder's policy
+        return str(config.policy), {}
     return str(Path(artifact.path).resolve()), {}
 
 

@@ -83,6 +83,10 @@ class Schedule:
     def after_evaluate(self, session: TrainingSession) -> None:
         """After every evaluation of a split, before training resumes."""
 
+    def notes(self) -> dict:
+        """What the run's :attr:`RunResult.info` should record about the schedule (after training)."""
+        return {}
+
     # run_task passes the hooks only when overridden, so constant runs pay nothing per step
     def _hook(self, name: str) -> Optional[Any]:
         return getattr(self, name) if getattr(type(self), name) is not getattr(Schedule, name) else None
@@ -117,6 +121,26 @@ class ControllerSchedule(Schedule):
         self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
         # the base schedule sets the lr before every optimizer step, as in the env and a user's loop
         session.lr_schedule = self.controller.lr_at if self.controller.decision.scheduled else None
+
+    def _hook(self, name: str) -> Optional[Any]:
+        if name == "after_step" and getattr(self.artifact, "probe", None) is None:
+            return None  # no probes: no per-step hook, the loop runs as for any schedule
+        return super()._hook(name)
+
+    def after_step(self, session: TrainingSession) -> None:
+        controller = self.controller
+        if controller.probing:  # a branching probe: its branches are stretches of this loop
+            controller.probe_step(session.last_loss, examples_seen=session.examples_seen)
+            if not controller.probing:
+                session.monitor.summary()  # the branches' statistics are not the interval's
+
+    def notes(self) -> dict:
+        probes = [h for h in self.controller.history if h.get("probe")]
+        if not probes:
+            return {}
+        # the level's move by the probes (the lr_grid's column of the same name: its best factor)
+        factor = math.prod(h["chosen"] for h in probes)
+        return {"lr_factor": factor, "probe_examples": sum(h["probe_spent"] for h in probes)}
 
     def end_interval(self, session: TrainingSession, stats: IntervalStats, val_loss: float) -> None:
         if not session.done:
@@ -265,6 +289,7 @@ def _finish(result: RunResult, session: TrainingSession, schedule: Schedule, tes
     final_val = result.history[-1]["val_loss"] if result.history else float("nan")
     if schedule.guarded and result.history:  # the state in effect after the guard's last word
         final_val = evaluate_split(session, "val", schedule)[0]
+    result.info.update(schedule.notes())
     result.examples = session.examples_seen
     result.compute_examples = session.examples_seen
     result.steps = session.steps

@@ -35,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from rlhpo.control.actions import ActionConfig
+from rlhpo.control.probe import ProbeConfig
 from rlhpo.control.spec import DecisionSpec, from_dict
 from rlhpo.errors import ArtifactError, ConfigError
 from rlhpo.policy.algorithms import ALGORITHMS, algorithm
@@ -138,7 +139,7 @@ def _activation(model: Any) -> str:
 
 #: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``;
 #: ``rule`` is that folder's decision path with every action zero (no learned policy acts: :attr:`PolicyArtifact.rule`)
-ALIASES: dict[str, str] = {"v3": "default", "rule": "default"}
+ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default"}
 #: what a Controller, ``rlhpo.apply`` and the evaluation run when no policy is named. A learned policy
 #: ships as the default only if it beats its own prior (``rule``) on the dev split; none does yet
 #: (docs/evaluation.md): the default is the rule, the learned policies stay available by name
@@ -255,6 +256,9 @@ class PolicyArtifact:
     #: the rule: the decision path (calibrated prior, per-step warm-up + cosine, trust region, guard)
     #: with every action zero; the network is not consulted (``load_artifact("rule")``)
     rule: bool = False
+    #: branching probes (:mod:`rlhpo.control.probe`): at chosen decisions the run tries lr levels
+    #: from one snapshot and keeps the best branch (``load_artifact("probe")``: the rule with probes)
+    probe: Optional[ProbeConfig] = None
 
     @property
     def recurrent(self) -> bool:
@@ -275,6 +279,8 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
     written beside it when the folder is writable). A RecurrentPPO policy loads through SB3."""
     if str(policy) == "rule":
         return replace(load_artifact("default", device), rule=True)
+    if str(policy) == "probe":
+        return replace(load_artifact("rule", device), probe=ProbeConfig())
     path = resolve_policy_path(policy)
     where = f"policy artifact {str(path)!r}"
     if not path.is_dir():

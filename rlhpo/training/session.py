@@ -131,6 +131,7 @@ class TrainingSession(BudgetClock):
         self.monitor = TrainingMonitor(list(self.model.parameters()))
         self.examples_seen = 0
         self.steps = 0
+        self.last_loss: Optional[torch.Tensor] = None
         #: wall-clock seconds spent in :meth:`train_until` so far (the training loop with its step
         #: hooks; not evaluation, nor anything between intervals): a run's time to a result
         self.train_seconds = 0.0
@@ -221,6 +222,7 @@ class TrainingSession(BudgetClock):
                 write_lr(optimizer, lr_at(seen, n))
             opt_step()
             monitor_after(loss, probe)
+            self.last_loss = loss  # the step's training loss (a tensor; read by after_step hooks)
             self.examples_seen = seen + n
             self.steps += 1
             if after_step is not None:

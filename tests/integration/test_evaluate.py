@@ -272,3 +272,16 @@ def test_smoke_cli_runs_every_method(policy_artifact: Path, tmp_path: Path) -> N
     assert "| method | runs | test loss / best no-tuning" in proc.stdout  # the table is printed too
     tb_runs = len(df[~df.method.isin(["optuna", "pbt"])]) + 2  # a search's run is logged once
     assert len(list((tmp_path / "tb").glob("*/*/*_seed*"))) == tb_runs
+
+
+@pytest.mark.parametrize("policy", ["rule", "probe"])
+def test_a_named_rule_is_what_the_controller_rows_run(policy: str, tmp_path: Path) -> None:
+    """``policy=rule`` (the CLI's default) and ``policy=probe`` run those rules, not the learned
+    policy of the folder they are built on: the rule's rows equal its prior's, the probe's record
+    their branches."""
+    df = run(tiny_config(methods=["prior_only", "controller"], seeds=1, policy=policy), tmp_path)
+    ctrl, prior = df[df.method == "controller"].iloc[0], df[df.method == "prior_only"].iloc[0]
+    if policy == "rule":
+        assert ctrl.test_loss == pytest.approx(prior.test_loss, rel=1e-9) and ctrl.probe_examples == 0
+    else:
+        assert ctrl.probe_examples > 0 and ctrl.examples == prior.examples

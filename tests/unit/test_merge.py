@@ -64,3 +64,21 @@ def test_kept_runs_time_to_result_is_blanked_unless_their_calibrated_run_is_kept
     assert np.allclose(out[out.method == "optuna"].capture, (1.1 - 0.9) / (1.1 - 0.8))
     both = merge(base, new.drop(columns=list(ttr))[new.method == "constant"], ["calibrated", "lr_grid"])
     assert (both[both.method == "lr_grid"].speedup_steps == 2.0).all()
+
+
+def test_the_cli_drops_new_runs_so_that_the_base_ones_are_kept(tmp_path):
+    from rlhpo.evaluation.merge import main
+
+    ttr = dict(steps_to_target=50.0, examples_to_target=500.0, seconds_to_target=1.0, speedup_steps=2.0,
+               speedup_examples=2.0, speedup_seconds=2.0)
+    base = _runs(["constant", "calibrated", "lr_grid"], {"constant": 2.0, "calibrated": 1.0, "lr_grid": 0.8}).assign(**ttr)
+    new = _runs(["calibrated", "controller"], {"calibrated": 1.0, "controller": 0.9}).assign(**ttr)
+    base.to_csv(tmp_path / "base.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    main([str(tmp_path / "base.csv"), str(tmp_path / "new.csv"), "--keep", "constant", "calibrated", "lr_grid",
+          "--drop-new", "calibrated", "--out", str(tmp_path / "out.csv")])
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert sorted(set(out.method)) == ["calibrated", "constant", "controller", "lr_grid"]
+    assert (out[out.method == "lr_grid"].speedup_steps == 2.0).all()  # its calibrated run is kept with it
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "base.csv"), str(tmp_path / "new.csv"), "--drop-new", "pbt", "--out", str(tmp_path / "x.csv")])

@@ -130,3 +130,32 @@ def test_empty_and_mismatched_splits_are_named():
     task.train = Split(task.train.x, task.train.y[:5])
     with pytest.raises(TaskError, match="task 'tiny-0': train.x has 32 rows but train.y has 5"):
         task.validate()
+
+
+def test_a_snapshot_restored_twice_is_the_same_state_both_times():
+    """torch's Optimizer.load_state_dict keeps the given tensors: restoring a snapshot must not
+    let the training that follows update the snapshot in place (found by a probe's third branch,
+    restored from the same snapshot as its second; a guard's second rollback had the same bug)."""
+    import torch
+
+    from rlhpo.training.snapshot import LoopState
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+
+    def step():
+        opt.zero_grad()
+        model(torch.randn(4, 2)).sum().backward()
+        opt.step()
+
+    step()
+    state = LoopState(opt, model)
+    snap = state.capture()
+    kept = {k: v.clone() for k, v in snap["optimizer"]["state"][0].items()}
+    for _ in range(2):
+        state.restore(snap)
+        step()
+        step()
+    for k, v in kept.items():
+        assert torch.equal(v, snap["optimizer"]["state"][0][k]), k

@@ -46,7 +46,8 @@ def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str], rename: Op
     b_tasks = set(map(tuple, base[base.group == "main"][["task", "seed", "start"]].drop_duplicates().to_numpy()))
     n_tasks = set(map(tuple, new[new.group == "main"][["task", "seed", "start"]].drop_duplicates().to_numpy()))
     kept = base[base.method.isin(keep)].copy()
-    k_tasks = set(map(tuple, kept[["task", "seed", "start"]].drop_duplicates().to_numpy()))
+    # the main runs kept must be on the new runs' tasks (a replay group's own seeds are not)
+    k_tasks = set(map(tuple, kept[kept.group == "main"][["task", "seed", "start"]].drop_duplicates().to_numpy()))
     if not k_tasks <= n_tasks or not n_tasks <= b_tasks:
         raise SystemExit("merge: the two evaluations cover different tasks, seeds or starts; rerun with the base's configuration")
     kept["to_controller_final_val"] = float("nan")

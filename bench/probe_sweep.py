@@ -30,6 +30,9 @@ SETTINGS: tuple[dict, ...] = (
     {"at": [2, 5, 9], "factors": [1.0, 0.5], "length": 0.015, "margin": 0.02},
     {"cooldown": 0.01},  # no cooldown: the short-horizon comparison as it is
     {"cooldown": 1.0},  # each branch one linear decay
+    {"at": [2], "length": 0.03},  # longer branches: less of the short-horizon bias, more cost
+    {"at": [3], "length": 0.02, "margin": 0.0},
+    {"at": [2, 5], "length": 0.02},
     {},
 )
 

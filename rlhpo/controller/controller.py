@@ -325,13 +325,12 @@ class Controller:
             return
         if examples_seen is not None:
             self.examples_seen = examples_seen
-        outcome = probe.after_step(self.budget.seen, loss, self.decision.guard.target, self.validation.fn,
-                                   agree=self._agreed_score if self.sync.active else None)
+        outcome = probe.after_step(self.budget.seen, loss, self.decision.guard.target, self.validation.fn, agree=self._agreed_score)
         if outcome is not None:
             self._probed(outcome)
 
     def _agreed_score(self, score: float) -> float:
-        """A probe branch's score, the same on every rank (the mean over ranks)."""
+        """A probe branch's score, the same on every rank (the mean over ranks; in one process, itself)."""
         return self.sync.reduce(IntervalStats(), score)[1]
 
     def _probed(self, outcome: Outcome) -> None:

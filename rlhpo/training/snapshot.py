@@ -28,10 +28,6 @@ def _host(obj: Any) -> Any:
     return t.clone() if t.device.type == "cpu" else t.to("cpu", non_blocking=True)
 
 
-def _clone(obj: Any) -> Any:
-    return obj.clone() if isinstance(obj, torch.Tensor) else obj
-
-
 def to_host(obj: Any) -> Any:
     """A deep copy of ``obj`` with every tensor copied to host memory (non-blocking from a GPU)."""
     return map_nested(obj, _host)
@@ -89,7 +85,7 @@ class LoopState:
         # a copy: torch's load_state_dict keeps the given tensors as the optimizer's state (on the
         # same device and dtype), and training would then update the snapshot in place, so that a
         # second restore of it (a second rollback, a probe's next branch) would not be this state
-        self.optimizer.load_state_dict(map_nested(state["optimizer"], _clone))
+        self.optimizer.load_state_dict(to_host(state["optimizer"]))
         for g, kept in zip(self.optimizer.param_groups, groups):
             g.update(kept)
         if self.scaler is not None and state.get("scaler") is not None:

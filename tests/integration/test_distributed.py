@@ -22,6 +22,20 @@ from rlhpo.policy.driver import PolicyDriver
 pytestmark = pytest.mark.slow  # two spawned processes that each import torch and rlhpo
 
 
+def _end_rank() -> None:
+    """Tear the group down and end the rank without Python's shutdown: DDP keeps gloo's worker
+    threads alive past destroy_process_group, and one still releasing the last collective's tensors
+    while the interpreter shuts down aborts the rank at random ("terminate called without an active
+    exception"; docs/distributed.md does the same). The rank's results are written by then."""
+    import os
+    import sys
+
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,7 +87,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     with open(f"{out}.{rank}", "w") as f:
         json.dump(result, f)
     dist.barrier()  # every rank done with its collectives before any tears the group down
-    dist.destroy_process_group()
+    _end_rank()
 
 
 def test_ddp_ranks_decide_and_roll_back_together(tmp_path):
@@ -114,7 +128,7 @@ def _probe_worker(rank: int, world: int, port: int, out: str) -> None:
     with open(f"{out}.{rank}", "w") as f:
         json.dump({"probes": probes, "params": params}, f)
     dist.barrier()
-    dist.destroy_process_group()
+    _end_rank()
 
 
 def test_ddp_ranks_keep_the_same_probe_branch(tmp_path):

@@ -73,6 +73,7 @@ TB_TAGS: dict[str, str] = {
     "val_metric": "metric/val",
     "rolled_back": "guard/rollback",
     "chosen": "probe/factor",  # a branching probe's choice (rlhpo.control.probe)
+    "noise_scale": "batch/noise_scale",  # the gradient noise scale the batch rule read (rlhpo.control.batch_rule)
     "examples": "progress/examples",
 }
 

@@ -236,6 +236,16 @@ class DecisionPath:
         self._level = self.actions.hparams(Hyperparams(self._level, 1, 0.0)).lr
         return self._level
 
+    def grow_batch(self, factor: float, lr_factor: float, hp: Hyperparams) -> Hyperparams:
+        """The batch size times ``factor`` and the lr level times ``lr_factor`` outside any action,
+        within their bounds (the batch rule's move, :mod:`rlhpo.control.batch_rule`); the
+        hyperparameters from here on, the lr as the base schedule gives it now."""
+        self.actions.scale("batch_size", factor)
+        self.actions.scale("lr", lr_factor)
+        new = self.actions.hparams(Hyperparams(self._level, hp.batch_size, hp.weight_decay))
+        self._level = new.lr
+        return self._scheduled(new, interval_end(self.total_examples, self.n_intervals, self.interval - 1))
+
     @property
     def scheduled(self) -> bool:
         """Whether the lr follows the base schedule step by step (:meth:`lr_at`)."""

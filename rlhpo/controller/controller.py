@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rlhpo.control.actions import ActionConfig
+from rlhpo.control.batch_rule import BatchRule
 from rlhpo.control.decision import DecisionPath, check_intervals
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import Verdict
@@ -203,6 +204,8 @@ class Controller:
         self._boundary = self.decision.boundary
         probe = self.artifact.probe
         self.probe = Probe(probe, self.budget.total) if probe is not None else None
+        rule = self.artifact.batch_rule
+        self.batch_rule = BatchRule(rule) if rule is not None else None
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -368,6 +371,8 @@ class Controller:
         # clipped into the policy's bounds; under the calibrated prior: the calibrated default of the optimizer's kind
         kind = optimizer_kind(self.optimizer)
         start = self.decision.start(asked, self._adaptive, self._set, target, off, kind=kind)
+        if self.batch_rule is not None:
+            self.batch_rule.reset(start.batch_size)
         message = clipping_message(asked, start, self.spec.action_config(), controls)
         if message and not self._warned_clip:
             warn_user(message)
@@ -436,11 +441,13 @@ class Controller:
         if not self._started:  # the first optimizer step already trains at the controller's values
             self._start()
         bs = (self.batching.delivered or self.batching.current) * self.sync.world
+        per = bs if self.budget.unit == "examples" else 1  # the budget units of this step
         if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
-            self._schedule_step(bs if self.budget.unit == "examples" else 1)
-        self._measure = TrainingMonitor.should_probe(self._boundary - self.budget.seen, bs)
-        if self._measure:
-            self.monitor.before_step(True)
+            self._schedule_step(per)
+        remaining = self._boundary - self.budget.seen
+        if TrainingMonitor.should_measure(remaining, per):  # the interval's last steps: measured
+            self._measure = TrainingMonitor.should_probe(remaining, per)
+            self.monitor.before_step(self._measure, batch_size=bs)
 
     def _schedule_step(self, n: int) -> None:
         """Write the base schedule's lr for the step about to run."""
@@ -540,6 +547,9 @@ class Controller:
         if diverged:
             self._say_diverged(observation.verdict, "")
         new = self._set(self.decision.act(action, hp))
+        noise = self._grow_batch(stats, new, diverged) if self.batch_rule is not None else None
+        if noise is not None:
+            new = noise[1]
         record = dict(
             examples=self.examples_seen,
             steps=self.watch.decided_steps,  # optimizer steps so far (the TensorBoard x-axis)
@@ -554,6 +564,8 @@ class Controller:
             diverged=bool(diverged),
             rolled_back=bool(observation.verdict.rolled_back),
         )
+        if noise is not None:
+            record["noise_scale"] = noise[0]  # the gradient noise scale B_simple the batch rule read
         self.history.append(record)
         log_record(self.writer, record)
         probe, target = self.probe, self.decision.guard.target
@@ -561,6 +573,27 @@ class Controller:
             probe.begin(self.examples_seen, target)  # the next steps are the probe's branches
         self._clock[1] += time.perf_counter() - t0
         return new
+
+    def _grow_batch(self, stats: IntervalStats, hp: Hyperparams, diverged: bool) -> tuple[float, Hyperparams]:
+        """The batch rule at a decision: the noise scale read, and the values from here on (the
+        batch doubled and the level scaled when the rule says so)."""
+        rule = self.batch_rule
+        assert rule is not None
+        b_noise = rule.observe(stats.noise_trace, stats.noise_signal)
+        if diverged or self.decision.guard.frozen or not (self.control_batch_size and self.batching.known):
+            return b_noise, hp
+        growth = rule.growth(self.decision.interval, hp.batch_size)
+        limit = self.sampler.n if self.sampler is not None else math.inf  # the sampler's batches stop at its data
+        grown = self.decision.grow_batch(min(growth, limit / hp.batch_size), 1.0, hp)  # within the batch's bounds
+        if grown.batch_size <= hp.batch_size:
+            return b_noise, hp
+        lr_factor = rule.config.lr_factor(grown.batch_size / hp.batch_size, self._adaptive)
+        new = self._set(self.decision.grow_batch(1.0, lr_factor, grown))
+        if self.sync.is_main:
+            log.info("rlhpo: batch size %d -> %d at %s %s (gradient noise scale %.0f >= %g x %d); lr level x%.3g",
+                     hp.batch_size, new.batch_size, f"{self.examples_seen:,}", self.budget.unit, b_noise,
+                     rule.config.threshold, hp.batch_size, lr_factor)
+        return b_noise, new
 
     def _set(self, hp: Hyperparams) -> Hyperparams:
         """Write ``hp`` (the controls this run has) and return the values in effect."""
@@ -663,6 +696,7 @@ class Controller:
             "counts": self.watch.state_dict(),
             "asked": None if self._asked is None else vars(self._asked).copy(),
             "probe": None if self.probe is None else to_plain(self.probe.state_dict()),
+            "batch_rule": None if self.batch_rule is None else to_plain(self.batch_rule.state_dict()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -690,6 +724,8 @@ class Controller:
             self._asked = Hyperparams(**state["asked"])
         if self.probe is not None and state.get("probe") is not None:
             self.probe.load_state_dict(state["probe"])
+        if self.batch_rule is not None and state.get("batch_rule") is not None:
+            self.batch_rule.load_state_dict(state["batch_rule"])
         self.knobs.written_lr = self.knobs.lr_now  # the checkpoint's, not a foreign write
         self._scheduled = self._started and self._hook is not None and self.decision.scheduled
         self._clock = [time.perf_counter(), 0.0]

@@ -35,6 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from rlhpo.control.actions import ActionConfig
+from rlhpo.control.batch_rule import BatchRuleConfig
 from rlhpo.control.probe import ProbeConfig
 from rlhpo.control.spec import DecisionSpec, from_dict
 from rlhpo.errors import ArtifactError, ConfigError
@@ -139,7 +140,7 @@ def _activation(model: Any) -> str:
 
 #: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``;
 #: ``rule`` is that folder's decision path with every action zero (no learned policy acts: :attr:`PolicyArtifact.rule`)
-ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default"}
+ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default", "batch": "default"}
 #: what a Controller, ``rlhpo.apply`` and the evaluation run when no policy is named. A learned policy
 #: ships as the default only if it beats its own prior (``rule``) on the dev split; none does yet
 #: (docs/evaluation.md): the default is the rule, the learned policies stay available by name
@@ -259,6 +260,9 @@ class PolicyArtifact:
     #: branching probes (:mod:`rlhpo.control.probe`): at chosen decisions the run tries lr levels
     #: from one snapshot and keeps the best branch (``load_artifact("probe")``: the rule with probes)
     probe: Optional[ProbeConfig] = None
+    #: the batch rule (:mod:`rlhpo.control.batch_rule`): the batch doubles where the gradient noise
+    #: scale says it costs few examples (``load_artifact("batch")``: the rule with it)
+    batch_rule: Optional[BatchRuleConfig] = None
 
     @property
     def recurrent(self) -> bool:
@@ -281,6 +285,8 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
         return replace(load_artifact("default", device), rule=True)
     if str(policy) == "probe":
         return replace(load_artifact("rule", device), probe=ProbeConfig())
+    if str(policy) == "batch":
+        return replace(load_artifact("rule", device), batch_rule=BatchRuleConfig())
     path = resolve_policy_path(policy)
     where = f"policy artifact {str(path)!r}"
     if not path.is_dir():

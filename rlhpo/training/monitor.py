@@ -2,7 +2,8 @@
 
 :class:`TrainingMonitor` watches any training loop step by step (losses every step; gradient
 norm, update-to-parameter ratio and the agreement of successive updates on probe steps only, so
-the cost stays small) and summarises an interval as :class:`IntervalStats`. The training
+the cost stays small; the gradient noise scale on pairs of consecutive steps of the interval's
+last :data:`NOISE_STEPS`) and summarises an interval as :class:`IntervalStats`. The training
 session, the stacked trainer and :class:`rlhpo.Controller` all report through it; the
 feature extractor (:mod:`rlhpo.control.features`) turns the summaries into observations.
 """
@@ -30,6 +31,20 @@ class IntervalStats:
     update_ratio: float = float("nan")
     update_cosine: float = 0.0
     nonfinite: bool = False
+    #: the gradient noise (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training") from
+    #: pairs of consecutive steps at one batch size ``B`` with gradients ``g1, g2``: the mean of
+    #: ``B |g1 - g2|^2 / 2``, an unbiased estimate of tr(Sigma), the per-example gradient covariance's
+    #: trace (NaN: no pair measured)
+    noise_trace: float = float("nan")
+    #: the mean of ``g1 . g2``, an unbiased estimate of |G|^2, the true gradient's squared norm
+    #: (the noise scale B_simple = noise_trace / noise_signal, best over several intervals:
+    #: :class:`rlhpo.control.batch_rule.NoiseScale`)
+    noise_signal: float = float("nan")
+
+
+#: the last optimizer steps of an interval whose gradients are measured in pairs for the noise
+#: scale (4 pairs; a flat copy of the gradient and a dot product each)
+NOISE_STEPS = 8
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -69,19 +84,31 @@ class TrainingMonitor:
         self._update_ratio = float("nan")
         self._cosine = 0.0
         self._params_finite = True
+        self._noise_prev: Optional[tuple[int, int, torch.Tensor]] = None  # (step, batch size, gradient)
+        self._noise_pairs: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (|g1 - g2|^2, g1 . g2, B)
 
     @staticmethod
     def should_probe(remaining_examples: int, batch_size: int) -> bool:
         """Probe the last two steps before an interval ends: enough for the statistics, cheap."""
         return remaining_examples <= 2 * batch_size
 
+    @staticmethod
+    def should_measure(remaining_examples: int, batch_size: int) -> bool:
+        """Call :meth:`before_step` on this step: one of the interval's last :data:`NOISE_STEPS`
+        (the last two of which are probe steps, :meth:`should_probe`)."""
+        return remaining_examples <= NOISE_STEPS * batch_size
+
     # The non-probe path is the hot path of every training step: no decorators, no syncs.
     # On a tiny task a third of the steps are probe steps (intervals of a few steps), so they
     # are kept to few tensor operations too: flat copies instead of one clone and one
     # subtraction per parameter, the previous update's norm remembered, and nothing measured
     # that a following probe step overwrites.
-    def before_step(self, probe: bool, followed: bool = False) -> None:
-        """Call after ``backward()``.
+    def before_step(self, probe: bool, followed: bool = False, batch_size: int = 0) -> None:
+        """Call after ``backward()`` on the steps :meth:`should_measure` names (others: nothing
+        is measured there).
+
+        :param probe: this is a probe step (:meth:`should_probe`): gradient norm and update statistics
+        :param batch_size: the step's examples (all ranks'); 0 measures no noise
 
         :param followed: the caller guarantees that the next step is a probe step of the same
             interval and that nothing but the optimizer changes the parameters until then (the
@@ -90,6 +117,8 @@ class TrainingMonitor:
             parameters after this step serve as the next step's starting point. The summary is
             the same as without it.
         """
+        if batch_size > 0:
+            self._measure_noise(batch_size)
         if probe:
             with torch.no_grad():
                 if not followed:
@@ -102,6 +131,36 @@ class TrainingMonitor:
                     self._before = _flat_copy(self.params) if self.params else None
                 self._next_before = None
             self._followed = followed
+
+    def _measure_noise(self, batch_size: int) -> None:
+        """The gradient of this step; with the previous step's (same batch size), one pair of the
+        noise estimate. Pairs do not overlap, so they are independent. Tensors stay on the device
+        until the summary."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        with torch.no_grad():
+            g = _flat(grads).to(torch.float64, copy=True)  # float32 sums over millions of entries lose the signal
+            prev = self._noise_prev
+            if prev is not None and prev[0] == self._step - 1 and prev[1] == batch_size and prev[2].shape == g.shape:
+                d = g - prev[2]
+                self._noise_pairs.append((d @ d, g @ prev[2], batch_size))
+                self._noise_prev = None
+            else:
+                self._noise_prev = (self._step, batch_size, g)
+
+    def _noise_summary(self) -> tuple[float, float]:
+        """(noise_trace, noise_signal) of the interval's pairs; NaN without a finite pair."""
+        pairs, self._noise_pairs, self._noise_prev = self._noise_pairs, [], None
+        if not pairs:
+            return float("nan"), float("nan")
+        values = torch.stack([torch.stack((d, s)) for d, s, _ in pairs]).cpu().tolist()  # one sync
+        trace = [b * d / 2.0 for (d, _), (_, _, b) in zip(values, pairs)]
+        signal = [s for _, s in values]
+        ok = [i for i in range(len(pairs)) if math.isfinite(trace[i]) and math.isfinite(signal[i])]
+        if not ok:
+            return float("nan"), float("nan")
+        return math.fsum(trace[i] for i in ok) / len(ok), math.fsum(signal[i] for i in ok) / len(ok)
 
     def after_step(self, loss: torch.Tensor, probe: bool) -> None:
         """Call after ``optimizer.step()`` with the step's loss."""
@@ -140,8 +199,11 @@ class TrainingMonitor:
         losses = [float(v) for v in self._losses]
         state = {k: getattr(self, k) for k in self._STATE}
         nb = self._next_before
+        np_ = self._noise_prev
         return {**state, "losses": losses, "prev_update": self._prev_update,
-                "next_before": None if nb is None else {"step": nb[0], "flat": nb[1]}}
+                "next_before": None if nb is None else {"step": nb[0], "flat": nb[1]},
+                "noise_pairs": [[float(d), float(s), int(b)] for d, s, b in self._noise_pairs],
+                "noise_prev": None if np_ is None else {"step": np_[0], "batch_size": np_[1], "grad": np_[2]}}
 
     def load_state_dict(self, state: dict) -> None:
         for k in self._STATE:
@@ -151,9 +213,15 @@ class TrainingMonitor:
         nb = state["next_before"]
         self._next_before = None if nb is None else (int(nb["step"]), nb["flat"])
         self._before = None
+        # a checkpoint of an earlier rlhpo has no noise measurements: the interval's pairs start anew
+        self._noise_pairs = [(torch.tensor(d, dtype=torch.float64), torch.tensor(s, dtype=torch.float64), int(b))
+                             for d, s, b in state.get("noise_pairs", [])]
+        npv = state.get("noise_prev")
+        self._noise_prev = None if npv is None else (int(npv["step"]), int(npv["batch_size"]), npv["grad"])
 
     def summary(self) -> IntervalStats:
         """Summarise the steps since the last summary and start a new interval."""
+        noise = self._noise_summary()
         if not self._losses:
             return IntervalStats()
         losses = self._losses
@@ -163,6 +231,7 @@ class TrainingMonitor:
             losses = [next(read) if isinstance(v, torch.Tensor) else v for v in losses]
         self._losses, self._loss_tensors = [], False
         stats = summarize_interval(losses, self._grad_norm, self._update_ratio, self._cosine, self._params_finite)
+        stats.noise_trace, stats.noise_signal = noise
         self._grad_norm, self._update_ratio, self._cosine = float("nan"), float("nan"), 0.0
         self._params_finite = True
         return stats

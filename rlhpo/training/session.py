@@ -190,6 +190,7 @@ class TrainingSession(BudgetClock):
         x_all, y_all = self.train_split.x, self.train_split.y
         next_batch, zero_grad, opt_step = sampler.next_batch, self.optimizer.zero_grad, self.optimizer.step
         should_probe, monitor_before, monitor_after = monitor.should_probe, monitor.before_step, monitor.after_step
+        should_measure = monitor.should_measure
         device = None if self.device.type == "cpu" else self.device
         hooked = before_step is not None or after_step is not None
         lr_at, optimizer = self.lr_schedule, self.optimizer
@@ -211,11 +212,12 @@ class TrainingSession(BudgetClock):
             zero_grad(set_to_none=True)
             loss.backward()
             remaining = target - seen
-            probe = should_probe(remaining, sampler.batch_size)
-            # a probe step that does not end the interval is followed by another (fewer examples
-            # remain, the batch size is the same); only hooks could change the parameters between
-            if probe:  # (before_step(False) does nothing)
-                monitor_before(True, followed=n < remaining and not hooked)
+            probe = False
+            if should_measure(remaining, sampler.batch_size):  # the interval's last steps: measured
+                probe = should_probe(remaining, sampler.batch_size)
+                # a probe step that does not end the interval is followed by another (fewer examples
+                # remain, the batch size is the same); only hooks could change the parameters between
+                monitor_before(probe, followed=probe and n < remaining and not hooked, batch_size=n)
             if before_step is not None:
                 before_step(self)
             if lr_at is not None:

@@ -11,6 +11,13 @@ ranks the branches: AUC (0.5: no information; a feature predictive either way sc
 max(AUC, 1 - AUC)), and all features together by a logistic regression scored leave-one-task-out
 against the majority class.
 
+The gradient noise scale (issue 33): a second candidate, ``log_noise_ratio`` = log2(B_noise / B)
+(:class:`rlhpo.control.batch_rule.NoiseScale` over the intervals so far, clipped to +-5), is scored
+on the lr label and on a batch label: from the same snapshot the run continues at twice the batch
+(lr x sqrt(2) for Adam-like optimizers, x2 for SGD, the batch rule's scaling) and at the batch as
+it is, to the same examples; ``double_ok`` is 1 when the doubled batch's validation loss is within
+1% of the other's (McCandlish et al.: true where B is well below B_noise).
+
     python -m bench.information_audit --families dev --seeds 6 --out docs/results/information_audit.md
 
 Development split only (``dev``): this is a design measurement for the next policy.
@@ -28,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlhpo.control.batch_rule import BatchRuleConfig, NoiseScale
 from rlhpo.control.decision import interval_end
 from rlhpo.control.features import FEATURE_NAMES, FeatureExtractor
 from rlhpo.tasks import make_family, resolve_families
@@ -54,8 +62,10 @@ def audit_task(task, seed: int, horizon: int) -> list[dict]:
     features = FeatureExtractor()
     features.reset(start.lr, start.batch_size, start.weight_decay, task.optimizer != "sgd")
     budget, rows = task.budget_examples, []
+    noise = NoiseScale()
     for k in range(N_INTERVALS):
         stats = session.train_until(interval_end(budget, N_INTERVALS, k))
+        b_noise = noise.update(stats.noise_trace, stats.noise_signal)
         val = session.evaluate("val")[0]
         obs = features.observe(stats, val, start.lr, start.batch_size, start.weight_decay, session.examples_seen / budget, (0, 0, 0))
         if k not in BRANCH_AT or not math.isfinite(val):
@@ -67,6 +77,9 @@ def audit_task(task, seed: int, horizon: int) -> list[dict]:
         probe = session.examples_seen + max(1, (interval_end(budget, N_INTERVALS, k + 1) - session.examples_seen) // 4)
         v_up, v_down = _val_after(session, state, up, later), _val_after(session, state, down, later)
         p_up, p_down = _val_after(session, state, up, probe), _val_after(session, state, down, probe)
+        lr_up = BatchRuleConfig().lr_factor(2, task.optimizer != "sgd")
+        v_same = _val_after(session, state, start, later)
+        v_double = _val_after(session, state, Hyperparams(start.lr * lr_up, 2 * start.batch_size, start.weight_decay), later)
         session.load_state_dict(state)
         session.set_hparams(start)
         if not (math.isfinite(v_up) or math.isfinite(v_down)):
@@ -75,6 +88,9 @@ def audit_task(task, seed: int, horizon: int) -> list[dict]:
         row.update({name: float(v) for name, v in zip(FEATURE_NAMES, obs)})
         gap = p_up - p_down if math.isfinite(p_up) and math.isfinite(p_down) else (-1.0 if math.isfinite(p_up) else 1.0)
         row["probe_val_gap"] = float(np.sign(gap) * math.log1p(abs(gap) / max(abs(val), 1e-8)))
+        ratio = b_noise / start.batch_size if math.isfinite(b_noise) or b_noise == math.inf else 1.0
+        row["log_noise_ratio"] = float(np.clip(math.log2(max(ratio, 1e-6)), -5.0, 5.0))
+        row["double_ok"] = int(math.isfinite(v_double) and (not math.isfinite(v_same) or v_double <= v_same + 0.01 * abs(v_same)))
         rows.append(row)
     return rows
 
@@ -92,7 +108,7 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
 def summarise(rows: list[dict]) -> str:
     from sklearn.linear_model import LogisticRegression  # here: the bench needs the full install
 
-    names = [n for n in rows[0] if n not in ("family", "task", "seed", "interval", "up_better")]
+    names = [n for n in rows[0] if n not in ("family", "task", "seed", "interval", "up_better", "double_ok")]
     y = np.array([r["up_better"] for r in rows])
     lines = [
         f"{len(rows)} branch points on {len({r['task'] for r in rows})} tasks ({', '.join(sorted({r['family'] for r in rows}))}); "
@@ -108,7 +124,10 @@ def summarise(rows: list[dict]) -> str:
     for info, n, a in sorted(scored, key=lambda t: -t[0] if math.isfinite(t[0]) else 0):
         lines.append(f"| {n} | {a:.3f} | {info:.3f} |")
     tasks = sorted({r["task"] for r in rows})
-    for label, cols in (("all policy features (v2)", [n for n in names if n != "probe_val_gap"]), ("policy features + probe", names)):
+    candidates = ("probe_val_gap", "log_noise_ratio")
+    for label, cols in (("all policy features (v2)", [n for n in names if n not in candidates]),
+                        ("policy features + probe", [n for n in names if n != "log_noise_ratio"]),
+                        ("policy features + noise scale", [n for n in names if n != "probe_val_gap"])):
         x = np.array([[r[n] for n in cols] for r in rows])
         hits = []
         for t in tasks:  # leave one task out: no task's own branch points inform its prediction
@@ -121,6 +140,18 @@ def summarise(rows: list[dict]) -> str:
         lines.append("")
         lines.append(f"{label}, logistic regression, leave-one-task-out accuracy: {np.mean(hits):.3f} "
                      f"(majority class: {max(y.mean(), 1 - y.mean()):.3f})")
+    d = np.array([r["double_ok"] for r in rows])
+    lines += ["", f"The batch label: doubling the batch (the batch rule's lr scaling) costs at most 1% of validation loss "
+              f"at {d.mean():.0%} of the branch points.", "",
+              "| feature | AUC for double_ok | information |", "|---|---|---|"]
+    for n in ("log_noise_ratio", "progress", "log_loss_noise", "log_grad_norm_ratio", "update_cosine"):
+        a = auc(np.array([r[n] for r in rows]), d)
+        lines.append(f"| {n} | {a:.3f} | {max(a, 1 - a):.3f} |")
+    ok = [r["double_ok"] for r in rows if r["log_noise_ratio"] >= 2.0]
+    lines.append("")
+    lines.append(f"Where the batch rule would double (B_noise >= 4 B): {len(ok)} branch points, doubling within 1% at "
+                 f"{np.mean(ok) if ok else float('nan'):.0%} of them; elsewhere at "
+                 f"{np.mean([r['double_ok'] for r in rows if r['log_noise_ratio'] < 2.0]):.0%}.")
     return "\n".join(lines)
 
 

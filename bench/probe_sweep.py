@@ -85,6 +85,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--n-tasks", type=int, default=5)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
+    p.add_argument("--runs", type=Path, default=None, help="also write every run here (csv)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these settings (JSON, as in the table)")
     args = p.parse_args(argv)
     logging.getLogger("rlhpo").setLevel(logging.ERROR)
     c = EvaluateConfig()
@@ -92,9 +94,18 @@ def main(argv: Optional[list[str]] = None) -> None:
              for i in range(args.n_tasks) for s in ("sensible", "random")]
     batch = args.kind == "batch"
     settings = [None] + [json.dumps(s, sort_keys=True) for s in (BATCH_SETTINGS if batch else SETTINGS)]
+    if args.only is not None:
+        settings = [None] + [json.dumps(json.loads(s), sort_keys=True) for s in args.only]
     work = [(spec, k, s, c.n_intervals, args.kind) for s in settings for spec in specs for k in range(args.seeds)]
     with Pool(args.jobs) as pool:
         out = pool.map(_run, work, chunksize=1)
+    if args.runs is not None:
+        import csv
+
+        with open(args.runs, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["setting", "family", "task_seed", "start", "seed", "test_loss", "other"])
+            w.writerows([name, *key, loss, other] for name, key, loss, other in out)
     rule = {key: loss for name, key, loss, _ in out if name == "rule"}
     rule_steps = {key: steps for name, key, _, steps in out if name == "rule"}
     last = "steps / the rule's (median)" if batch else "budget on branches not kept"

@@ -45,6 +45,11 @@ BATCH_SETTINGS: tuple[dict, ...] = (
     {"threshold": 8.0, "lr_scaling": "none"},
     {"threshold": 16.0},
     {"max_factor": 4},
+    {"threshold": 16.0, "lr_scaling": "none"},
+    {"threshold": 8.0, "after": 4},
+    {"max_fraction": 0.03125},
+    {"threshold": 8.0, "max_fraction": 0.03125},
+    {"threshold": 8.0, "max_fraction": 0.0625},
     {},
 )
 

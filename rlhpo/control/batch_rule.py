@@ -39,6 +39,9 @@ class BatchRuleConfig:
         progress, and saves nearly half the steps)
     :param max_factor: the batch never grows past this multiple of the start's (Seesaw's cap, 8)
     :param lr_scaling: the level's move when the batch grows (:data:`LR_SCALINGS`)
+    :param max_fraction: the batch never grows past this fraction of the training set, where the
+        loop's sampler knows it (Smith & Le 2018: SGD's noise, which regularises a run of many
+        epochs over a small set, scales with the set's size over the batch)
     :param ema: the weight of the newest interval in the noise scale's running averages
     :param after: the first decision (1-based) at which the batch may grow: after the warm-up, with
         a few intervals measured
@@ -46,6 +49,7 @@ class BatchRuleConfig:
 
     threshold: float = 4.0
     max_factor: int = 8
+    max_fraction: float = 1.0
     lr_scaling: str = "auto"
     ema: float = 0.5
     after: int = 2
@@ -55,6 +59,8 @@ class BatchRuleConfig:
             raise ConfigError(f"batch_rule.threshold must be a number >= 1, got {self.threshold!r}")
         if not (isinstance(self.max_factor, int) and self.max_factor >= 1):
             raise ConfigError(f"batch_rule.max_factor must be an integer >= 1, got {self.max_factor!r}")
+        if not 0 < self.max_fraction <= 1:
+            raise ConfigError(f"batch_rule.max_fraction must be a fraction of the training set in (0, 1], got {self.max_fraction!r}")
         if self.lr_scaling not in LR_SCALINGS:
             raise ConfigError(f"batch_rule.lr_scaling must be one of {list(LR_SCALINGS)}, got {self.lr_scaling!r}")
         if not 0 < self.ema <= 1:
@@ -118,13 +124,15 @@ class BatchRule:
     def observe(self, trace: float, signal: float) -> float:
         return self.noise.update(trace, signal)
 
-    def growth(self, decision: int, batch_size: int) -> int:
-        """2 when the batch should double at this decision (1-based), else 1."""
+    def growth(self, decision: int, batch_size: int, dataset: Optional[int] = None) -> int:
+        """2 when the batch should double at this decision (1-based), else 1; ``dataset``: the
+        training set's size, where known."""
         c, b_noise = self.config, self.noise.value
         start = self.start_batch or batch_size
         if decision < c.after or not b_noise >= c.threshold * batch_size:  # NaN: no measurement, no move
             return 1
-        return 2 if 2 * batch_size <= c.max_factor * start else 1
+        cap = min(c.max_factor * start, c.max_fraction * dataset if dataset else math.inf)
+        return 2 if 2 * batch_size <= cap else 1
 
     def state_dict(self) -> dict:
         return {"noise": self.noise.state_dict(), "start_batch": self.start_batch}

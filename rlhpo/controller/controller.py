@@ -582,8 +582,9 @@ class Controller:
         b_noise = rule.observe(stats.noise_trace, stats.noise_signal)
         if diverged or self.decision.guard.frozen or not (self.control_batch_size and self.batching.known):
             return b_noise, hp
-        growth = rule.growth(self.decision.interval, hp.batch_size)
-        limit = self.sampler.n if self.sampler is not None else math.inf  # the sampler's batches stop at its data
+        n = self.sampler.n if self.sampler is not None else None  # this rank's share of the training set
+        growth = rule.growth(self.decision.interval, hp.batch_size, n)
+        limit = n or math.inf  # the sampler's batches stop at its data
         grown = self.decision.grow_batch(min(growth, limit / hp.batch_size), 1.0, hp)  # within the batch's bounds
         if grown.batch_size <= hp.batch_size:
             return b_noise, hp

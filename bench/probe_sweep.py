@@ -83,9 +83,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     from rlhpo.control.probe import ProbeConfig
     from rlhpo.evaluation.config import EvaluateConfig
     from rlhpo.evaluation.jobs import TaskSpec
+    from rlhpo.tasks import resolve_families
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kind", choices=("probe", "batch"), default="probe")
+    p.add_argument("--families", nargs="*", default=["dev"], help="families or groups (default: dev; the workloads: workloads_dev)")
+    p.add_argument("--starts", nargs="*", default=["sensible", "random"])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--n-tasks", type=int, default=5)
     p.add_argument("--seeds", type=int, default=3)
@@ -95,8 +98,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = p.parse_args(argv)
     logging.getLogger("rlhpo").setLevel(logging.ERROR)
     c = EvaluateConfig()
-    specs = [TaskSpec(f, c.task_seed_start + i, 1.0, s) for f in ("algorithmic_seq", "friedman_resmlp", "count_poisson")
-             for i in range(args.n_tasks) for s in ("sensible", "random")]
+    families = resolve_families(args.families)
+    specs = [TaskSpec(f, c.task_seed_start + i, 1.0, s) for f in families for i in range(args.n_tasks) for s in args.starts]
     batch = args.kind == "batch"
     settings = [None] + [json.dumps(s, sort_keys=True) for s in (BATCH_SETTINGS if batch else SETTINGS)]
     if args.only is not None:
@@ -115,18 +118,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     rule_steps = {key: steps for name, key, _, steps in out if name == "rule"}
     last = "steps / the rule's (median)" if batch else "budget on branches not kept"
     lines = [
-        f"python -m bench.probe_sweep --kind {args.kind} --n-tasks {args.n_tasks} --seeds {args.seeds}   (dev split: algorithmic_seq, "
-        f"friedman_resmlp, count_poisson; sensible and random starts; {len(rule)} task-seeds; test loss / the rule's; "
-        "each setting overrides the defaults)",
+        f"python -m bench.probe_sweep --kind {args.kind} --families {' '.join(args.families)} --starts {' '.join(args.starts)} "
+        f"--n-tasks {args.n_tasks} --seeds {args.seeds}   ({', '.join(families)}; {' and '.join(args.starts)} starts; "
+        f"{len(rule)} task-seeds; test loss / the rule's; each setting overrides the defaults)",
         "",
-        f"| setting | won | median | mean | worst | algorithmic_seq | count_poisson | friedman_resmlp | {last} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| setting | won | median | mean | worst | {' | '.join(sorted(families))} | {last} |",
+        "|---|---|---|---|---|" + "---|" * len(families) + "---|",
     ]
     for s in settings[1:]:
         rows = [(key, loss / rule[key], other / rule_steps[key] if batch else other) for name, key, loss, other in out if name == s]
         ratios = [r for _, r, _ in rows]
-        fam = {f: statistics.median([r for key, r, _ in rows if key[0] == f])
-               for f in ("algorithmic_seq", "count_poisson", "friedman_resmlp")}
+        fam = {f: statistics.median([r for key, r, _ in rows if key[0] == f]) for f in sorted(families)}
         label = f"defaults: {json.dumps((BatchRuleConfig() if batch else ProbeConfig()).to_dict())}" if s == "{}" else s
         lines.append(
             f"| `{label}` | {sum(r < 1 for r in ratios)}/{len(ratios)} | {statistics.median(ratios):.4f} | "

@@ -105,16 +105,20 @@ def test_ddp_ranks_decide_and_roll_back_together(tmp_path):
     assert "only 1 of 2 ranks started a Controller within 3 s; create it on every rank" in r0["alone_error"]
 
 
-def _probe_worker(rank: int, world: int, port: int, out: str) -> None:
+def _probe_worker(rank: int, world: int, port: int, out: str, policy: str = "probe") -> None:
     """Branching probes under DDP: each rank's training losses differ (its own data), so each rank
-    alone would score the branches differently; the probe keeps the same branch on every rank."""
+    alone would score the branches differently; the probe keeps the same branch on every rank.
+    The batch rule (``policy="batch"``, labels 30% flipped: a noisy gradient): the ranks' noise
+    statistics are averaged, so every rank grows its batch at the same decision."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
     x = torch.randn(1024, 6) * (1 + 3 * rank)
     y = (x[:, 0] > 0).long()
+    if policy == "batch":
+        y = torch.where(torch.rand(1024) < 0.3, 1 - y, y)
     model = DDP(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    ctl = rlhpo.Controller(opt, total_examples=8192, model=model, policy="probe")
+    ctl = rlhpo.Controller(opt, total_examples=8192, model=model, policy=policy)
     loader = ctl.make_loader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     for xb, yb in ctl.batches(loader):
         loss = nn.functional.cross_entropy(model(xb), yb)
@@ -126,7 +130,7 @@ def _probe_worker(rank: int, world: int, port: int, out: str) -> None:
     params = torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
     dist.barrier()
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"probes": probes, "params": params}, f)
+        json.dump({"probes": probes, "params": params, "batch_sizes": [h["batch_size"] for h in ctl.history]}, f)
     dist.barrier()
     _end_rank()
 
@@ -137,3 +141,11 @@ def test_ddp_ranks_keep_the_same_probe_branch(tmp_path):
     r0, r1 = (json.load(open(f"{out}.{r}")) for r in (0, 1))
     assert len(r0["probes"]) == 2 and r0["probes"] == r1["probes"]  # the scores are the ranks' mean
     assert r0["params"] == r1["params"]  # the same branch's end state on both
+
+
+def test_ddp_ranks_grow_the_batch_together(tmp_path):
+    out = str(tmp_path / "rank")
+    mp.spawn(_probe_worker, args=(2, free_port(), out, "batch"), nprocs=2)
+    r0, r1 = (json.load(open(f"{out}.{r}")) for r in (0, 1))
+    assert r0["batch_sizes"] == r1["batch_sizes"] and max(r0["batch_sizes"]) > 16  # grown, on both at once
+    assert r0["params"] == r1["params"]

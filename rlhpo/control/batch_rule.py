@@ -42,6 +42,8 @@ class BatchRuleConfig:
     :param max_fraction: the batch never grows past this fraction of the training set, where the
         loop's sampler knows it (Smith & Le 2018: SGD's noise, which regularises a run of many
         epochs over a small set, scales with the set's size over the batch)
+    :param min_steps: the batch never grows when the run would then take fewer optimizer steps than
+        this in all (the model's steps have a floor, ``S_min``, that a short run is already near)
     :param ema: the weight of the newest interval in the noise scale's running averages
     :param after: the first decision (1-based) at which the batch may grow: after the warm-up, with
         a few intervals measured
@@ -50,6 +52,7 @@ class BatchRuleConfig:
     threshold: float = 4.0
     max_factor: int = 8
     max_fraction: float = 1.0
+    min_steps: int = 0
     lr_scaling: str = "auto"
     ema: float = 0.5
     after: int = 2
@@ -61,6 +64,8 @@ class BatchRuleConfig:
             raise ConfigError(f"batch_rule.max_factor must be an integer >= 1, got {self.max_factor!r}")
         if not 0 < self.max_fraction <= 1:
             raise ConfigError(f"batch_rule.max_fraction must be a fraction of the training set in (0, 1], got {self.max_fraction!r}")
+        if not (isinstance(self.min_steps, int) and self.min_steps >= 0):
+            raise ConfigError(f"batch_rule.min_steps must be an integer >= 0, got {self.min_steps!r}")
         if self.lr_scaling not in LR_SCALINGS:
             raise ConfigError(f"batch_rule.lr_scaling must be one of {list(LR_SCALINGS)}, got {self.lr_scaling!r}")
         if not 0 < self.ema <= 1:
@@ -124,15 +129,20 @@ class BatchRule:
     def observe(self, trace: float, signal: float) -> float:
         return self.noise.update(trace, signal)
 
-    def growth(self, decision: int, batch_size: int, dataset: Optional[int] = None) -> int:
-        """2 when the batch should double at this decision (1-based), else 1; ``dataset``: the
-        training set's size, where known."""
+    def growth(self, decision: int, batch_size: int, dataset: Optional[int] = None, steps: int = 0,
+               remaining: float = math.inf) -> int:
+        """2 when the batch should double at this decision (1-based), else 1.
+
+        :param dataset: the training set's size, where known
+        :param steps: optimizer steps so far
+        :param remaining: the steps left at the doubled batch (the examples left over it)
+        """
         c, b_noise = self.config, self.noise.value
         start = self.start_batch or batch_size
         if decision < c.after or not b_noise >= c.threshold * batch_size:  # NaN: no measurement, no move
             return 1
         cap = min(c.max_factor * start, c.max_fraction * dataset if dataset else math.inf)
-        return 2 if 2 * batch_size <= cap else 1
+        return 2 if 2 * batch_size <= cap and steps + remaining >= c.min_steps else 1
 
     def state_dict(self) -> dict:
         return {"noise": self.noise.state_dict(), "start_batch": self.start_batch}

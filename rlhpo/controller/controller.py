@@ -583,7 +583,9 @@ class Controller:
         if diverged or self.decision.guard.frozen or not (self.control_batch_size and self.batching.known):
             return b_noise, hp
         n = self.sampler.n if self.sampler is not None else None  # this rank's share of the training set
-        growth = rule.growth(self.decision.interval, hp.batch_size, n)
+        left = (self.budget.total - self.budget.seen) / (2 * hp.batch_size * self.sync.world)  # steps left, doubled
+        growth = rule.growth(self.decision.interval, hp.batch_size, n, self.watch.decided_steps,
+                             left if self.budget.unit == "examples" else math.inf)
         limit = n or math.inf  # the sampler's batches stop at its data
         grown = self.decision.grow_batch(min(growth, limit / hp.batch_size), 1.0, hp)  # within the batch's bounds
         if grown.batch_size <= hp.batch_size:

@@ -120,8 +120,23 @@ def test_the_lr_follows_the_batch_by_the_optimizers_rule():
     ({"lr_scaling": "cubic"}, "lr_scaling must be one of ['auto', 'sqrt', 'linear', 'none']"),
     ({"ema": 0.0}, "ema must be in (0, 1]"),
     ({"after": 0}, "after must be a decision >= 1"),
+    ({"min_steps": -1}, "min_steps must be an integer >= 0"),
+    ({"max_fraction": 0}, "max_fraction must be a fraction of the training set in (0, 1]"),
 ])
 def test_bad_settings_are_one_line_errors(bad, says):
     with pytest.raises(ConfigError) as e:
         BatchRuleConfig(**bad)
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_run_short_in_steps_keeps_its_batch():
+    rule = BatchRule(BatchRuleConfig(threshold=4.0, min_steps=500))
+    rule.reset(16)
+    rule.observe(1000.0, 1.0)
+    assert rule.growth(3, 16, steps=100, remaining=399) == 1  # 499 steps in all after doubling: too few
+    assert rule.growth(3, 16, steps=100, remaining=400) == 2
+    assert rule.growth(3, 16, dataset=400) == 1 and rule.growth(3, 16, dataset=4000) == 2  # max_fraction 1: up to the set
+    capped = BatchRule(BatchRuleConfig(threshold=4.0, max_fraction=1 / 16))
+    capped.reset(16)
+    capped.observe(1000.0, 1.0)
+    assert capped.growth(3, 16, dataset=511) == 1 and capped.growth(3, 16, dataset=512) == 2  # 32 <= 512 / 16

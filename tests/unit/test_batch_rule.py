@@ -135,7 +135,7 @@ def test_a_run_short_in_steps_keeps_its_batch():
     rule.observe(1000.0, 1.0)
     assert rule.growth(3, 16, steps=100, remaining=399) == 1  # 499 steps in all after doubling: too few
     assert rule.growth(3, 16, steps=100, remaining=400) == 2
-    assert rule.growth(3, 16, dataset=400) == 1 and rule.growth(3, 16, dataset=4000) == 2  # max_fraction 1: up to the set
+    assert rule.growth(3, 16, dataset=31) == 1 and rule.growth(3, 16, dataset=32) == 2  # max_fraction 1: up to the set
     capped = BatchRule(BatchRuleConfig(threshold=4.0, max_fraction=1 / 16))
     capped.reset(16)
     capped.observe(1000.0, 1.0)

@@ -50,6 +50,9 @@ BATCH_SETTINGS: tuple[dict, ...] = (
     {"max_fraction": 0.03125},
     {"threshold": 8.0, "max_fraction": 0.03125},
     {"threshold": 8.0, "max_fraction": 0.0625},
+    {"threshold": 4.0, "min_steps": 500},
+    {"threshold": 8.0, "min_steps": 500},
+    {"threshold": 8.0, "min_steps": 1000},
     {},
 )
 

@@ -95,7 +95,7 @@ def test_the_noise_scale_divides_moving_averages():
 
 
 def test_the_rule_doubles_above_the_threshold_after_its_first_decision_up_to_its_cap():
-    rule = BatchRule(BatchRuleConfig(threshold=4.0, max_factor=4, after=2))
+    rule = BatchRule(BatchRuleConfig(threshold=4.0, max_factor=4, after=2, min_steps=0))
     rule.reset(16)
     rule.observe(100.0, 1.0)  # B_noise 100
     assert rule.growth(1, 16) == 1  # too early
@@ -103,7 +103,7 @@ def test_the_rule_doubles_above_the_threshold_after_its_first_decision_up_to_its
     assert rule.growth(2, 32) == 1  # 100 < 4 x 32
     rule.observe(1000.0, 1.0)
     assert rule.growth(3, 32) == 2 and rule.growth(3, 64) == 1  # 4 x the start: the cap
-    fresh = BatchRule(BatchRuleConfig())
+    fresh = BatchRule(BatchRuleConfig(min_steps=0))
     fresh.reset(16)
     assert fresh.growth(5, 16) == 1  # nothing measured: the batch stays
 
@@ -136,7 +136,7 @@ def test_a_run_short_in_steps_keeps_its_batch():
     assert rule.growth(3, 16, steps=100, remaining=399) == 1  # 499 steps in all after doubling: too few
     assert rule.growth(3, 16, steps=100, remaining=400) == 2
     assert rule.growth(3, 16, dataset=31) == 1 and rule.growth(3, 16, dataset=32) == 2  # max_fraction 1: up to the set
-    capped = BatchRule(BatchRuleConfig(threshold=4.0, max_fraction=1 / 16))
+    capped = BatchRule(BatchRuleConfig(threshold=4.0, max_fraction=1 / 16, min_steps=0))
     capped.reset(16)
     capped.observe(1000.0, 1.0)
     assert capped.growth(3, 16, dataset=511) == 1 and capped.growth(3, 16, dataset=512) == 2  # 32 <= 512 / 16

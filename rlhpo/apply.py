@@ -36,7 +36,7 @@ from rlhpo.errors import ConfigError, check_device, is_int, is_number
 from rlhpo.evaluation.baselines import Calibrated, Constant, Cosine
 from rlhpo.evaluation.runner import ControllerSchedule, RunResult, run_task
 from rlhpo.output import check_writable, log_record, write_failed
-from rlhpo.policy.artifact import load_artifact
+from rlhpo.policy.artifact import DEFAULT_POLICY, load_artifact
 from rlhpo.tasks import FAMILIES, FAMILY_GROUPS, Task
 
 #: printed under the comparison table
@@ -90,7 +90,7 @@ class ApplyConfig:
     task: Any = "digits_cnn"
     task_seed: int = 0
     seed: int = 0
-    policy: str = "rule"
+    policy: str = DEFAULT_POLICY
     compare: bool = False
     n_intervals: Optional[int] = None
     budget_scale: float = 1.0
@@ -124,7 +124,7 @@ class ApplyConfig:
 
 def apply(
     task: Task,
-    policy: str | os.PathLike = "rule",
+    policy: str | os.PathLike = DEFAULT_POLICY,
     seed: int = 0,
     compare: bool = False,
     n_intervals: Optional[int] = None,

@@ -106,10 +106,13 @@ class Controller:
     Another optimizer kind starts from your values. It says so in one log line at the start (and
     sums the run up at the end; quiet: ``logging.getLogger("rlhpo").setLevel(logging.WARNING)``).
 
-    What decides the level: by default the **rule** (``policy="rule"``: every decision keeps the
-    calibrated level, so the run is the calibrated warm-up + cosine, guarded). A learned policy is
-    used only when named (``policy="v3"``, ``"v2"``, ``"v1"`` or an artifact folder): none has beaten
-    the rule on the dev split yet (docs/evaluation.md).
+    What decides: by default the **rule with the batch rule** (``policy="batch"``: every decision
+    keeps the calibrated level, so the run is the calibrated warm-up + cosine, guarded; where the
+    controller sets the batch size (:meth:`make_loader`, a ``sampler``) the batch doubles, the lr
+    level x sqrt(2) for Adam-like optimizers, x2 for SGD, when the gradient noise scale is 8x the
+    batch: :mod:`rlhpo.control.batch_rule`). ``policy="rule"`` is the rule alone. A learned policy
+    is used only when named (``policy="v3"``, ``"v2"``, ``"v1"`` or an artifact folder): none has
+    beaten the rule on the dev split yet (docs/evaluation.md).
 
     :param optimizer: any ``torch.optim`` optimizer with ``lr`` in its param groups; with several
         groups, each keeps its starting ratio to the first (a group without weight decay keeps none)
@@ -117,8 +120,9 @@ class Controller:
         control interval is ``1 / n_intervals`` of the budget (the policy's spec)
     :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
         :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
-    :param policy: ``"rule"`` (the default: the calibrated prior, its decisions all zero), ``"probe"``
-        (the rule with branching probes: :mod:`rlhpo.control.probe`; not the default), a learned
+    :param policy: ``"batch"`` (the default: the rule with the batch rule), ``"rule"`` (the calibrated
+        prior, its decisions all zero), ``"probe"`` (the rule with branching probes:
+        :mod:`rlhpo.control.probe`; not the default), a learned
         policy by name (``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,
         or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact` (its divergence guard is the one
         it was trained under; another, e.g. capping the lr relative to the start:

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from rlhpo.control.spec import check_table
 from rlhpo.errors import ConfigError, check_device, check_fields, is_int, is_number
+from rlhpo.policy.artifact import DEFAULT_POLICY
 from rlhpo.tasks import TaskError, resolve_families
 
 #: every method, in the order the summary lists them
@@ -136,7 +137,7 @@ class EvaluateConfig:
     seeds: int = 3
     budget_scale: float = 1.0
     n_intervals: int = 20
-    policy: str = "rule"
+    policy: str = DEFAULT_POLICY
     optuna_trials: int = 20
     search_seeds: Optional[int] = 1
     pbt_population: int = 4

@@ -27,7 +27,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("rlhpo.integrations.huggingface needs transformers: pip install 'rlhpo[huggingface]'") from e
 
 from rlhpo.controller import Controller
-from rlhpo.policy.artifact import load_artifact
+from rlhpo.policy.artifact import DEFAULT_POLICY, load_artifact
 
 
 class ControllerTrainerCallback(TrainerCallback):
@@ -37,7 +37,7 @@ class ControllerTrainerCallback(TrainerCallback):
     :param val_metric: the evaluation metric read as validation loss
     """
 
-    def __init__(self, policy: str | os.PathLike = "rule", val_metric: str = "eval_loss") -> None:
+    def __init__(self, policy: str | os.PathLike = DEFAULT_POLICY, val_metric: str = "eval_loss") -> None:
         self.policy, self.val_metric = policy, val_metric
         self.controller: Optional[Controller] = None
         self._loss: Optional[torch.Tensor] = None

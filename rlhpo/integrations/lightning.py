@@ -31,7 +31,7 @@ import torch
 
 from rlhpo.controller import Controller
 from rlhpo.controller.batches import batch_len
-from rlhpo.policy.artifact import load_artifact
+from rlhpo.policy.artifact import DEFAULT_POLICY, load_artifact
 from rlhpo.training.sampler import MutableBatchSampler
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class _ControllerCallback:
     :param val_metric: the logged metric the controller reads as validation loss, if present
     """
 
-    def __init__(self, policy: str | os.PathLike = "rule", total_examples: Optional[int] = None, val_metric: str = "val_loss") -> None:
+    def __init__(self, policy: str | os.PathLike = DEFAULT_POLICY, total_examples: Optional[int] = None, val_metric: str = "val_loss") -> None:
         self.policy, self.total_examples, self.val_metric = policy, total_examples, val_metric
         self.controller: Optional[Controller] = None
         self._pending_state: Optional[dict] = None

@@ -139,12 +139,15 @@ def _activation(model: Any) -> str:
 
 
 #: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``;
-#: ``rule`` is that folder's decision path with every action zero (no learned policy acts: :attr:`PolicyArtifact.rule`)
+#: ``rule`` is that folder's decision path with every action zero (no learned policy acts: :attr:`PolicyArtifact.rule`);
+#: ``batch`` the rule with the batch rule, ``probe`` the rule with branching probes
 ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default", "batch": "default"}
 #: what a Controller, ``rlhpo.apply`` and the evaluation run when no policy is named. A learned policy
 #: ships as the default only if it beats its own prior (``rule``) on the dev split; none does yet
-#: (docs/evaluation.md): the default is the rule, the learned policies stay available by name
-DEFAULT_POLICY = "rule"
+#: (docs/evaluation.md): the default is the best rule measured on the dev split, the rule with the batch
+#: rule (``batch``: the same model in fewer optimizer steps where the controller sets the batch size);
+#: the plain rule and the learned policies stay available by name
+DEFAULT_POLICY = "batch"
 
 
 def resolve_policy_path(policy: str | os.PathLike) -> Path:

@@ -276,7 +276,7 @@ def test_smoke_cli_runs_every_method(policy_artifact: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("policy", ["rule", "probe"])
 def test_a_named_rule_is_what_the_controller_rows_run(policy: str, tmp_path: Path) -> None:
-    """``policy=rule`` (the CLI's default) and ``policy=probe`` run those rules, not the learned
+    """``policy=rule`` and ``policy=probe`` run those rules, not the learned
     policy of the folder they are built on: the rule's rows equal its prior's, the probe's record
     their branches."""
     df = run(tiny_config(methods=["prior_only", "controller"], seeds=1, policy=policy), tmp_path)

@@ -124,10 +124,11 @@ def summarise(rows: list[dict]) -> str:
     for info, n, a in sorted(scored, key=lambda t: -t[0] if math.isfinite(t[0]) else 0):
         lines.append(f"| {n} | {a:.3f} | {info:.3f} |")
     tasks = sorted({r["task"] for r in rows})
-    candidates = ("probe_val_gap", "log_noise_ratio")
-    for label, cols in (("all policy features (v2)", [n for n in names if n not in candidates]),
-                        ("policy features + probe", [n for n in names if n != "log_noise_ratio"]),
-                        ("policy features + noise scale", [n for n in names if n != "probe_val_gap"])):
+    candidates = [c for c in ("probe_val_gap", "log_noise_ratio") if c in names]
+    models = [("all policy features (v2)", [n for n in names if n not in candidates])]
+    models += [(f"policy features + {what}", [n for n in names if n not in candidates or n == c])
+               for c, what in (("probe_val_gap", "probe"), ("log_noise_ratio", "noise scale")) if c in candidates]
+    for label, cols in models:
         x = np.array([[r[n] for n in cols] for r in rows])
         hits = []
         for t in tasks:  # leave one task out: no task's own branch points inform its prediction
@@ -140,11 +141,13 @@ def summarise(rows: list[dict]) -> str:
         lines.append("")
         lines.append(f"{label}, logistic regression, leave-one-task-out accuracy: {np.mean(hits):.3f} "
                      f"(majority class: {max(y.mean(), 1 - y.mean()):.3f})")
+    if "double_ok" not in rows[0]:
+        return "\n".join(lines)
     d = np.array([r["double_ok"] for r in rows])
     lines += ["", f"The batch label: doubling the batch (the batch rule's lr scaling) costs at most 1% of validation loss "
               f"at {d.mean():.0%} of the branch points.", "",
               "| feature | AUC for double_ok | information |", "|---|---|---|"]
-    for n in ("log_noise_ratio", "progress", "log_loss_noise", "log_grad_norm_ratio", "update_cosine"):
+    for n in [n for n in ("log_noise_ratio", "progress", "log_loss_noise", "log_grad_norm_ratio", "update_cosine") if n in names]:
         a = auc(np.array([r[n] for r in rows]), d)
         lines.append(f"| {n} | {a:.3f} | {max(a, 1 - a):.3f} |")
     ok = [r["double_ok"] for r in rows if r["log_noise_ratio"] >= 2.0]

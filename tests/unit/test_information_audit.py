@@ -24,6 +24,21 @@ def test_summary_scores_an_informative_feature_above_a_useless_one():
     signal = next(line for line in text.splitlines() if line.startswith("| signal |"))
     assert float(signal.split("|")[3]) > 0.95
     assert "leave-one-task-out accuracy: 1.000" in text
+    assert "The batch label" not in text  # rows without it: no batch table
+
+
+def test_summary_scores_the_noise_scale_on_the_batch_label():
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(60):
+        ratio = float(rng.uniform(-3, 5))  # log2(B_noise / B)
+        rows.append(dict(family="f", task=f"t{i % 6}", seed=0, interval=i, up_better=int(i % 2), progress=float(rng.uniform()),
+                         log_noise_ratio=ratio, double_ok=int(ratio > 2)))
+    text = summarise(rows)
+    line = [line for line in text.splitlines() if line.startswith("| log_noise_ratio | ")][-1]  # the batch table
+    assert float(line.split("|")[2]) == 1.0  # a perfect ranking of the batch label
+    assert "policy features + noise scale, logistic regression" in text
+    assert "doubling within 1% at 100% of them; elsewhere at 0%" in text
 
 
 @pytest.mark.slow

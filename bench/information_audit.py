@@ -150,11 +150,13 @@ def summarise(rows: list[dict]) -> str:
     for n in [n for n in ("log_noise_ratio", "progress", "log_loss_noise", "log_grad_norm_ratio", "update_cosine") if n in names]:
         a = auc(np.array([r[n] for r in rows]), d)
         lines.append(f"| {n} | {a:.3f} | {max(a, 1 - a):.3f} |")
-    ok = [r["double_ok"] for r in rows if r["log_noise_ratio"] >= 2.0]
     lines.append("")
-    lines.append(f"Where the batch rule would double (B_noise >= 4 B): {len(ok)} branch points, doubling within 1% at "
-                 f"{np.mean(ok) if ok else float('nan'):.0%} of them; elsewhere at "
-                 f"{np.mean([r['double_ok'] for r in rows if r['log_noise_ratio'] < 2.0]):.0%}.")
+    for threshold in (4.0, BatchRuleConfig().threshold):  # the rule's default, and half of it
+        at = math.log2(threshold)
+        ok = [r["double_ok"] for r in rows if r["log_noise_ratio"] >= at]
+        rest = [r["double_ok"] for r in rows if r["log_noise_ratio"] < at]
+        lines.append(f"Where B_noise >= {threshold:g} B: {len(ok)} branch points, doubling within 1% at "
+                     f"{np.mean(ok) if ok else float('nan'):.0%} of them; elsewhere at {np.mean(rest) if rest else float('nan'):.0%}.")
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ def test_summary_scores_the_noise_scale_on_the_batch_label():
     line = [line for line in text.splitlines() if line.startswith("| log_noise_ratio | ")][-1]  # the batch table
     assert float(line.split("|")[2]) == 1.0  # a perfect ranking of the batch label
     assert "policy features + noise scale, logistic regression" in text
-    assert "doubling within 1% at 100% of them; elsewhere at 0%" in text
+    assert "Where B_noise >= 4 B:" in text and "doubling within 1% at 100% of them; elsewhere at 0%" in text
 
 
 @pytest.mark.slow

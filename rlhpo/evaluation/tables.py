@@ -399,7 +399,7 @@ HEADLINE_BEGIN = (
 HEADLINE_END = "<!-- end of headline table -->"
 #: the rows of the headline table: what a user would run instead of the controller
 HEADLINE_BASELINES = ("constant", "cosine", "calibrated", "schedulefree", "prodigy", "seesaw", "hypergradient", "optuna", "pbt", "lr_grid",
-                      "controller@v3", "probe_rule", "batch_rule")
+                      "controller@v3", "controller@rule", "probe_rule", "batch_rule")
 
 
 def headline_table(df: pd.DataFrame) -> str:

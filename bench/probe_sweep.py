@@ -38,21 +38,24 @@ SETTINGS: tuple[dict, ...] = (
     {"at": [2, 5], "length": 0.02},
     {},
 )
-#: the batch-rule settings compared (thresholds, and the lr's move when the batch doubles)
+#: the batch-rule settings compared, each overriding the defaults (threshold 8, min_steps 500): the
+#: thresholds and the lr's move without the steps floor first (how the defaults were found), then
+#: around the defaults
 BATCH_SETTINGS: tuple[dict, ...] = (
+    {"min_steps": 0, "threshold": 4.0},
+    {"min_steps": 0, "threshold": 4.0, "lr_scaling": "none"},
+    {"min_steps": 0},
+    {"min_steps": 0, "lr_scaling": "none"},
+    {"min_steps": 0, "threshold": 16.0},
+    {"min_steps": 0, "threshold": 16.0, "lr_scaling": "none"},
+    {"min_steps": 0, "threshold": 4.0, "max_factor": 4},
+    {"min_steps": 0, "after": 4},
+    {"min_steps": 0, "threshold": 4.0, "max_fraction": 0.03125},
+    {"min_steps": 0, "max_fraction": 0.03125},
+    {"min_steps": 0, "max_fraction": 0.0625},
+    {"threshold": 4.0},
+    {"min_steps": 1000},
     {"lr_scaling": "none"},
-    {"threshold": 8.0},
-    {"threshold": 8.0, "lr_scaling": "none"},
-    {"threshold": 16.0},
-    {"max_factor": 4},
-    {"threshold": 16.0, "lr_scaling": "none"},
-    {"threshold": 8.0, "after": 4},
-    {"max_fraction": 0.03125},
-    {"threshold": 8.0, "max_fraction": 0.03125},
-    {"threshold": 8.0, "max_fraction": 0.0625},
-    {"threshold": 4.0, "min_steps": 500},
-    {"threshold": 8.0, "min_steps": 500},
-    {"threshold": 8.0, "min_steps": 1000},
     {},
 )
 

@@ -92,3 +92,9 @@ def test_the_runner_grows_the_batch_through_the_same_controller():
     assert schedule.controller.batch_rule is not None
     assert all("noise_scale" in h for h in schedule.controller.history if not h.get("start"))
     assert result.examples == 6000 and not result.diverged
+
+
+def test_the_default_controller_runs_the_batch_rule():
+    opt = torch.optim.Adam(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
+    assert Controller(opt, total_examples=1000, batch_size=8).batch_rule is not None
+    assert Controller(opt, total_examples=1000, batch_size=8, policy="rule").batch_rule is None

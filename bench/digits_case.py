@@ -25,6 +25,7 @@ from torch import nn
 
 from rlhpo.control.decision import step_factor
 from rlhpo.control.prior import CALIBRATED
+from rlhpo.policy.artifact import DEFAULT_POLICY
 
 EPOCHS, BATCH, N_TRAIN = 30, 64, 1152  # 18 steps an epoch, 540 in all
 METHODS = ("constant", "onecycle", "calibrated", "controller", "controller+val", "probe", "probe+val")
@@ -71,10 +72,10 @@ def run(method: str, seed: int, data: dict) -> dict:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=total)
     elif method == "calibrated":
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: step_factor("cosine", min(t, total - 1), 1, total))
-    elif method.startswith(("controller", "probe")):  # the rule (the default policy), or the rule with probes
+    elif method.startswith(("controller", "probe")):  # the default policy (its loop keeps its own batches: the rule), or the rule with probes
         val = (lambda: _loss(model, data["val"])[0]) if method.endswith("+val") else None
         controller = Controller(opt, total_steps=total, val_loss_fn=val, batch_size=BATCH, model=model,
-                                policy="probe" if method.startswith("probe") else "rule")
+                                policy="probe" if method.startswith("probe") else DEFAULT_POLICY)
     x, y = data["train"]
     g = torch.Generator().manual_seed(seed)
     replaced = False

@@ -59,6 +59,7 @@ def audit_task(task, seed: int, horizon: int) -> list[dict]:
     torch.manual_seed(seed)
     start = task.default_hparams
     session = TrainingSession(task, start, seed=seed)
+    session.monitor.noise = True  # the gradient noise scale, a candidate
     features = FeatureExtractor()
     features.reset(start.lr, start.batch_size, start.weight_decay, task.optimizer != "sgd")
     budget, rows = task.budget_examples, []

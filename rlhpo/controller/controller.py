@@ -189,7 +189,7 @@ class Controller:
         self.writer = writer
         self._new_decision_path()
         self.driver = PolicyDriver.from_artifact(artifact)
-        self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]])
+        self.monitor = TrainingMonitor([p for g in optimizer.param_groups for p in g["params"]], noise=self.batch_rule is not None)
         self.model, self.scaler = model, check_scaler(scaler)
         self.history: list[dict] = []
         self._asked: Optional[Hyperparams] = None  # the user's starting values, read at the first start
@@ -449,7 +449,7 @@ class Controller:
         if self._scheduled:  # the base schedule, every optimizer step (as any lr scheduler)
             self._schedule_step(per)
         remaining = self._boundary - self.budget.seen
-        if TrainingMonitor.should_measure(remaining, per):  # the interval's last steps: measured
+        if self.monitor.should_measure(remaining, per):  # the interval's last steps: measured
             self._measure = TrainingMonitor.should_probe(remaining, per)
             self.monitor.before_step(self._measure, batch_size=bs)
 

@@ -119,6 +119,7 @@ class ControllerSchedule(Schedule):
             prior_only=self.null_action,
         )
         self.controller.begin()  # clip the starting values into the policy's bounds, as the env does
+        session.monitor.noise = self.controller.batch_rule is not None  # the loop measures what the controller reads
         # the base schedule sets the lr before every optimizer step, as in the env and a user's loop
         session.lr_schedule = self.controller.lr_at if self.controller.decision.scheduled else None
 

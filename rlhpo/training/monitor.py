@@ -67,8 +67,10 @@ class TrainingMonitor:
     should be measured (the last two of an interval is enough). :meth:`summary` ends an interval.
     """
 
-    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], noise: bool = False) -> None:
         self.params = [p for p in params if p.requires_grad]
+        #: measure the gradient noise (a batch rule reads it); off, nothing is copied for it
+        self.noise = noise
         # a loss on the CPU is read at once (no device to wait for, and the summary needs no
         # stacking); one on a device stays a tensor until the summary's one sync
         self._losses: list = []
@@ -92,11 +94,10 @@ class TrainingMonitor:
         """Probe the last two steps before an interval ends: enough for the statistics, cheap."""
         return remaining_examples <= 2 * batch_size
 
-    @staticmethod
-    def should_measure(remaining_examples: int, batch_size: int) -> bool:
-        """Call :meth:`before_step` on this step: one of the interval's last :data:`NOISE_STEPS`
-        (the last two of which are probe steps, :meth:`should_probe`)."""
-        return remaining_examples <= NOISE_STEPS * batch_size
+    def should_measure(self, remaining_examples: int, batch_size: int) -> bool:
+        """Call :meth:`before_step` on this step: a probe step (:meth:`should_probe`), or with
+        :attr:`noise` one of the interval's last :data:`NOISE_STEPS`."""
+        return remaining_examples <= (NOISE_STEPS if self.noise else 2) * batch_size
 
     # The non-probe path is the hot path of every training step: no decorators, no syncs.
     # On a tiny task a third of the steps are probe steps (intervals of a few steps), so they
@@ -117,7 +118,7 @@ class TrainingMonitor:
             parameters after this step serve as the next step's starting point. The summary is
             the same as without it.
         """
-        if batch_size > 0:
+        if batch_size > 0 and self.noise:
             self._measure_noise(batch_size)
         if probe:
             with torch.no_grad():

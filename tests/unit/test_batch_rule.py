@@ -28,7 +28,7 @@ def test_the_pair_estimates_match_a_known_gradient_and_covariance(batch):
     d, sigma = 2000, 1.0
     true_grad = 0.1 * torch.randn(d, generator=gen)
     p = torch.nn.Parameter(torch.zeros(d))
-    stats = _measure(TrainingMonitor([p]), p, true_grad, sigma, batch, 2000, gen)
+    stats = _measure(TrainingMonitor([p], noise=True), p, true_grad, sigma, batch, 2000, gen)
     assert stats.noise_trace == pytest.approx(d * sigma**2, rel=0.03)  # tr(Sigma), whatever the batch
     assert stats.noise_signal == pytest.approx(float(true_grad @ true_grad), rel=0.1 if batch == 4 else 0.03)
     assert stats.noise_trace / stats.noise_signal == pytest.approx(d * sigma**2 / float(true_grad @ true_grad), rel=0.12)
@@ -36,7 +36,7 @@ def test_the_pair_estimates_match_a_known_gradient_and_covariance(batch):
 
 def test_pairs_need_consecutive_steps_at_one_batch_size_and_reset_per_interval():
     p = torch.nn.Parameter(torch.zeros(3))
-    m = TrainingMonitor([p])
+    m = TrainingMonitor([p], noise=True)
     for bs in (8, 16, 8, 16):  # the batch size changes every step: no pair
         p.grad = torch.ones(3)
         m.before_step(False, batch_size=bs)
@@ -61,7 +61,9 @@ def test_a_session_measures_the_noise_on_its_intervals_last_steps():
 
     task = make_tiny_task(1e-2, 8, 0.0, "adam", budget=800)
     s = TrainingSession(task, seed=0)
-    stats = s.train_until(400)
+    assert math.isnan(s.train_until(200).noise_trace)  # off unless a batch rule reads it: nothing copied
+    s.monitor.noise = True
+    stats = s.train_until(600)
     assert stats.steps == 50 and math.isfinite(stats.noise_trace) and stats.noise_trace > 0
     assert math.isfinite(stats.noise_signal)
     assert NOISE_STEPS == 8  # 4 pairs an interval
@@ -70,7 +72,7 @@ def test_a_session_measures_the_noise_on_its_intervals_last_steps():
 def test_a_checkpoint_between_two_steps_of_a_pair_keeps_the_pair():
     gen = torch.Generator().manual_seed(1)
     p = torch.nn.Parameter(torch.zeros(50))
-    a, b = TrainingMonitor([p]), TrainingMonitor([p])
+    a, b = TrainingMonitor([p], noise=True), TrainingMonitor([p], noise=True)
     grads = [torch.randn(50, generator=gen) for _ in range(4)]
     for i, g in enumerate(grads):
         p.grad = g

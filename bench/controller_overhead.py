@@ -6,7 +6,7 @@ and reports the median wall times and their ratio. The controller's decisions ch
 hyperparameters, so (b) uses a controller whose decisions are computed but whose batch-size
 changes are off, keeping the number of optimizer steps equal.
 
-    python -m bench.controller_overhead [--family char_lm] [--policy default] [--repeats 15]
+    python -m bench.controller_overhead [--family char_lm] [--policy batch] [--repeats 15]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from bench.env_overhead import plain_loop
 from rlhpo.controller import Controller
-from rlhpo.policy.artifact import load_artifact
+from rlhpo.policy.artifact import DEFAULT_POLICY, load_artifact
 from rlhpo.tasks import make_family
 
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="char_lm")
     p.add_argument("--task-seed", type=int, default=0)
-    p.add_argument("--policy", default="default")
+    p.add_argument("--policy", default=DEFAULT_POLICY, help="the shipped default (the batch rule measures the gradient noise)")
     p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args(argv)
     torch.set_num_threads(1)

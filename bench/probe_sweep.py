@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 from dataclasses import replace
 from multiprocessing import Pool
@@ -125,7 +126,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     last = "steps / the rule's (median)" if batch else "budget on branches not kept"
     lines = [
         f"python -m bench.probe_sweep --kind {args.kind} --families {' '.join(args.families)} --starts {' '.join(args.starts)} "
-        f"--n-tasks {args.n_tasks} --seeds {args.seeds}   ({', '.join(families)}; {' and '.join(args.starts)} starts; "
+        f"--n-tasks {args.n_tasks} --seeds {args.seeds}"
+        + ("" if args.only is None else " --only " + " ".join(shlex.quote(o) for o in args.only))
+        + f"   ({', '.join(families)}; {' and '.join(args.starts)} starts; "
         f"{len(rule)} task-seeds; test loss / the rule's; each setting overrides the defaults)",
         "",
         f"| setting | won | median | mean | worst | {' | '.join(sorted(families))} | {last} |",

@@ -50,7 +50,7 @@ def _run(noise: float, total: int = 60_000, stop_at: int | None = None, state: d
 
 
 def test_a_noisy_gradient_grows_the_batch_and_the_level_with_it(caplog):
-    with caplog.at_level(logging.INFO, logger="rlhpo"):
+    with caplog.at_level(logging.INFO, logger="rlhpo.controller"):  # (an evaluation worker quiets it when imported)
         c, _ = _run(noise=3.0)
     sizes = [h["batch_size"] for h in c.history]
     assert sizes[0] == 16 and sizes[-1] == 128  # doubled up to the cap, 8x the start

@@ -29,14 +29,42 @@ KEYS = ["task", "seed", "start", "group"]
 COMPARISONS = ("norm_test_loss", "best_no_tuning", "ratio_vs_best_no_tuning", "start_lr_log10_vs_optuna", "headroom", "capture")
 
 
+def rename_methods(df: pd.DataFrame, rename: dict[str, str], what: str, which: str) -> pd.DataFrame:
+    """``df`` (runs or histories) with each method ``old`` of ``rename`` called ``new`` (its main
+    runs; its other groups dropped)."""
+    for old, to in rename.items():
+        if old not in set(df.method):
+            raise SystemExit(f"merge: {what} {old}={to}: {old!r} is not in the {which} runs; allowed: {sorted(set(df.method))}")
+        df = df[~((df.method == old) & (df.group != "main"))].copy()
+        df.loc[df.method == old, "method"] = to
+    return df
+
+
+def edit_new(new: pd.DataFrame, drop: Sequence[str] = (), rename: Optional[dict[str, str]] = None,
+             copy: Optional[dict[str, str]] = None) -> pd.DataFrame:
+    """The new runs (or histories) as they enter the merge: ``drop``'s methods dropped, ``rename``'s
+    renamed, ``copy``'s main runs also standing as another method."""
+    for m in drop:
+        if m not in set(new.method):
+            raise SystemExit(f"merge: --drop-new {m}: not in the new runs; allowed: {sorted(set(new.method))}")
+    new = rename_methods(new[~new.method.isin(drop)], rename or {}, "--rename-new", "new")
+    for old, to in (copy or {}).items():
+        if old not in set(new.method):
+            raise SystemExit(f"merge: --copy-new {old}={to}: {old!r} is not in the new runs; allowed: {sorted(set(new.method))}")
+        new = pd.concat([new, new[(new.method == old) & (new.group == "main")].assign(method=to)], ignore_index=True)
+    return new
+
+
+def merge_histories(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str], rename: Optional[dict[str, str]] = None) -> pd.DataFrame:
+    """The histories of :func:`merge`'s runs: NEW's, and BASE's of the kept methods (after ``rename``)."""
+    base = rename_methods(base, rename or {}, "--rename", "base")
+    return pd.concat([new, base[base.method.isin(keep) & ~base.method.isin(set(new.method))]], ignore_index=True)
+
+
 def merge(base: pd.DataFrame, new: pd.DataFrame, keep: Sequence[str], rename: Optional[dict[str, str]] = None) -> pd.DataFrame:
     """NEW's runs plus BASE's runs of the methods in ``keep`` that NEW lacks (after ``rename``);
     comparisons recomputed."""
-    for old, to in (rename or {}).items():
-        if old not in set(base.method):
-            raise SystemExit(f"merge: --rename {old}={to}: {old!r} is not in the base runs; allowed: {sorted(set(base.method))}")
-        base = base[~((base.method == old) & (base.group != "main"))].copy()
-        base.loc[base.method == old, "method"] = to
+    base = rename_methods(base, rename or {}, "--rename", "base")
     missing = [m for m in keep if m not in set(base.method)]
     if missing:
         raise SystemExit(f"merge: --keep {missing}: not in the base runs; allowed: {sorted(set(base.method))}")
@@ -71,25 +99,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--drop-new", nargs="*", default=[],
                    help="methods whose new runs are dropped, e.g. to --keep BASE's identical calibrated runs and their time to result")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--histories", nargs=3, type=Path, default=None, metavar=("BASE_H", "NEW_H", "OUT_H"),
+                   help="also merge the two evaluations' histories.csv the same way, into OUT_H")
     a = p.parse_args(argv)
     bad = [r for r in [*a.rename, *a.rename_new, *a.copy_new] if r.count("=") != 1]
     if bad:
         p.error(f"--rename/--rename-new/--copy-new {bad}: each must be OLD=NEW, e.g. controller=controller@v2")
-    new = pd.read_csv(a.new)
-    for m in a.drop_new:
-        if m not in set(new.method):
-            p.error(f"--drop-new {m}: not in the new runs; allowed: {sorted(set(new.method))}")
-    new = new[~new.method.isin(a.drop_new)]
-    for old, to in (r.split("=") for r in a.rename_new):
-        if old not in set(new.method):
-            p.error(f"--rename-new {old}={to}: {old!r} is not in the new runs; allowed: {sorted(set(new.method))}")
-        new = new[~((new.method == old) & (new.group != "main"))].copy()
-        new.loc[new.method == old, "method"] = to
-    for old, to in (r.split("=") for r in a.copy_new):
-        if old not in set(new.method):
-            p.error(f"--copy-new {old}={to}: {old!r} is not in the new runs; allowed: {sorted(set(new.method))}")
-        new = pd.concat([new, new[(new.method == old) & (new.group == "main")].assign(method=to)], ignore_index=True)
-    df = merge(pd.read_csv(a.base), new, a.keep, dict(r.split("=") for r in a.rename))
+    rename, rename_new, copy_new = (dict(r.split("=") for r in x) for x in (a.rename, a.rename_new, a.copy_new))
+    new = edit_new(pd.read_csv(a.new), a.drop_new, rename_new, copy_new)
+    df = merge(pd.read_csv(a.base), new, a.keep, rename)
+    if a.histories is not None:  # read before anything is written: OUT_H may be BASE_H
+        base_h, new_h, out_h = a.histories
+        hist = merge_histories(pd.read_csv(base_h), edit_new(pd.read_csv(new_h), a.drop_new, rename_new, copy_new), a.keep, rename)
+        hist.to_csv(out_h, index=False)
+        print(f"[rlhpo] {len(hist)} history rows in {out_h}")
     df.to_csv(a.out, index=False)
     print(f"[rlhpo] {len(df)} runs ({', '.join(sorted(set(df.method)))}) in {a.out}")
 

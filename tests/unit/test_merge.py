@@ -82,3 +82,26 @@ def test_the_cli_drops_new_runs_so_that_the_base_ones_are_kept(tmp_path):
     assert (out[out.method == "lr_grid"].speedup_steps == 2.0).all()  # its calibrated run is kept with it
     with pytest.raises(SystemExit):
         main([str(tmp_path / "base.csv"), str(tmp_path / "new.csv"), "--drop-new", "pbt", "--out", str(tmp_path / "x.csv")])
+
+
+def test_histories_merge_as_the_runs_do(tmp_path):
+    """--histories: the new histories edited as the new runs are (dropped, renamed, copied), the
+    base's of the kept methods renamed as the base runs are."""
+    from rlhpo.evaluation.merge import main
+
+    def runs(methods):
+        return _runs(methods, {m: 1.0 for m in methods})
+
+    def hist(methods):
+        return pd.DataFrame([dict(task="t", seed=seed, start="sensible", group="main", method=m, interval=k, val_loss=float(k))
+                             for m in methods for seed in (0, 1) for k in range(2)])
+
+    for name, df in (("base", runs(["calibrated", "controller", "prodigy"])), ("new", runs(["calibrated", "controller"])),
+                     ("base_h", hist(["calibrated", "controller", "prodigy"])), ("new_h", hist(["calibrated", "controller"]))):
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+    main([str(tmp_path / "base.csv"), str(tmp_path / "new.csv"), "--rename", "controller=controller@rule", "--drop-new", "calibrated",
+          "--copy-new", "controller=prior_only", "--keep", "calibrated", "controller@rule", "prodigy", "--out", str(tmp_path / "out.csv"),
+          "--histories", str(tmp_path / "base_h.csv"), str(tmp_path / "new_h.csv"), str(tmp_path / "out_h.csv")])
+    h = pd.read_csv(tmp_path / "out_h.csv")
+    assert sorted(set(h.method)) == sorted(set(pd.read_csv(tmp_path / "out.csv").method))
+    assert h.groupby("method").size().to_dict() == {m: 4 for m in ["calibrated", "controller", "controller@rule", "prior_only", "prodigy"]}

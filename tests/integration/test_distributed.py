@@ -118,6 +118,13 @@ def _probe_worker(rank: int, world: int, port: int, out: str, policy: str = "pro
         y = torch.where(torch.rand(1024) < 0.3, 1 - y, y)
     model = DDP(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    if policy == "batch":  # a short run: without the rule's 500-step floor, so that it may grow
+        from dataclasses import replace
+
+        from rlhpo.control.batch_rule import BatchRuleConfig
+        from rlhpo.policy.artifact import load_artifact
+
+        policy = replace(load_artifact("batch"), batch_rule=BatchRuleConfig(min_steps=0))
     ctl = rlhpo.Controller(opt, total_examples=8192, model=model, policy=policy)
     loader = ctl.make_loader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     for xb, yb in ctl.batches(loader):
@@ -130,7 +137,7 @@ def _probe_worker(rank: int, world: int, port: int, out: str, policy: str = "pro
     params = torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
     dist.barrier()
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"probes": probes, "params": params, "batch_sizes": [h["batch_size"] for h in ctl.history]}, f)
+        json.dump({"probes": probes, "params": params, "batch_sizes": [h["batch_size"] for h in ctl.history if not h.get("probe")]}, f)
     dist.barrier()
     _end_rank()
 

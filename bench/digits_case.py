@@ -72,7 +72,7 @@ def run(method: str, seed: int, data: dict) -> dict:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=total)
     elif method == "calibrated":
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: step_factor("cosine", min(t, total - 1), 1, total))
-    elif method.startswith(("controller", "probe")):  # the default policy (its loop keeps its own batches: the rule), or the rule with probes
+    elif method.startswith(("controller", "probe")):  # the default policy (this loop keeps its batches: the rule), or probes
         val = (lambda: _loss(model, data["val"])[0]) if method.endswith("+val") else None
         controller = Controller(opt, total_steps=total, val_loss_fn=val, batch_size=BATCH, model=model,
                                 policy="probe" if method.startswith("probe") else DEFAULT_POLICY)

@@ -108,7 +108,8 @@ def plot_profiles(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
 
 
 #: the methods of the anytime view, in this order (those present are drawn)
-ANYTIME_METHODS: tuple[str, ...] = ("calibrated", "lr_grid", "prodigy", "schedulefree", "seesaw", "controller", "controller@rule", "controller@v3")
+ANYTIME_METHODS: tuple[str, ...] = ("calibrated", "lr_grid", "prodigy", "schedulefree", "seesaw", "controller", "controller@rule",
+                                    "controller@v3")
 
 
 def plot_anytime(hist: pd.DataFrame, plot_dir: Path, methods: Sequence[str] = ANYTIME_METHODS) -> list[Path]:

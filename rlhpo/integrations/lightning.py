@@ -60,7 +60,9 @@ class _ControllerCallback:
     :param val_metric: the logged metric the controller reads as validation loss, if present
     """
 
-    def __init__(self, policy: str | os.PathLike = DEFAULT_POLICY, total_examples: Optional[int] = None, val_metric: str = "val_loss") -> None:
+    def __init__(
+        self, policy: str | os.PathLike = DEFAULT_POLICY, total_examples: Optional[int] = None, val_metric: str = "val_loss"
+    ) -> None:
         self.policy, self.total_examples, self.val_metric = policy, total_examples, val_metric
         self.controller: Optional[Controller] = None
         self._pending_state: Optional[dict] = None

@@ -236,12 +236,15 @@ class DecisionPath:
         self._level = self.actions.hparams(Hyperparams(self._level, 1, 0.0)).lr
         return self._level
 
-    def grow_batch(self, factor: float, lr_factor: float, hp: Hyperparams) -> Hyperparams:
-        """The batch size times ``factor`` and the lr level times ``lr_factor`` outside any action,
-        within their bounds (the batch rule's move, :mod:`rlhpo.control.batch_rule`); the
-        hyperparameters from here on, the lr as the base schedule gives it now."""
+    def grow_batch(self, factor: float, hp: Hyperparams, lr_factor: Callable[[float], float]) -> Hyperparams:
+        """The batch size times ``factor`` outside any action, within its bounds, and the lr level
+        times ``lr_factor(growth)`` of the growth that took effect (the batch rule's move,
+        :mod:`rlhpo.control.batch_rule`); the hyperparameters from here on, the lr as the base
+        schedule gives it now."""
         self.actions.scale("batch_size", factor)
-        self.actions.scale("lr", lr_factor)
+        growth = self.actions.hparams(hp).batch_size / hp.batch_size
+        if growth > 1:
+            self.actions.scale("lr", lr_factor(growth))
         new = self.actions.hparams(Hyperparams(self._level, hp.batch_size, hp.weight_decay))
         self._level = new.lr
         return self._scheduled(new, interval_end(self.total_examples, self.n_intervals, self.interval - 1))

@@ -590,12 +590,14 @@ class Controller:
         left = (self.budget.total - self.budget.seen) / (2 * hp.batch_size * self.sync.world)  # steps left, doubled
         growth = rule.growth(self.decision.interval, hp.batch_size, n, self.watch.decided_steps,
                              left if self.budget.unit == "examples" else math.inf)
-        limit = n or math.inf  # the sampler's batches stop at its data
-        grown = self.decision.grow_batch(min(growth, limit / hp.batch_size), 1.0, hp)  # within the batch's bounds
+        growth = min(growth, (n or math.inf) / hp.batch_size)  # the sampler's batches stop at its data
+        if growth <= 1:
+            return b_noise, hp
+        grown = self.decision.grow_batch(growth, hp, lambda g: rule.config.lr_factor(g, self._adaptive))  # within the bounds
         if grown.batch_size <= hp.batch_size:
             return b_noise, hp
         lr_factor = rule.config.lr_factor(grown.batch_size / hp.batch_size, self._adaptive)
-        new = self._set(self.decision.grow_batch(1.0, lr_factor, grown))
+        new = self._set(grown)
         if self.sync.is_main:
             log.info("rlhpo: batch size %d -> %d at %s %s (gradient noise scale %.0f >= %g x %d); lr level x%.3g",
                      hp.batch_size, new.batch_size, f"{self.examples_seen:,}", self.budget.unit, b_noise,

@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 from rlhpo.control.decision import DecisionPath
 from rlhpo.control.features import CLIP
-from rlhpo.envs.config import EnvConfig
+from rlhpo.envs.config import REFERENCE_REWARDS, EnvConfig
 from rlhpo.envs.reference import ReferenceCurves, lead
 from rlhpo.tasks import FAMILIES, Task, TaskFamily
 from rlhpo.training.monitor import IntervalStats
@@ -63,7 +63,7 @@ class HyperparamControlEnv(gym.Env):
         n_features = len(config.feature_names)
         self.observation_space = spaces.Box(-CLIP, CLIP, shape=(n_features,), dtype=np.float32)
         self.references: Optional[ReferenceCurves] = None
-        if config.reward == "reference":
+        if config.reward in REFERENCE_REWARDS:
             self.references = ReferenceCurves(config, HyperparamControlEnv, config.reference_cache)
         self.decision: Optional[DecisionPath] = None
         self.session: Optional[TrainingSession] = None
@@ -135,6 +135,8 @@ class HyperparamControlEnv(gym.Env):
         session_seed = int(options.get("session_seed", session_seed))
         c = self.config
         self._reference = self.references.curve(task, session_seed) if self.references is not None else None
+        self._steps = 0  # optimizer steps so far (rolled-back ones too: they took the time)
+        self._reached: Optional[int] = None  # steps when the reference's final validation loss was first reached
         self.session = self._new_session(task, session_seed)
         self.decision = DecisionPath(c, task.budget_examples)
         target = self.session if c.guard.enabled else None
@@ -146,6 +148,7 @@ class HyperparamControlEnv(gym.Env):
         obs, info, lost = self._observe(stats, val_loss, val_metric)
         self._prev_val = info["val_loss"] if math.isfinite(info["val_loss"]) else 1.0
         self._prev_lead = self._lead(info["val_loss"])
+        self._note_result(info)
         self._diverged_at_reset = lost
         return obs, info
 
@@ -182,8 +185,27 @@ class HyperparamControlEnv(gym.Env):
             # both losses are finite here (else the step diverged): min/max clip as np.clip does, without numpy's cost
             reward = min(max(math.log(max(self._prev_val, 1e-12)) - math.log(max(val, 1e-12)), -c), c)
             self._prev_val = val
+        self._note_result(info)
         truncated = self.session.done and not lost
+        if truncated and self.config.reward == "time_to_result":
+            reward += self._time_to_result()
         return obs, reward, lost, truncated, info
+
+    def _note_result(self, info: dict) -> None:
+        """Remember the steps at which the episode first reached the reference's final validation loss."""
+        ref = self._reference
+        if self._reached is None and ref is not None and not info["diverged"] and math.isfinite(info["val_loss"]):
+            if info["val_loss"] <= ref.curve[-1]:
+                self._reached = self._steps
+
+    def _time_to_result(self) -> float:
+        """The end-of-episode term of the ``time_to_result`` reward: ``ttr_weight`` x log(the
+        reference's steps to its final validation loss / the episode's), clipped; 0 if never reached."""
+        ref_steps = self._reference.steps_to_result() if self._reference is not None else None
+        if self._reached is None or not ref_steps:
+            return 0.0
+        c = float(self.config.reward_clip)
+        return self.config.ttr_weight * min(max(math.log(ref_steps / max(self._reached, 1)), -c), c)
 
     def train_interval(self) -> tuple[IntervalStats, float, float]:
         """Train the next interval; the interval's statistics, validation loss and metric."""
@@ -212,6 +234,7 @@ class HyperparamControlEnv(gym.Env):
         hp = self.session.hparams
         observation = self.decision.observe(stats, val_loss, hp, self.session.examples_seen)
         obs, verdict = observation.obs, observation.verdict
+        self._steps += int(stats.steps)
         info = {
             "task": self.task.name,
             "family": self.task.family,
@@ -225,6 +248,7 @@ class HyperparamControlEnv(gym.Env):
             "val_metric": val_metric,
             "metric_name": self.task.metric_name,
             "examples": self.session.examples_seen,
+            "steps": self._steps,  # optimizer steps so far in the episode
             "budget": self.task.budget_examples,
             "diverged": bool(verdict.diverged),
             "rolled_back": bool(verdict.rolled_back),

@@ -38,12 +38,22 @@ class Reference:
     :param examples: the examples seen at each point of ``curve``
     :param positive: every loss of the curve is positive: leads are log ratios
     :param scale: the curve's range (first - lowest): leads are differences over it otherwise
+    :param steps: the optimizer steps taken at each point of ``curve`` (the time-to-result reward)
     """
 
     curve: list[float]
     examples: list[int]
     positive: bool
     scale: float
+    steps: Optional[list[int]] = None
+
+    def steps_to_result(self) -> Optional[int]:
+        """The optimizer steps the reference took to first reach its own final validation loss
+        (None: no steps recorded, or no finite final loss)."""
+        if self.steps is None or not self.curve or not math.isfinite(self.curve[-1]):
+            return None
+        final = self.curve[-1]
+        return next(s for v, s in zip(self.curve, self.steps) if v <= final)
 
     def at(self, examples: int) -> float:
         """The reference's validation loss at ``examples`` seen: its last point at or before them
@@ -54,14 +64,15 @@ class Reference:
         return self.curve[k]
 
     @classmethod
-    def of(cls, values: list[float], examples: Optional[list[int]] = None) -> "Reference":
+    def of(cls, values: list[float], examples: Optional[list[int]] = None, steps: Optional[list[int]] = None) -> "Reference":
         curve: list[float] = []
         for v in values:  # a lost reference run keeps its last finite loss
             curve.append(v if math.isfinite(v) else (curve[-1] if curve else math.inf))
         finite = [v for v in curve if math.isfinite(v)]
         positive = bool(finite) and min(finite) > 0
         scale = max(finite[0] - min(finite), 1e-6 * (1.0 + abs(finite[0]))) if finite else 1.0
-        return cls(curve, list(examples) if examples is not None else list(range(len(curve))), positive, scale)
+        return cls(curve, list(examples) if examples is not None else list(range(len(curve))), positive, scale,
+                   list(steps) if steps is not None else None)
 
 
 def lead(reference: Reference, examples: int, val: float) -> float:
@@ -112,15 +123,16 @@ class ReferenceCurves:
         if path is not None and path.exists():
             try:
                 run = json.loads(path.read_text())
-                run = {"curve": [float(v) for v in run["curve"]], "examples": [int(e) for e in run["examples"]]}
+                run = {"curve": [float(v) for v in run["curve"]], "examples": [int(e) for e in run["examples"]],
+                       "steps": [int(s) for s in run["steps"]]}
             except (OSError, ValueError, KeyError, TypeError):
-                run = None  # a damaged file: compute again
+                run = None  # a damaged file, or one written before steps were kept: compute again
         if run is None:
             run = self._run(task, seed)
             self.computed += 1
             if path is not None:
                 _write_json(path, {"task": task.name, "seed": int(seed), **run})
-        ref = self._memory[key] = Reference.of(run["curve"], run["examples"])
+        ref = self._memory[key] = Reference.of(run["curve"], run["examples"], run["steps"])
         return ref
 
     def _run(self, task: Task, seed: int) -> dict:
@@ -136,7 +148,8 @@ class ReferenceCurves:
             done = terminated or truncated
             if info["examples"] > infos[-1]["examples"]:
                 infos.append(info)
-        return {"curve": [float(i["val_loss"]) for i in infos], "examples": [int(i["examples"]) for i in infos]}
+        return {"curve": [float(i["val_loss"]) for i in infos], "examples": [int(i["examples"]) for i in infos],
+                "steps": [int(i["steps"]) for i in infos]}
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rlhpo.envs import EnvConfig, make_env
+from rlhpo.envs.config import REFERENCE_REWARDS
 from rlhpo.metatrain.callbacks import (
     CheckpointCallback,
     HeldOutEvalCallback,
@@ -179,7 +180,7 @@ def run(config: TrainConfig, run_dir: str | os.PathLike) -> Path:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     tb_dir, ckpt_dir = run_dir / "tb", run_dir / "checkpoints"
     torch.set_num_threads(config.torch_threads)
-    if config.env.reward == "reference" and config.env.reference_cache is None:
+    if config.env.reward in REFERENCE_REWARDS and config.env.reference_cache is None:
         # shared by the worker processes, kept for a resumed run: each reference is trained once
         config.env.reference_cache = str(run_dir / "references")
 

@@ -1,0 +1,308 @@
+"""Does the start of a run say which lr it should have had? (issue 33: the lr headroom)
+
+The calibrated prior trains every task at one lr per optimizer kind; an lr grid around it (the
+``lr_grid`` row, x1/8 .. x8) finds a few per cent on many held-out tasks, so a per-task correction
+of the lr level is where the headroom is. This bench collects, per task-seed:
+
+* the controller's observations (the policy's feature set) at each decision of the prior's run
+  (``policy="rule"``: the calibrated default, every action zero);
+* the final validation and test loss of the calibrated run at each lr of the grid (the label: the
+  factor with the lowest final validation loss, as ``lr_grid`` picks).
+
+    python -m bench.lr_fit collect --families meta_train --seeds 10 --out train.csv
+    python -m bench.lr_fit collect --families dev --seeds 8 --out dev.csv
+
+``python -m bench.lr_fit mini ... --fraction 0.1`` runs the grid again on a tenth of the budget
+(each run a complete warm-up + cosine: a short proxy of the whole run), and ``python -m
+bench.lr_fit report TRAIN.csv [DEV.csv] [--mini-train M --mini-dev M]`` scores each candidate
+predictor of log2(best factor): ridge regressions on the policy's features at early decisions and
+on the recommender's task meta-features (with its short lr sweep), fitted leave-one-family-out on
+the training rows and, fitted on all of them, on the dev rows; and the proxy grid's own best. The
+score: the test loss of the grid factor nearest the prediction against the calibrated run's (x1),
+and the share of the grid's gain captured where it exceeds 3%. Design measurement (issue 33):
+meta-training families and ``dev`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import math
+import time
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rlhpo.control.prior import CALIBRATED
+from rlhpo.evaluation.baselines import Calibrated
+from rlhpo.evaluation.runner import ControllerSchedule, run_task
+from rlhpo.evaluation.search import LR_GRID_FACTORS, scaled_defaults
+from rlhpo.evaluation.worker import TaskSpec
+from rlhpo.policy.artifact import load_artifact
+from rlhpo.tasks import resolve_families
+
+STARTS = ("sensible", "random")
+
+
+class _Recording(ControllerSchedule):
+    """The prior's run, recording the observation of every decision."""
+
+    def start(self, session, n_intervals):
+        super().start(session, n_intervals)
+        driver, self.observations = self.controller.driver, []
+        act = driver.act
+
+        def recording(obs, deterministic=None):
+            self.observations.append([float(v) for v in obs])
+            return act(obs, deterministic)
+
+        driver.act = recording
+
+
+def collect_one(spec: TaskSpec) -> dict:
+    torch.set_num_threads(1)
+    task = spec.make()
+    t0 = time.perf_counter()
+    rule = _Recording(load_artifact("rule"))
+    run_task(task, rule, seed=0)
+    grid = {}
+    for f in LR_GRID_FACTORS:
+        r = run_task(task, Calibrated(scaled_defaults(CALIBRATED, f)), seed=0)
+        grid[f"{f:g}"] = (r.final_val_loss, r.test_loss)
+    return dict(family=spec.family, task=task.name, task_seed=spec.seed, start=spec.start, optimizer=task.optimizer,
+                grid=json.dumps(grid), observations=json.dumps(rule.observations), seconds=round(time.perf_counter() - t0, 1))
+
+
+def mini_one(args: tuple) -> dict:
+    """The grid again on a fraction of the budget, each run a complete warm-up + cosine (a short
+    proxy of the whole run: no short-horizon bias from a schedule cut short)."""
+    spec, fraction = args
+    torch.set_num_threads(1)
+    task = spec.make()
+    task = task.with_budget(max(1, int(task.budget_examples * fraction)))
+    grid = {}
+    for f in LR_GRID_FACTORS:
+        r = run_task(task, Calibrated(scaled_defaults(CALIBRATED, f)), seed=0, test_split=False)
+        grid[f"{f:g}"] = (r.final_val_loss, r.steps)
+    return dict(family=spec.family, task_seed=spec.seed, start=spec.start, fraction=fraction, mini_grid=json.dumps(grid))
+
+
+def collect_mini(args) -> None:
+    with _open(args.of) as fh:
+        specs = [TaskSpec(r["family"], int(r["task_seed"]), 1.0, r["start"]) for r in csv.DictReader(fh)]
+    with Pool(args.workers) as pool, open(args.out, "w", newline="") as out:
+        w = None
+        for row in pool.imap_unordered(mini_one, [(s, args.fraction) for s in specs]):
+            if w is None:
+                w = csv.DictWriter(out, fieldnames=list(row))
+                w.writeheader()
+            w.writerow(row)
+            out.flush()
+
+
+def collect(args) -> None:
+    specs = [TaskSpec(f, s, 1.0, start) for f in resolve_families(args.families) for s in range(args.seeds) for start in STARTS]
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        with open(out) as fh:
+            done = {(r["family"], int(r["task_seed"]), r["start"]) for r in csv.DictReader(fh)}
+    todo = [s for s in specs if (s.family, s.seed, s.start) not in done]
+    print(f"{len(todo)} task-seeds to run ({len(done)} done)", flush=True)
+    with Pool(args.workers) as pool:
+        for row in pool.imap_unordered(collect_one, todo):
+            new = not out.exists()
+            with open(out, "a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            print(row["task"], row["start"], row["seconds"], "s", flush=True)
+
+
+def _open(path: str):
+    """A collected CSV, plain or gzip-compressed (the committed copies are ``.csv.gz``)."""
+    return gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else math.inf
+
+
+def _pick(grid: dict, pred: float, clip: float) -> float:
+    pred = float(np.clip(pred, -clip, clip))
+    return min(grid, key=lambda f: abs(math.log2(f) - pred))
+
+
+def score(rows: list[dict], preds: list[float], clip: float) -> dict:
+    """Test loss of the grid factor nearest each prediction against the calibrated run's (x1)."""
+    ratios, captures = [], []
+    for r, p in zip(rows, preds):
+        g = r["grid"]
+        f = _pick(g, p, clip)
+        base, got, best = g[1.0][1], g[f][1], g[r["best"]][1]
+        ratios.append(got / base if math.isfinite(got) else math.inf)
+        if 1 - best / base > 0.03:
+            captures.append((base - got) / (base - best) if math.isfinite(got) else -math.inf)
+    ratios_a = np.array(ratios)
+    return dict(n=len(rows), wins=int(np.sum(ratios_a < 1 - 1e-9)), losses=int(np.sum(ratios_a > 1 + 1e-9)),
+                median=float(np.median(ratios_a)), worst=float(np.max(ratios_a)),
+                capture=float(np.median(captures)) if captures else float("nan"), n_headroom=len(captures))
+
+
+def ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sd
+    w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    return w, float(y.mean()), mu, sd
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    w, b, mu, sd = model
+    return ((x - mu) / sd) @ w + b
+
+
+# -- the candidates -------------------------------------------------------------------------
+
+
+def load(path: str) -> list[dict]:
+    """One row per task-seed whose calibrated run (x1) has a finite test loss."""
+    rows = []
+    with _open(path) as fh:
+        for r in csv.DictReader(fh):
+            grid = {float(k): (_finite(v[0]), _finite(v[1])) for k, v in json.loads(r["grid"]).items()}
+            if not math.isfinite(grid[1.0][1]):
+                continue
+            best = min(grid, key=lambda f: (grid[f][0], abs(math.log(f))))
+            rows.append(dict(family=r["family"], task_seed=int(r["task_seed"]), start=r["start"], optimizer=r["optimizer"],
+                             obs=json.loads(r["observations"]), grid=grid, best=best, y=math.log2(best)))
+    return rows
+
+
+def _obs_at(decisions: tuple[int, ...]):
+    def features(r: dict) -> Optional[np.ndarray]:
+        obs = r["obs"]
+        return np.concatenate([obs[d] for d in decisions]) if len(obs) > max(decisions) else None
+    return features
+
+
+def _meta(r: dict) -> np.ndarray:
+    """The recommender's meta-features of the task (data, architecture, budget) and its short lr sweep."""
+    from rlhpo.recommend.meta_features import task_meta_features
+
+    m = task_meta_features(TaskSpec(r["family"], r["task_seed"], 1.0, r["start"]).make(), probe=True).as_row()
+    x = [math.log10(m["n_train"]), math.log10(m["input_size"]), m["input_kind"] == "int", math.log10(m["n_params"]), m["depth"],
+         m["optimizer"] == "sgd", math.log10(max(m["budget_epochs"], 1e-3)), math.log1p(m["n_classes"]),
+         math.log10(max(m["probe_grad_norm"], 1e-8)), math.log(max(m["probe_initial_loss"], 1e-8))]
+    x += [m[k] for k in sorted(m) if k.startswith("layer_")]
+    x += [m[k] if math.isfinite(m[k]) else 5.0 for k in sorted(m) if k.startswith("probe_sweep")]
+    return np.array(x, dtype=float)
+
+
+def _attach_mini(rows: list[dict], path: Optional[str]) -> None:
+    if not path:
+        return
+    with _open(path) as fh:
+        minis = {(r["family"], int(r["task_seed"]), r["start"]): {float(k): _finite(v[0]) for k, v in json.loads(r["mini_grid"]).items()}
+                 for r in csv.DictReader(fh)}
+    for r in rows:
+        m = minis.get((r["family"], r["task_seed"], r["start"]))
+        if m is not None:
+            r["mini"] = math.log2(min(m, key=lambda f: (m[f], abs(math.log(f)))))
+
+
+def _fitted(train: list[dict], dev: list[dict], features, alpha: float) -> tuple[list, list, list, list]:
+    """Leave-one-family-out predictions on ``train`` and, fitted on all of it, on ``dev``."""
+    tr = [(r, x) for r in train if (x := features(r)) is not None]
+    dv = [(r, x) for r in dev if (x := features(r)) is not None]
+    X, y = np.stack([x for _, x in tr]), np.array([r["y"] for r, _ in tr])
+    fam = np.array([r["family"] for r, _ in tr])
+    pred = np.zeros(len(y))
+    for f in np.unique(fam):
+        m = fam != f
+        pred[~m] = predict(ridge(X[m], y[m], alpha), X[~m])
+    dpred = list(predict(ridge(X, y, alpha), np.stack([x for _, x in dv]))) if dv else []
+    return [r for r, _ in tr], list(pred), [r for r, _ in dv], dpred
+
+
+def _cells(rows: list[dict], preds: list[float], clip: float) -> str:
+    if not rows:
+        return "n/a | n/a | n/a | n/a"
+    y, p = np.array([r["y"] for r in rows]), np.array(preds, dtype=float)
+    corr = np.corrcoef(p, y)[0, 1] if p.std() > 0 else float("nan")
+    s = score(rows, list(p), clip)
+    return (f"{corr:.2f} | {s['wins']}/{s['n']} (worse {s['losses']}) | {s['median']:.3f} (worst {s['worst']:.2f}) | "
+            f"{s['capture']:.2f} of {s['n_headroom']}")
+
+
+def report(args) -> None:
+    t0 = time.perf_counter()
+    train, dev = load(args.train), load(args.dev) if args.dev else []
+    _attach_mini(train, args.mini_train)
+    _attach_mini(dev, args.mini_dev)
+    lines = [
+        "| candidate | train (leave one family out): corr | wins vs x1 | median test / x1 | capture | "
+        "dev (fitted on train): corr | wins vs x1 | median | capture |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    cands = [(f"policy features at decision {d}, ridge", _obs_at((d,)), 10.0) for d in (1, 2, 4)]
+    cands += [("policy features at decisions 0-4, ridge", _obs_at((0, 1, 2, 3, 4)), 100.0)]
+    meta = {}
+    for r in train + dev:
+        meta[id(r)] = _meta(r)
+    cands += [("task meta-features + short lr sweep (the recommender's), ridge", lambda r: meta[id(r)], 10.0)]
+    for name, features, alpha in cands:
+        tr, tp, dv, dp = _fitted(train, dev, features, alpha)
+        lines.append(f"| {name} | {_cells(tr, tp, args.clip)} | {_cells(dv, dp, args.clip)} |")
+    for name, key, rows_tr, rows_dv in [(f"best of the same grid on {args.mini_fraction} of the budget (no fit)", "mini",
+                                          [r for r in train if "mini" in r], [r for r in dev if "mini" in r])]:
+        if rows_tr or rows_dv:
+            lines.append(f"| {name} | {_cells(rows_tr, [r[key] for r in rows_tr], args.clip)} | "
+                         f"{_cells(rows_dv, [r[key] for r in rows_dv], args.clip)} |")
+    lines.append(f"| the grid's own best (oracle, clipped) | {_cells(train, [r['y'] for r in train], args.clip)} | "
+                 f"{_cells(dev, [r['y'] for r in dev], args.clip)} |")
+    counts = {f: sum(r["best"] == f for r in train) for f in sorted({r["best"] for r in train})}
+    head = (f"lr fit audit, `python -m bench.lr_fit report {' '.join(a for a in (args.train, args.dev) if a)}"
+            f"{' --mini-train ' + args.mini_train if args.mini_train else ''}{' --mini-dev ' + args.mini_dev if args.mini_dev else ''}`"
+            f" ({time.perf_counter() - t0:.0f} s): {len(train)} train task-seeds ({len({r['family'] for r in train})} families), "
+            f"{len(dev)} dev. The label: log2 of the grid factor (x1/8 .. x8 of the calibrated lr) with the lowest final "
+            f"validation loss; predictions are clipped to +-{args.clip:g} octaves and rounded to the grid. Train's best factors: "
+            + ", ".join(f"x{f:g} {n}" for f, n in counts.items()) + ".\n\n")
+    text = head + "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="the prior's observations and the full-length lr grid, per task-seed")
+    c.add_argument("--families", default="meta_train")
+    c.add_argument("--seeds", type=int, default=4)
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--out", required=True)
+    m = sub.add_parser("mini", help="the grid on a fraction of the budget, for the task-seeds of a collect CSV")
+    m.add_argument("of")
+    m.add_argument("--fraction", type=float, default=0.1)
+    m.add_argument("--workers", type=int, default=2)
+    m.add_argument("--out", required=True)
+    r = sub.add_parser("report", help="score every candidate predictor of the best lr factor")
+    r.add_argument("train")
+    r.add_argument("dev", nargs="?")
+    r.add_argument("--mini-train")
+    r.add_argument("--mini-dev")
+    r.add_argument("--mini-fraction", type=float, default=0.1)
+    r.add_argument("--clip", type=float, default=2.0, help="largest |log2 factor| a prediction may take (the trust region: 4x)")
+    r.add_argument("--out")
+    args = p.parse_args()
+    {"collect": collect, "mini": collect_mini, "report": report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,10 +31,12 @@ METHODS: tuple[str, ...] = (
     "controller",
     "replay",
     # the learned policies by name, runs of the controller method (parse_method): rlhpo/pretrained/v1, v2;
-    # v3 = the learned policy of rlhpo/pretrained/default; kept as rows so each change is visible beside the default
+    # v3 = the learned policy of rlhpo/pretrained/default; v4 = rlhpo/pretrained/v4 (issue 33: it fails the gate);
+    # kept as rows so each change is visible beside the default
     "controller@v1",
     "controller@v2",
     "controller@v3",
+    "controller@v4",
     # the shipped policy's null action through its own decision path (its prior and base schedule,
     # every action zero): what the learned policy adds over the schedule it starts from
     "prior_only",

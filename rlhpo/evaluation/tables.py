@@ -259,7 +259,7 @@ def headroom_lines(df: pd.DataFrame, start: str) -> list[str]:
 #: the references of the controller's bar lines (:func:`bar_lines`)
 BAR_REFERENCES: tuple[str, ...] = ("prior_only", "calibrated")
 #: whose bar lines: the shipped controller, and the learned policy kept by name when it is not the default
-BAR_POLICIES: tuple[str, ...] = ("controller", "controller@v3", "probe_rule", "batch_rule")
+BAR_POLICIES: tuple[str, ...] = ("controller", "controller@v3", "controller@v4", "probe_rule", "batch_rule")
 
 
 def bar_lines(df: pd.DataFrame, start: str) -> list[str]:
@@ -399,7 +399,7 @@ HEADLINE_BEGIN = (
 HEADLINE_END = "<!-- end of headline table -->"
 #: the rows of the headline table: what a user would run instead of the controller
 HEADLINE_BASELINES = ("constant", "cosine", "calibrated", "schedulefree", "prodigy", "seesaw", "hypergradient", "optuna", "pbt", "lr_grid",
-                      "controller@v3", "controller@rule", "probe_rule", "batch_rule")
+                      "controller@v3", "controller@v4", "controller@rule", "probe_rule", "batch_rule")
 
 
 def headline_table(df: pd.DataFrame) -> str:

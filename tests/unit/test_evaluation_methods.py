@@ -14,7 +14,7 @@ def test_a_method_at_a_policy_is_the_controller_with_that_policy():
     assert parse_method("controller") == ("controller", None)
     assert parse_method("prior_only") == ("prior_only", None)
     assert parse_method("calibrated@v2") == ("calibrated@v2", None)  # only the controller takes a policy
-    assert [m for m in METHODS if "@" in m] == ["controller@v1", "controller@v2", "controller@v3"]
+    assert [m for m in METHODS if "@" in m] == ["controller@v1", "controller@v2", "controller@v3", "controller@v4"]
 
 
 def test_an_old_method_name_is_refused_naming_the_allowed_ones():
@@ -22,7 +22,8 @@ def test_an_old_method_name_is_refused_naming_the_allowed_ones():
         EvaluateConfig(methods=["controller_v2"], families=["dev"]).validate()
 
 
-@pytest.mark.parametrize("method, n_features, prior", [("controller@v1", 19, "user"), ("controller@v3", 17, "calibrated")])
+@pytest.mark.parametrize("method, n_features, prior", [("controller@v1", 19, "user"), ("controller@v3", 17, "calibrated"),
+                                                           ("controller@v4", 17, "calibrated")])
 def test_the_named_policy_is_the_one_that_runs(method, n_features, prior):
     job = Job(TaskSpec("digits_mlp", 0, 1.0), method, 0, "main", 20, "cpu", None, policy="rule")
     spec = make_schedule(job).artifact.spec

@@ -26,7 +26,7 @@ def _observations(n_obs: int, n: int = 2000) -> np.ndarray:
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["default", "v1", "v2"])
+@pytest.mark.parametrize("name", ["default", "v1", "v2", "v4"])
 def test_the_shipped_policy_acts_as_sb3_predicts(name):
     from stable_baselines3 import PPO
 

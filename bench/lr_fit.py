@@ -177,13 +177,15 @@ def predict(model, x: np.ndarray) -> np.ndarray:
 
 
 def load(path: str) -> list[dict]:
-    """One row per task-seed whose calibrated run (x1) has a finite test loss."""
-    rows = []
+    """One row per task-seed whose calibrated run (x1) has a finite test loss; a start that trains
+    the same runs as another (a workload's random start is its sensible one) counts once."""
+    rows, seen = [], set()
     with _open(path) as fh:
         for r in csv.DictReader(fh):
             grid = {float(k): (_finite(v[0]), _finite(v[1])) for k, v in json.loads(r["grid"]).items()}
-            if not math.isfinite(grid[1.0][1]):
+            if not math.isfinite(grid[1.0][1]) or (r["family"], r["task_seed"], r["grid"]) in seen:
                 continue
+            seen.add((r["family"], r["task_seed"], r["grid"]))
             best = min(grid, key=lambda f: (grid[f][0], abs(math.log(f))))
             rows.append(dict(family=r["family"], task_seed=int(r["task_seed"]), start=r["start"], optimizer=r["optimizer"],
                              obs=json.loads(r["observations"]), grid=grid, best=best, y=math.log2(best)))

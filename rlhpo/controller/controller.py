@@ -587,7 +587,13 @@ class Controller:
         if diverged or self.decision.guard.frozen or not (self.control_batch_size and self.batching.known):
             return b_noise, hp
         n = self.sampler.n if self.sampler is not None else None  # this rank's share of the training set
-        left = (self.budget.total - self.budget.seen) / (2 * hp.batch_size * self.sync.world)  # steps left, doubled
+        # the steps left at a doubled batch, from the examples an optimizer step took in this interval
+        # (under gradient accumulation several micro-batches; every rank's)
+        last = next((h["examples"] for h in reversed(self.history) if "examples" in h), 0)
+        per_step = hp.batch_size * self.sync.world
+        if stats.steps > 0 and self.examples_seen > last:
+            per_step = (self.examples_seen - last) / stats.steps
+        left = (self.budget.total - self.budget.seen) / (2 * per_step)
         growth = rule.growth(self.decision.interval, hp.batch_size, n, self.watch.decided_steps,
                              left if self.budget.unit == "examples" else math.inf)
         growth = min(growth, (n or math.inf) / hp.batch_size)  # the sampler's batches stop at its data

@@ -98,3 +98,31 @@ def test_the_default_controller_runs_the_batch_rule():
     opt = torch.optim.Adam(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
     assert Controller(opt, total_examples=1000, batch_size=8).batch_rule is not None
     assert Controller(opt, total_examples=1000, batch_size=8, policy="rule").batch_rule is None
+
+
+def _accumulated(accumulate: int, total: int):
+    """A noisy task under the batch rule with ``accumulate`` micro-batches of 16 per optimizer step."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    c = Controller(opt, total_examples=total, policy="batch", model=model)
+    loader = c.make_loader(_data(3.0), batch_size=16)
+    for i, (x, y) in enumerate(c.batches(loader)):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        (loss / accumulate).backward()
+        if (i + 1) % accumulate == 0:
+            opt.step()
+            opt.zero_grad()
+            c.step(loss)
+    return c
+
+
+def test_the_step_floor_counts_the_examples_of_an_accumulated_step():
+    # 30,000 examples: counted in micro-batches of 16 a doubling leaves well over 500 steps, but an
+    # optimizer step of 4 micro-batches takes 64 examples: the run has 469 steps in all, below the
+    # rule's floor of 500, so no doubling is allowed (counting micro-batches as steps allowed three)
+    plain = _accumulated(1, 30_000)
+    assert max(h["batch_size"] for h in plain.history) > 16  # without accumulation the noise grows it
+    accumulated = _accumulated(4, 30_000)
+    assert {h["batch_size"] for h in accumulated.history} == {16}
+    assert accumulated.watch.decided_steps < 500

@@ -1,0 +1,67 @@
+"""bench.lr_fit's scoring: wins by difference (losses that go negative too), the headroom and the
+capture relative to |x1|, a start that trains the same runs counted once, and the fit left out
+one family at a time."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench.lr_fit import _fitted, load, score
+
+FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _row(family: str, best: float, base: float, gain: float) -> dict:
+    """A task-seed whose grid's best factor is ``best`` (test loss ``base - gain``); others ``base + 0.1 |base|``."""
+    grid = {f: (base + 0.1 * abs(base), base + 0.1 * abs(base)) for f in FACTORS}
+    grid[1.0] = (base, base)
+    grid[best] = (base - gain, base - gain)
+    return dict(family=family, task_seed=0, start="sensible", grid=grid, best=best, y=math.log2(best))
+
+
+def test_wins_are_by_difference_even_for_negative_losses():
+    rows = [_row("a", 0.5, -1.0, 0.2), _row("b", 2.0, 2.0, 0.2)]
+    s = score(rows, [-1.0, 1.0], clip=2.0)  # both predictions right
+    assert (s["wins"], s["losses"], s["n_headroom"], s["capture"]) == (2, 0, 2, 1.0)
+    s = score(rows, [1.0, -1.0], clip=2.0)  # both wrong: worse than x1
+    assert (s["wins"], s["losses"]) == (0, 2)
+    assert s["capture"] < 0
+    assert s["median"] == pytest.approx(1.1)  # the ratio over the one task-seed whose loss is positive
+
+
+def test_predictions_are_clipped_and_rounded_to_the_grid():
+    rows = [_row("a", 8.0, 1.0, 0.5)]
+    assert score(rows, [3.0], clip=2.0)["wins"] == 0  # clipped to x4, not the best x8
+    assert score(rows, [2.8], clip=3.0)["wins"] == 1  # rounded to x8
+
+
+def test_a_start_that_trains_the_same_runs_counts_once(tmp_path):
+    grid = json.dumps({f"{f:g}": [1.0 / f, 1.0] for f in FACTORS})
+    path = tmp_path / "c.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["family", "task", "task_seed", "start", "optimizer", "grid", "observations", "seconds"])
+        w.writeheader()
+        for start in ("sensible", "random"):
+            w.writerow(dict(family="a", task="a-0", task_seed=0, start=start, optimizer="adam", grid=grid,
+                            observations="[[0.0]]", seconds=1))
+    rows = load(str(path))
+    assert len(rows) == 1 and rows[0]["best"] == 8.0
+
+
+def test_the_fit_never_sees_the_family_it_predicts():
+    # the label is a family constant that no feature carries: left out, a family gets the others' mean
+    rows = []
+    for fam, best in (("a", 0.25), ("b", 4.0), ("c", 4.0)):
+        for i in range(4):
+            r = _row(fam, best, 1.0, 0.1)
+            r["obs"] = [[float(i)]]
+            rows.append(r)
+    train, preds, _, _ = _fitted(rows, [], lambda r: np.array(r["obs"][0]), alpha=1.0)
+    by_family = {f: np.mean([p for r, p in zip(train, preds) if r["family"] == f]) for f in "abc"}
+    assert by_family["a"] == pytest.approx(2.0)  # the mean of b and c: wrong way, as it should be
+    assert by_family["b"] == pytest.approx(0.0)  # the mean of a and c

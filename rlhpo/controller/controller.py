@@ -111,7 +111,7 @@ class Controller:
     controller sets the batch size (:meth:`make_loader`, a ``sampler``) the batch doubles, the lr
     level x sqrt(2) for Adam-like optimizers, x2 for SGD, when the gradient noise scale is 8x the
     batch: :mod:`rlhpo.control.batch_rule`). ``policy="rule"`` is the rule alone. A learned policy
-    is used only when named (``policy="v3"``, ``"v2"``, ``"v1"`` or an artifact folder): none has
+    is used only when named (``policy="v4"``, ``"v3"``, ``"v2"``, ``"v1"`` or an artifact folder): none has
     beaten the rule on the dev split yet (docs/evaluation.md).
 
     :param optimizer: any ``torch.optim`` optimizer with ``lr`` in its param groups; with several
@@ -123,7 +123,7 @@ class Controller:
     :param policy: ``"batch"`` (the default: the rule with the batch rule), ``"rule"`` (the calibrated
         prior, its decisions all zero), ``"probe"`` (the rule with branching probes:
         :mod:`rlhpo.control.probe`; not the default), a learned
-        policy by name (``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,
+        policy by name (``"v4"``, ``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,
         or a loaded :class:`~rlhpo.policy.artifact.PolicyArtifact` (its divergence guard is the one
         it was trained under; another, e.g. capping the lr relative to the start:
         ``policy=load_artifact("v3").with_guard(max_lr_ratio=10)``)

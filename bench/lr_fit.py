@@ -41,7 +41,7 @@ import torch
 from rlhpo.control.prior import CALIBRATED
 from rlhpo.evaluation.baselines import Calibrated
 from rlhpo.evaluation.runner import ControllerSchedule, run_task
-from rlhpo.evaluation.search import LR_GRID_FACTORS, scaled_defaults
+from rlhpo.evaluation.search import LR_GRID_FACTORS, grid_pick, scaled_defaults
 from rlhpo.evaluation.worker import TaskSpec
 from rlhpo.policy.artifact import load_artifact
 from rlhpo.tasks import resolve_families
@@ -186,7 +186,7 @@ def load(path: str) -> list[dict]:
             if not math.isfinite(grid[1.0][1]) or (r["family"], r["task_seed"], r["grid"]) in seen:
                 continue
             seen.add((r["family"], r["task_seed"], r["grid"]))
-            best = min(grid, key=lambda f: (grid[f][0], abs(math.log(f))))
+            best = grid_pick({f: v[0] for f, v in grid.items()})
             rows.append(dict(family=r["family"], task_seed=int(r["task_seed"]), start=r["start"], optimizer=r["optimizer"],
                              obs=json.loads(r["observations"]), grid=grid, best=best, y=math.log2(best)))
     return rows
@@ -221,7 +221,7 @@ def _attach_mini(rows: list[dict], path: Optional[str]) -> None:
     for r in rows:
         m = minis.get((r["family"], r["task_seed"], r["start"]))
         if m is not None:
-            r["mini"] = math.log2(min(m, key=lambda f: (m[f], abs(math.log(f)))))
+            r["mini"] = math.log2(grid_pick(m))
 
 
 def _fitted(train: list[dict], dev: list[dict], features, alpha: float) -> tuple[list, list, list, list]:
@@ -239,9 +239,7 @@ def _fitted(train: list[dict], dev: list[dict], features, alpha: float) -> tuple
 
 
 def _cells(rows: list[dict], preds: list[float], clip: float) -> str:
-    if not rows:
-        return "n/a | n/a | n/a | n/a"
-    if len(rows) < 2:
+    if len(rows) < 2:  # no correlation without two rows
         return "n/a | n/a | n/a | n/a"
     y, p = np.array([r["y"] for r in rows]), np.array(preds, dtype=float)
     corr = np.corrcoef(p, y)[0, 1] if p.std() > 0 else float("nan")
@@ -270,11 +268,11 @@ def report(args) -> None:
     for name, features, alpha in cands:
         tr, tp, dv, dp = _fitted(train, dev, features, alpha)
         lines.append(f"| {name} | {_cells(tr, tp, args.clip)} | {_cells(dv, dp, args.clip)} |")
-    for name, key, rows_tr, rows_dv in [(f"best of the same grid on {args.mini_fraction} of the budget (no fit)", "mini",
-                                          [r for r in train if "mini" in r], [r for r in dev if "mini" in r])]:
-        if rows_tr or rows_dv:
-            lines.append(f"| {name} | {_cells(rows_tr, [r[key] for r in rows_tr], args.clip)} | "
-                         f"{_cells(rows_dv, [r[key] for r in rows_dv], args.clip)} |")
+    mini_tr, mini_dv = [r for r in train if "mini" in r], [r for r in dev if "mini" in r]
+    if mini_tr or mini_dv:
+        lines.append(f"| best of the same grid on {args.mini_fraction} of the budget (no fit) | "
+                     f"{_cells(mini_tr, [r['mini'] for r in mini_tr], args.clip)} | "
+                     f"{_cells(mini_dv, [r['mini'] for r in mini_dv], args.clip)} |")
     lines.append(f"| the grid's own best (oracle, clipped) | {_cells(train, [r['y'] for r in train], args.clip)} | "
                  f"{_cells(dev, [r['y'] for r in dev], args.clip)} |")
     counts = {f: sum(r["best"] == f for r in train) for f in sorted({r["best"] for r in train})}

@@ -112,6 +112,12 @@ def optuna_search(
 LR_GRID_FACTORS: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0)
 
 
+def grid_pick(val_losses: dict[float, float]) -> float:
+    """The factor the lr grid picks from ``{factor: final validation loss}``: the lowest loss (a
+    diverged or non-finite run scores inf), ties to the factor nearest 1."""
+    return min(val_losses, key=lambda f: (_finite_or_inf(val_losses[f]), abs(math.log(f))))
+
+
 def scaled_defaults(defaults: dict, factor: float) -> dict:
     """The calibrated defaults ``{optimizer kind: {lr, weight_decay}}`` with every lr times ``factor``."""
     return {kind: {**d, "lr": float(d["lr"]) * factor} for kind, d in defaults.items()}
@@ -143,7 +149,7 @@ def lr_grid_search(
                  method="lr_grid")
         for f in factors
     ]
-    best = min(range(len(runs)), key=lambda i: (_finite_or_inf(runs[i].final_val_loss), abs(math.log(factors[i]))))
+    best = factors.index(grid_pick({f: r.final_val_loss for f, r in zip(factors, runs)}))
     result = runs[best]
     result.compute_examples = sum(r.compute_examples for r in runs)
     lr = float(calibrated[task.optimizer]["lr"]) * factors[best]

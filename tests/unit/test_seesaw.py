@@ -11,7 +11,7 @@ from conftest import make_tiny_task
 
 from rlhpo.evaluation.baselines import Calibrated, Seesaw, seesaw_point, seesaw_ramp_examples
 from rlhpo.evaluation.runner import run_task
-from rlhpo.evaluation.search import LR_GRID_FACTORS, lr_grid_search, scaled_defaults
+from rlhpo.evaluation.search import LR_GRID_FACTORS, grid_pick, lr_grid_search, scaled_defaults
 
 CAL = {"adam": {"lr": 1e-2, "weight_decay": 0.0}, "adamw": {"lr": 1e-3, "weight_decay": 1e-2}, "sgd": {"lr": 0.05, "weight_decay": 5e-4}}
 BUDGET, WARMUP, BATCH = 10_000, 500.0, 10
@@ -71,6 +71,12 @@ def test_a_seesaw_run_ramps_its_batch_up_to_the_cap_in_fewer_steps() -> None:
     # a cap of the training set: 4 x 2**k <= 12 allows one ramp only
     small = run_task(make_tiny_task(batch_size=4, budget=2_000, n=36), Seesaw(CAL), seed=0, n_intervals=20)
     assert max(h["batch_size"] for h in small.history) == 8
+
+
+def test_the_grid_picks_the_lowest_finite_loss_ties_to_the_factor_nearest_one() -> None:
+    assert grid_pick({0.5: 0.9, 1.0: 1.0, 8.0: float("nan")}) == 0.5
+    assert grid_pick({0.5: 1.0, 1.0: 1.0, 2.0: float("-inf")}) == 1.0  # non-finite: inf, never picked
+    assert grid_pick({0.25: 1.0, 2.0: 1.0, 4.0: 1.0}) == 2.0
 
 
 def test_lr_grid_picks_the_lowest_final_validation_loss_at_seven_times_the_compute() -> None:

@@ -54,6 +54,17 @@ class EnvConfig(DecisionSpec):
         defaults (:meth:`rlhpo.tasks.Task.with_start`), the lr multiplied by one of
         ``sensible_lr_jitter``; the others start from the family's wide random start
     :param sensible_lr_jitter: lr factors of the sensible starts (small perturbations)
+    :param snapshot_fraction: the fraction of episodes that start part-way through a long run
+        (issue 33: decisions late in runs of realistic length at a fraction of their cost): the
+        task's budget times ``snapshot_budget_scale``, the episode restored from the reference
+        run's state (weights, optimizer, batch order, decision path, guard) at one of the
+        fractions ``snapshot_at`` of it, chosen at random; it trains on to the end under the
+        policy and is scored against the reference's continuation from that same state. Needs a
+        reference reward and an environment that trains one network at a time (not the batched
+        vector env)
+    :param snapshot_budget_scale: a snapshot episode's budget over the task's (the long run)
+    :param snapshot_at: the fractions of the long run where snapshot episodes may start,
+        rounded to decision intervals
     """
 
     families: list[str] = field(default_factory=lambda: ["meta_train"])
@@ -68,6 +79,9 @@ class EnvConfig(DecisionSpec):
     ttr_weight: float = 0.1
     sensible_fraction: float = 0.5
     sensible_lr_jitter: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    snapshot_fraction: float = 0.0
+    snapshot_budget_scale: float = 4.0
+    snapshot_at: list[float] = field(default_factory=lambda: [0.5, 0.75])
 
     def validate(self, where: str = "env") -> "EnvConfig":
         super().validate(where)
@@ -86,8 +100,19 @@ class EnvConfig(DecisionSpec):
             ("divergence_penalty reward_clip ttr_weight", lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
             ("reward", lambda v: v in REWARDS, f"one of {list(REWARDS)}"),
             ("reference_cache", lambda v: v is None or (isinstance(v, str) and v), "null or a directory path"),
-            ("sensible_fraction", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+            ("sensible_fraction snapshot_fraction", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+            ("snapshot_budget_scale", lambda v: is_number(v) and v >= 1, "a finite number >= 1"),
         ))
+        at = self.snapshot_at
+        if isinstance(at, (str, bytes)) or not hasattr(at, "__iter__") or not list(at) or any(
+            not (is_number(x) and 0 < x < 1) for x in at
+        ):
+            raise ConfigError(f"env.snapshot_at must be a non-empty list of fractions in (0, 1), got {at!r}")
+        if self.snapshot_fraction > 0 and self.reward not in REFERENCE_REWARDS:
+            raise ConfigError(
+                f"env.snapshot_fraction={self.snapshot_fraction} needs a reference run to start from: "
+                f"env.reward must be one of {list(REFERENCE_REWARDS)}, got {self.reward!r}"
+            )
         if self.guard.restore_best:
             raise ConfigError(
                 "env.guard.restore_best is not an environment setting: an episode never restores its best "

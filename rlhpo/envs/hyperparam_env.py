@@ -41,7 +41,9 @@ class HyperparamControlEnv(gym.Env):
 
     ``reset(options={"task": task})`` runs a given :class:`~rlhpo.tasks.Task`;
     ``options={"family": name, "task_seed": s}`` picks a specific sampled task;
-    ``options={"session_seed": s}`` fixes the target network's initialisation and batch order.
+    ``options={"session_seed": s}`` fixes the target network's initialisation and batch order;
+    ``options={"snapshot": f}`` starts part-way through the long run (``env.snapshot_fraction``):
+    from the reference run's state at the fraction ``f`` of ``snapshot_budget_scale`` x the budget.
 
     .. warning:: SB3's ``check_env`` steps the env about a dozen times: give it a tiny budget.
     """
@@ -134,6 +136,13 @@ class HyperparamControlEnv(gym.Env):
             session_seed = int(self.np_random.integers(2**31 - 1))
         session_seed = int(options.get("session_seed", session_seed))
         c = self.config
+        snapshot, self.snapshot_interval = None, 0
+        interval = self._snapshot_interval(options)
+        if interval and self.references is not None:
+            long = task.with_budget(max(1, int(round(task.budget_examples * c.snapshot_budget_scale))))
+            snapshot = self.references.snapshot(long, session_seed, interval)
+            if snapshot is not None:  # else the long reference run was lost before it: an episode from the start
+                task, self.task, self.snapshot_interval = long, long, interval
         self._reference = self.references.curve(task, session_seed) if self.references is not None else None
         self._steps = 0  # optimizer steps so far (rolled-back ones too: they took the time)
         self._reached: Optional[int] = None  # steps when the reference's final validation loss was first reached
@@ -141,8 +150,26 @@ class HyperparamControlEnv(gym.Env):
         self.decision = DecisionPath(c, task.budget_examples)
         target = self.session if c.guard.enabled else None
         self.decision.start(task.default_hparams, task.optimizer != "sgd", self.session.set_hparams, target, kind=task.optimizer)
+        if snapshot is not None:  # the reference run's state at the start of that interval, its values set
+            self.session.load_state_dict(snapshot["session"])
+            self.decision.load_state_dict(snapshot["decision"])
+            self._steps = int(snapshot["steps"])
         # the base schedule sets the lr before every optimizer step, from the decision path's level
         self.session.lr_schedule = self.decision.lr_at if self.decision.scheduled else None
+
+    def _snapshot_interval(self, options: dict) -> int:
+        """The interval a snapshot episode starts at (0: from the start): ``options["snapshot"]``
+        (a fraction of the long run), else one of ``snapshot_at`` with probability ``snapshot_fraction``."""
+        c = self.config
+        if "snapshot" in options:
+            at = float(options["snapshot"])
+            if not 0 <= at < 1 or (at > 0 and self.references is None):
+                raise ValueError(f"options['snapshot'] must be a fraction in [0, 1) of the long run, with a reference reward; got {at!r}")
+        elif c.snapshot_fraction > 0 and self.np_random.random() < c.snapshot_fraction:
+            at = float(c.snapshot_at[int(self.np_random.integers(len(c.snapshot_at)))])
+        else:
+            return 0
+        return min(int(round(at * c.n_intervals)), c.n_intervals - 1)
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)

@@ -11,11 +11,19 @@ policy earns only what it adds to the schedule it would otherwise run.
 A reference curve depends on the task, the start, the seed and the environment's rules; it is
 computed once and kept in memory, and in ``reference_cache`` (one small JSON file per curve,
 written atomically) when several processes share the work.
+
+A reference run can also keep its *snapshots*: the whole state (weights, optimizer, batch order,
+decision path, guard, optimizer steps) at the start of chosen intervals, after the decision
+that sets the interval's values. A snapshot episode (``env.snapshot_fraction``) starts from one
+and is scored against the reference's continuation from the same state (kept in memory, and
+as ``<key>.snap<k>.pt`` beside the curve in ``reference_cache``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
 
 from rlhpo.control.features import loss_gap
 from rlhpo.tasks import Task
@@ -96,8 +105,9 @@ class ReferenceCurves:
 
     def __init__(self, config: Any, env_type: Callable[[Any], Any], cache_dir: Optional[str] = None) -> None:
         self._env_type = env_type
-        self._config = replace(config, reward="delta", reference_cache=None, sensible_fraction=0.0)
+        self._config = replace(config, reward="delta", reference_cache=None, sensible_fraction=0.0, snapshot_fraction=0.0)
         self._memory: dict[str, Reference] = {}
+        self._snapshots: dict[tuple[str, int], bytes] = {}  # (key, interval) -> the state, serialised (no cache dir)
         self._env: Any = None  # the environment reference runs train in, built at the first one
         self._dir = Path(cache_dir) if cache_dir else None
         self.computed = 0  # reference runs this object trained (not read from a cache)
@@ -114,13 +124,16 @@ class ReferenceCurves:
         }
         return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
-    def curve(self, task: Task, seed: int) -> Reference:
+    def curve(self, task: Task, seed: int, snapshots: tuple[int, ...] = ()) -> Reference:
+        """The reference curve of ``task`` from ``seed``; with ``snapshots`` (interval indices),
+        the run also keeps its state at the start of each (read with :meth:`snapshot`)."""
         key = self.key(task, seed)
-        if key in self._memory:
+        missing = tuple(k for k in snapshots if not self._has_snapshot(key, k))
+        if key in self._memory and not missing:
             return self._memory[key]
         path = self._dir / f"{key}.json" if self._dir is not None else None
         run: Optional[dict] = None
-        if path is not None and path.exists():
+        if path is not None and path.exists() and not missing:
             try:
                 run = json.loads(path.read_text())
                 run = {"curve": [float(v) for v in run["curve"]], "examples": [int(e) for e in run["examples"]],
@@ -128,28 +141,73 @@ class ReferenceCurves:
             except (OSError, ValueError, KeyError, TypeError):
                 run = None  # a damaged file, or one written before steps were kept: compute again
         if run is None:
-            run = self._run(task, seed)
+            run, states = self._run(task, seed, snapshots)
             self.computed += 1
+            for k, state in states.items():  # before the curve: a curve on disk promises its snapshots
+                self._put_snapshot(key, k, state)
             if path is not None:
                 _write_json(path, {"task": task.name, "seed": int(seed), **run})
         ref = self._memory[key] = Reference.of(run["curve"], run["examples"], run["steps"])
         return ref
 
-    def _run(self, task: Task, seed: int) -> dict:
+    def snapshot(self, task: Task, seed: int, interval: int) -> Optional[dict]:
+        """The reference run's state at the start of ``interval`` (computed with the curve if need be):
+        ``session`` and ``decision`` (their ``state_dict``) and ``steps`` (optimizer steps so far);
+        None if the reference run ended before that interval (it diverged with nothing to restore)."""
+        key = self.key(task, seed)
+        if not self._has_snapshot(key, interval):
+            self.curve(task, seed, (interval,))
+            if not self._has_snapshot(key, interval):
+                return None
+        path = self._snapshot_path(key, interval)
+        blob = path.read_bytes() if path is not None else self._snapshots[(key, interval)]
+        return torch.load(io.BytesIO(blob), weights_only=False)
+
+    def _snapshot_path(self, key: str, interval: int) -> Optional[Path]:
+        return self._dir / f"{key}.snap{int(interval)}.pt" if self._dir is not None else None
+
+    def _has_snapshot(self, key: str, interval: int) -> bool:
+        path = self._snapshot_path(key, interval)
+        return path.exists() if path is not None else (key, interval) in self._snapshots
+
+    def _put_snapshot(self, key: str, interval: int, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        path = self._snapshot_path(key, interval)
+        if path is None:
+            self._snapshots[(key, interval)] = buf.getvalue()
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+
+    def _run(self, task: Task, seed: int, snapshots: tuple[int, ...] = ()) -> tuple[dict, dict[int, dict]]:
+        """Train the reference run through the environment's own phases, every action zero; keep
+        the state at the start of each interval of ``snapshots``."""
         if self._env is None:
             self._env = self._env_type(replace(self._config))
         env = self._env
         _, info = env.reset(seed=int(seed), options={"task": task, "session_seed": int(seed)})
-        infos = [info]
+        infos, states = [info], {}
         zero = np.zeros(env.action_space.shape, dtype=np.float32)
         done = False
         while not done:
-            _, _, terminated, truncated, info = env.step(zero)
+            result = env.begin_step(zero)
+            if result is None:
+                if env.decision.interval in snapshots:  # the interval's values are set, it is not trained yet
+                    states[env.decision.interval] = copy.deepcopy(
+                        {"session": env.session.state_dict(), "decision": env.decision.state_dict(), "steps": env._steps}
+                    )
+                result = env.end_step(*env.train_interval())
+            _, _, terminated, truncated, info = result
             done = terminated or truncated
             if info["examples"] > infos[-1]["examples"]:
                 infos.append(info)
-        return {"curve": [float(i["val_loss"]) for i in infos], "examples": [int(i["examples"]) for i in infos],
-                "steps": [int(i["steps"]) for i in infos]}
+        run = {"curve": [float(i["val_loss"]) for i in infos], "examples": [int(i["examples"]) for i in infos],
+               "steps": [int(i["steps"]) for i in infos]}
+        return run, states
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -93,6 +93,11 @@ class BatchedVecEnv(VecEnv):
             raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
         if not (1 <= group_size <= n_envs and n_envs % group_size == 0):
             raise ValueError(f"group_size must divide n_envs={n_envs}, got {group_size!r}")
+        if config.snapshot_fraction > 0:
+            raise ValueError(
+                f"env.snapshot_fraction={config.snapshot_fraction}: snapshot episodes restore one network's state, "
+                "which the batched env's stacked networks cannot; use vec_env.kind dummy, subproc or ray"
+            )
         self.config, self.group_size = config, group_size
         self.envs = [_Slot(config, self, i // group_size) for i in range(n_envs)]
         env = self.envs[0]

@@ -12,6 +12,11 @@ of the lr level is where the headroom is. This bench collects, per task-seed:
     python -m bench.lr_fit collect --families meta_train --seeds 10 --out train.csv
     python -m bench.lr_fit collect --families dev --seeds 8 --out dev.csv
 
+``python -m bench.lr_fit prodigy TRAIN.csv --out P.csv`` runs Prodigy (the ``prodigy`` baseline)
+on each task-seed of a collect CSV and records its lr estimate ``d`` at fractions of the budget:
+independent checks found its online estimate picks the right lr on many unseen tasks where the
+calibrated one is wrong; ``report --prodigy-train P.csv`` scores it as a predictor (Adam tasks).
+
 ``python -m bench.lr_fit mini ... --fraction 0.1`` runs the grid again on a tenth of the budget
 (each run a complete warm-up + cosine: a short proxy of the whole run), and ``python -m
 bench.lr_fit report TRAIN.csv [DEV.csv] [--mini-train M --mini-dev M]`` scores each candidate
@@ -39,7 +44,7 @@ import numpy as np
 import torch
 
 from rlhpo.control.prior import CALIBRATED
-from rlhpo.evaluation.baselines import Calibrated
+from rlhpo.evaluation.baselines import Calibrated, Prodigy
 from rlhpo.evaluation.runner import ControllerSchedule, run_task
 from rlhpo.evaluation.search import LR_GRID_FACTORS, grid_pick, scaled_defaults
 from rlhpo.evaluation.worker import TaskSpec
@@ -92,17 +97,57 @@ def mini_one(args: tuple) -> dict:
     return dict(family=spec.family, task_seed=spec.seed, start=spec.start, fraction=fraction, mini_grid=json.dumps(grid))
 
 
-def collect_mini(args) -> None:
-    with _open(args.of) as fh:
-        specs = [TaskSpec(r["family"], int(r["task_seed"]), 1.0, r["start"]) for r in csv.DictReader(fh)]
+PRODIGY_AT: tuple[float, ...] = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class _ProdigyRecording(Prodigy):
+    """The Prodigy baseline, recording its step-size estimate ``d`` (its Adam lr at schedule
+    factor 1) the first time the run has seen each fraction of :data:`PRODIGY_AT` of its budget."""
+
+    def start(self, session, n_intervals):
+        super().start(session, n_intervals)
+        self.d: dict[str, float] = {}
+
+    def after_step(self, session):
+        super().after_step(session)
+        frac = session.examples_seen / session.budget
+        for a in PRODIGY_AT:
+            if frac >= a - 1e-9 and f"{a:g}" not in self.d:
+                self.d[f"{a:g}"] = float(session.optimizer.param_groups[0]["d"])
+
+
+def prodigy_one(spec: TaskSpec) -> dict:
+    """One Prodigy run over the whole budget: its estimate at each fraction and its losses."""
+    torch.set_num_threads(1)
+    task = spec.make()
+    sched = _ProdigyRecording()
+    r = run_task(task, sched, seed=0)
+    return dict(family=spec.family, task_seed=spec.seed, start=spec.start, d=json.dumps(sched.d),
+                final_val_loss=r.final_val_loss, test_loss=r.test_loss)
+
+
+def _specs_of(path: str) -> list[TaskSpec]:
+    with _open(path) as fh:
+        return [TaskSpec(r["family"], int(r["task_seed"]), 1.0, r["start"]) for r in csv.DictReader(fh)]
+
+
+def collect_prodigy(args) -> None:
+    _write_all(prodigy_one, _specs_of(args.of), args)
+
+
+def _write_all(fn, items: list, args) -> None:
     with Pool(args.workers) as pool, open(args.out, "w", newline="") as out:
         w = None
-        for row in pool.imap_unordered(mini_one, [(s, args.fraction) for s in specs]):
+        for row in pool.imap_unordered(fn, items):
             if w is None:
                 w = csv.DictWriter(out, fieldnames=list(row))
                 w.writeheader()
             w.writerow(row)
             out.flush()
+
+
+def collect_mini(args) -> None:
+    _write_all(mini_one, [(s, args.fraction) for s in _specs_of(args.of)], args)
 
 
 def collect(args) -> None:
@@ -224,6 +269,44 @@ def _attach_mini(rows: list[dict], path: Optional[str]) -> None:
             r["mini"] = math.log2(grid_pick(m))
 
 
+def _attach_prodigy(rows: list[dict], path: Optional[str]) -> None:
+    """Prodigy's lr estimate over the calibrated lr, log2, at each recorded fraction of the budget
+    (Adam and AdamW tasks: its estimate is an Adam lr), and its own run's test loss."""
+    if not path:
+        return
+    with _open(path) as fh:
+        runs = {(r["family"], int(r["task_seed"]), r["start"]): r for r in csv.DictReader(fh)}
+    for r in rows:
+        p = runs.get((r["family"], r["task_seed"], r["start"]))
+        if p is None:
+            continue
+        r["prodigy_test"] = _finite(float(p["test_loss"]))
+        if r["optimizer"] in ("adam", "adamw"):
+            lr = CALIBRATED[r["optimizer"]]["lr"]
+            r["prodigy"] = {float(a): math.log2(d / lr) for a, d in json.loads(p["d"]).items()}
+
+
+def _prodigy_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]:
+    lines = []
+    for a in (0.1, 1.0):
+        tr, dv = [r for r in train if a in r.get("prodigy", {})], [r for r in dev if a in r.get("prodigy", {})]
+        if tr or dv:
+            lines.append(f"| Prodigy's lr estimate after {a:g} of its run / the calibrated lr (Adam, AdamW; no fit) | "
+                         f"{_cells(tr, [r['prodigy'][a] for r in tr], clip)} | {_cells(dv, [r['prodigy'][a] for r in dv], clip)} |")
+    return lines
+
+
+def _prodigy_note(rows: list[dict], name: str) -> str:
+    runs = [r for r in rows if "prodigy_test" in r]
+    if not runs:
+        return ""
+    wins = sum(r["prodigy_test"] < r["grid"][1.0][1] for r in runs)
+    ratios = [r["prodigy_test"] / r["grid"][1.0][1] for r in runs if r["grid"][1.0][1] > 0]
+    est = [v[1.0] for r in runs if 1.0 in (v := r.get("prodigy", {}))]
+    return (f" Prodigy's own run ({name}): better than the calibrated run on {wins}/{len(runs)}, median test / x1 "
+            f"{np.median(ratios):.3f}; its final estimate is a median x{2 ** np.median(est):.3g} of the calibrated lr.")
+
+
 def _fitted(train: list[dict], dev: list[dict], features, alpha: float) -> tuple[list, list, list, list]:
     """Leave-one-family-out predictions on ``train`` and, fitted on all of it, on ``dev``."""
     tr = [(r, x) for r in train if (x := features(r)) is not None]
@@ -254,6 +337,8 @@ def report(args) -> None:
     train, dev = load(args.train), load(args.dev) if args.dev else []
     _attach_mini(train, args.mini_train)
     _attach_mini(dev, args.mini_dev)
+    _attach_prodigy(train, args.prodigy_train)
+    _attach_prodigy(dev, args.prodigy_dev)
     lines = [
         "| candidate | train (leave one family out): corr | wins vs x1 | test / x1: geometric mean | capture: median | "
         "dev (fitted on train): corr | wins vs x1 | geometric mean | capture |",
@@ -273,18 +358,22 @@ def report(args) -> None:
         lines.append(f"| best of the same grid on {args.mini_fraction} of the budget (no fit) | "
                      f"{_cells(mini_tr, [r['mini'] for r in mini_tr], args.clip)} | "
                      f"{_cells(mini_dv, [r['mini'] for r in mini_dv], args.clip)} |")
+    lines += _prodigy_lines(train, dev, args.clip)
     lines.append(f"| the grid's own best (oracle, clipped) | {_cells(train, [r['y'] for r in train], args.clip)} | "
                  f"{_cells(dev, [r['y'] for r in dev], args.clip)} |")
     counts = {f: sum(r["best"] == f for r in train) for f in sorted({r["best"] for r in train})}
     head = (f"lr fit audit, `python -m bench.lr_fit report {' '.join(a for a in (args.train, args.dev) if a)}"
             f"{' --mini-train ' + args.mini_train if args.mini_train else ''}{' --mini-dev ' + args.mini_dev if args.mini_dev else ''}"
-            f"{f' --mini-fraction {args.mini_fraction:g}' if args.mini_fraction != 0.1 else ''}`"
+            f"{f' --mini-fraction {args.mini_fraction:g}' if args.mini_fraction != 0.1 else ''}"
+            f"{' --prodigy-train ' + args.prodigy_train if args.prodigy_train else ''}"
+            f"{' --prodigy-dev ' + args.prodigy_dev if args.prodigy_dev else ''}`"
             f" ({time.perf_counter() - t0:.0f} s): {len(train)} train task-seeds ({len({r['family'] for r in train})} families), "
             f"{len(dev)} dev. The label: log2 of the grid factor (x1/8 .. x8 of the calibrated lr) with the lowest final "
             f"validation loss; test / x1 is the test loss at the predicted factor over the calibrated run's (x1), "
             f"capture (calibrated - predicted) / (calibrated - grid's best) where the headroom exceeds 3%; "
             f"predictions are clipped to +-{args.clip:g} octaves and rounded to the grid. Train's best factors: "
-            + ", ".join(f"x{f:g} {n}" for f, n in counts.items()) + ".\n\n")
+            + ", ".join(f"x{f:g} {n}" for f, n in counts.items()) + "."
+            + _prodigy_note(train, "train") + _prodigy_note(dev, "dev") + "\n\n")
     text = head + "\n".join(lines) + "\n"
     print(text)
     if args.out:
@@ -304,16 +393,22 @@ def main() -> None:
     m.add_argument("--fraction", type=float, default=0.1)
     m.add_argument("--workers", type=int, default=2)
     m.add_argument("--out", required=True)
+    pr = sub.add_parser("prodigy", help="Prodigy over the whole budget, its lr estimate at fractions of it, per task-seed of a collect CSV")
+    pr.add_argument("of")
+    pr.add_argument("--workers", type=int, default=2)
+    pr.add_argument("--out", required=True)
     r = sub.add_parser("report", help="score every candidate predictor of the best lr factor")
     r.add_argument("train")
     r.add_argument("dev", nargs="?")
     r.add_argument("--mini-train")
     r.add_argument("--mini-dev")
     r.add_argument("--mini-fraction", type=float, default=0.1)
+    r.add_argument("--prodigy-train", help="a `prodigy` CSV of the train task-seeds")
+    r.add_argument("--prodigy-dev", help="a `prodigy` CSV of the dev task-seeds")
     r.add_argument("--clip", type=float, default=2.0, help="largest |log2 factor| a prediction may take (the trust region: 4x)")
     r.add_argument("--out")
     args = p.parse_args()
-    {"collect": collect, "mini": collect_mini, "report": report}[args.cmd](args)
+    {"collect": collect, "mini": collect_mini, "prodigy": collect_prodigy, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,24 @@ def test_the_fit_never_sees_the_family_it_predicts():
     by_family = {f: np.mean([p for r, p in zip(train, preds) if r["family"] == f]) for f in "abc"}
     assert by_family["a"] == pytest.approx(2.0)  # the mean of b and c: wrong way, as it should be
     assert by_family["b"] == pytest.approx(0.0)  # the mean of a and c
+
+
+def test_prodigy_estimates_are_octaves_of_the_calibrated_lr_for_adam_tasks_only(tmp_path):
+    from bench.lr_fit import _attach_prodigy, _prodigy_lines
+    from rlhpo.control.prior import CALIBRATED
+
+    rows = [dict(_row("a", 0.25, 1.0, 0.2), optimizer="adamw"), dict(_row("b", 4.0, 1.0, 0.2), optimizer="sgd"),
+            dict(_row("c", 4.0, 1.0, 0.2), optimizer="adam")]
+    lr = CALIBRATED["adamw"]["lr"]
+    path = tmp_path / "p.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["family", "task_seed", "start", "d", "final_val_loss", "test_loss"])
+        w.writeheader()
+        for fam, d in (("a", {"0.1": lr / 8, "1": lr / 4}), ("b", {"1": 1.0}), ("c", {"0.1": lr, "1": lr * 4})):
+            w.writerow(dict(family=fam, task_seed=0, start="sensible", d=json.dumps(d), final_val_loss=0.9, test_loss=0.9))
+    _attach_prodigy(rows, str(path))
+    assert rows[0]["prodigy"] == {0.1: pytest.approx(-3.0), 1.0: pytest.approx(-2.0)}  # an Adam lr, over the calibrated one
+    assert "prodigy" not in rows[1] and rows[1]["prodigy_test"] == 0.9  # SGD: no Adam lr to compare; its run still counts
+    lines = _prodigy_lines(rows, [], clip=2.0)
+    assert len(lines) == 2 and "| 2/2 (worse 0) |" in lines[1]  # after the whole run: the grid's best on both
+    assert "| 1/2 (worse 0) |" in lines[0]  # after 0.1 of it: x1/8 (clipped to x1/4: right) and x1 (no move)

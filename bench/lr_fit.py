@@ -36,6 +36,7 @@ import gzip
 import json
 import math
 import time
+from dataclasses import replace
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Optional
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 
 from rlhpo.control.prior import CALIBRATED
+from rlhpo.control.probe import ProbeConfig
 from rlhpo.evaluation.baselines import Calibrated, Prodigy
 from rlhpo.evaluation.runner import ControllerSchedule, run_task
 from rlhpo.evaluation.search import LR_GRID_FACTORS, grid_pick, scaled_defaults
@@ -124,6 +126,25 @@ def prodigy_one(spec: TaskSpec) -> dict:
     r = run_task(task, sched, seed=0)
     return dict(family=spec.family, task_seed=spec.seed, start=spec.start, d=json.dumps(sched.d),
                 final_val_loss=r.final_val_loss, test_loss=r.test_loss)
+
+
+#: the probes whose outcomes are recorded: the probe rule's branches, wider (x1/4 .. x4), after the
+#: 2nd and 5th decisions, 1% of the budget each (8% of the budget on branches), never moving the level
+PROBES = ProbeConfig(at=(2, 5), factors=(1.0, 0.25, 0.5, 2.0, 4.0), length=0.01, cooldown=0.5, margin=0.99)
+
+
+def probes_one(spec: TaskSpec) -> dict:
+    """The prior's run with :data:`PROBES`: each branch's score (validation loss at its end)."""
+    torch.set_num_threads(1)
+    task = spec.make()
+    sched = ControllerSchedule(replace(load_artifact("rule"), probe=PROBES))
+    run_task(task, sched, seed=0, test_split=False)
+    outcomes = [dict(zip((f"{f:g}" for f in o.factors), o.scores)) for o in sched.controller.probe.outcomes]
+    return dict(family=spec.family, task_seed=spec.seed, start=spec.start, probes=json.dumps(outcomes))
+
+
+def collect_probes(args) -> None:
+    _write_all(probes_one, _specs_of(args.of), args)
 
 
 def _specs_of(path: str) -> list[TaskSpec]:
@@ -296,6 +317,44 @@ def _prodigy_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]
     return lines
 
 
+def _attach_probes(rows: list[dict], path: Optional[str]) -> None:
+    """The probes' outcomes (:data:`PROBES`): per probe and challenger factor, its score's relative
+    difference from the level's own branch (``(s_f - s_1) / |s_1|``, within [-1, 1]; a failed branch 1),
+    and each probe's greedy pick (log2 of the factor with the lowest score)."""
+    if not path:
+        return
+    with _open(path) as fh:
+        runs = {(r["family"], int(r["task_seed"]), r["start"]): json.loads(r["probes"]) for r in csv.DictReader(fh)}
+    for r in rows:
+        outcomes = runs.get((r["family"], r["task_seed"], r["start"]))
+        if outcomes is None or len(outcomes) < len(PROBES.at):
+            continue
+        x, picks = [], []
+        for o in outcomes:
+            scores = {float(f): _finite(v) for f, v in o.items()}
+            one = scores[1.0]
+            for f in PROBES.factors[1:]:
+                d = (scores[f] - one) / max(abs(one), 1e-12) if math.isfinite(one) and math.isfinite(scores[f]) else 1.0
+                x.append(float(np.clip(d, -1.0, 1.0)))
+            picks.append(math.log2(min(scores, key=lambda f: (scores[f], abs(math.log2(f))))))
+        r["probes"], r["probe_picks"] = np.array(x), picks
+
+
+def _probe_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]:
+    tr, dv = [r for r in train if "probes" in r], [r for r in dev if "probes" in r]
+    if not (tr or dv):
+        return []
+    lines = []
+    for k, at in enumerate(PROBES.at):
+        lines.append(f"| the probe after decision {at}: its branch with the lowest score (no fit) | "
+                     f"{_cells(tr, [r['probe_picks'][k] for r in tr], clip)} | {_cells(dv, [r['probe_picks'][k] for r in dv], clip)} |")
+    if len({r["family"] for r in tr}) >= 3:
+        a, b, c, d = _fitted(tr, dv, lambda r: r["probes"], 10.0)
+        lines.append(f"| both probes' scores, ridge (a learned correction of their short-horizon bias) | {_cells(a, b, clip)} | "
+                     f"{_cells(c, d, clip)} |")
+    return lines
+
+
 def _prodigy_note(rows: list[dict], name: str) -> str:
     runs = [r for r in rows if "prodigy_test" in r]
     if not runs:
@@ -327,7 +386,7 @@ def _cells(rows: list[dict], preds: list[float], clip: float) -> str:
     y, p = np.array([r["y"] for r in rows]), np.array(preds, dtype=float)
     corr = np.corrcoef(p, y)[0, 1] if p.std() > 0 else float("nan")
     s = score(rows, list(p), clip)
-    return (f"{corr:.2f} | {s['wins']}/{s['n']} (worse {s['losses']}) | {s['geomean']:.3f} (worst {s['worst']:.2f}) | "
+    return (f"{corr:.2f} | {s['wins']}/{s['n']} (worse {s['losses']}) | {s['geomean']:.3f} (median {s['median']:.3f}, worst {s['worst']:.2f}) | "
             f"{s['capture']:.2f} of {s['n_headroom']}")
 
 
@@ -339,9 +398,11 @@ def report(args) -> None:
     _attach_mini(dev, args.mini_dev)
     _attach_prodigy(train, args.prodigy_train)
     _attach_prodigy(dev, args.prodigy_dev)
+    _attach_probes(train, args.probes_train)
+    _attach_probes(dev, args.probes_dev)
     lines = [
         "| candidate | train (leave one family out): corr | wins vs x1 | test / x1: geometric mean | capture: median | "
-        "dev (fitted on train): corr | wins vs x1 | geometric mean | capture |",
+        "dev (fitted on train): corr | wins vs x1 | test / x1 | capture |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     cands: list = []
@@ -359,6 +420,7 @@ def report(args) -> None:
                      f"{_cells(mini_tr, [r['mini'] for r in mini_tr], args.clip)} | "
                      f"{_cells(mini_dv, [r['mini'] for r in mini_dv], args.clip)} |")
     lines += _prodigy_lines(train, dev, args.clip)
+    lines += _probe_lines(train, dev, args.clip)
     lines.append(f"| the grid's own best (oracle, clipped) | {_cells(train, [r['y'] for r in train], args.clip)} | "
                  f"{_cells(dev, [r['y'] for r in dev], args.clip)} |")
     counts = {f: sum(r["best"] == f for r in train) for f in sorted({r["best"] for r in train})}
@@ -366,7 +428,9 @@ def report(args) -> None:
             f"{' --mini-train ' + args.mini_train if args.mini_train else ''}{' --mini-dev ' + args.mini_dev if args.mini_dev else ''}"
             f"{f' --mini-fraction {args.mini_fraction:g}' if args.mini_fraction != 0.1 else ''}"
             f"{' --prodigy-train ' + args.prodigy_train if args.prodigy_train else ''}"
-            f"{' --prodigy-dev ' + args.prodigy_dev if args.prodigy_dev else ''}`"
+            f"{' --prodigy-dev ' + args.prodigy_dev if args.prodigy_dev else ''}"
+            f"{' --probes-train ' + args.probes_train if args.probes_train else ''}"
+            f"{' --probes-dev ' + args.probes_dev if args.probes_dev else ''}`"
             f" ({time.perf_counter() - t0:.0f} s): {len(train)} train task-seeds ({len({r['family'] for r in train})} families), "
             f"{len(dev)} dev. The label: log2 of the grid factor (x1/8 .. x8 of the calibrated lr) with the lowest final "
             f"validation loss; test / x1 is the test loss at the predicted factor over the calibrated run's (x1), "
@@ -397,6 +461,10 @@ def main() -> None:
     pr.add_argument("of")
     pr.add_argument("--workers", type=int, default=2)
     pr.add_argument("--out", required=True)
+    pb = sub.add_parser("probes", help="the prior's run with wide branching probes, their scores, per task-seed of a collect CSV")
+    pb.add_argument("of")
+    pb.add_argument("--workers", type=int, default=2)
+    pb.add_argument("--out", required=True)
     r = sub.add_parser("report", help="score every candidate predictor of the best lr factor")
     r.add_argument("train")
     r.add_argument("dev", nargs="?")
@@ -405,10 +473,12 @@ def main() -> None:
     r.add_argument("--mini-fraction", type=float, default=0.1)
     r.add_argument("--prodigy-train", help="a `prodigy` CSV of the train task-seeds")
     r.add_argument("--prodigy-dev", help="a `prodigy` CSV of the dev task-seeds")
+    r.add_argument("--probes-train", help="a `probes` CSV of the train task-seeds")
+    r.add_argument("--probes-dev", help="a `probes` CSV of the dev task-seeds")
     r.add_argument("--clip", type=float, default=2.0, help="largest |log2 factor| a prediction may take (the trust region: 4x)")
     r.add_argument("--out")
     args = p.parse_args()
-    {"collect": collect, "mini": collect_mini, "prodigy": collect_prodigy, "report": report}[args.cmd](args)
+    {"collect": collect, "mini": collect_mini, "prodigy": collect_prodigy, "probes": collect_probes, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

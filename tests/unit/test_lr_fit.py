@@ -86,3 +86,21 @@ def test_prodigy_estimates_are_octaves_of_the_calibrated_lr_for_adam_tasks_only(
     lines = _prodigy_lines(rows, [], clip=2.0)
     assert len(lines) == 2 and "| 2/2 (worse 0) |" in lines[1]  # after the whole run: the grid's best on both
     assert "| 1/2 (worse 0) |" in lines[0]  # after 0.1 of it: x1/8 (clipped to x1/4: right) and x1 (no move)
+
+
+def test_probe_outcomes_become_relative_scores_and_greedy_picks(tmp_path):
+    from bench.lr_fit import PROBES, _attach_probes
+
+    rows = [dict(_row("a", 0.25, 1.0, 0.2), optimizer="adam"), dict(_row("b", 4.0, 1.0, 0.2), optimizer="sgd")]
+    path = tmp_path / "p.csv"
+    first = {"1": 2.0, "0.25": 1.0, "0.5": 1.5, "2": 3.0, "4": float("nan")}  # x1/4 lowest; x4 failed
+    tie = {f"{f:g}": 1.0 for f in PROBES.factors}  # every branch the same: the level as it is
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["family", "task_seed", "start", "probes"])
+        w.writeheader()
+        w.writerow(dict(family="a", task_seed=0, start="sensible", probes=json.dumps([first, tie])))
+        w.writerow(dict(family="b", task_seed=0, start="sensible", probes=json.dumps([tie])))  # one probe: left out
+    _attach_probes(rows, str(path))
+    assert rows[0]["probe_picks"] == [-2.0, 0.0]
+    assert list(rows[0]["probes"][:4]) == [-0.5, -0.25, 0.5, 1.0] and not rows[0]["probes"][4:].any()
+    assert "probes" not in rows[1]

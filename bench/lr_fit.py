@@ -386,7 +386,8 @@ def _cells(rows: list[dict], preds: list[float], clip: float) -> str:
     y, p = np.array([r["y"] for r in rows]), np.array(preds, dtype=float)
     corr = np.corrcoef(p, y)[0, 1] if p.std() > 0 else float("nan")
     s = score(rows, list(p), clip)
-    return (f"{corr:.2f} | {s['wins']}/{s['n']} (worse {s['losses']}) | {s['geomean']:.3f} (median {s['median']:.3f}, worst {s['worst']:.2f}) | "
+    return (f"{corr:.2f} | {s['wins']}/{s['n']} (worse {s['losses']}) | "
+            f"{s['geomean']:.3f} (median {s['median']:.3f}, worst {s['worst']:.2f}) | "
             f"{s['capture']:.2f} of {s['n_headroom']}")
 
 

@@ -43,6 +43,7 @@ from rlhpo.control.batch_rule import BatchRule
 from rlhpo.control.decision import DecisionPath, check_intervals
 from rlhpo.control.distributed import RankSync
 from rlhpo.control.guard import Verdict
+from rlhpo.control.lr_estimate import ProdigyEstimate
 from rlhpo.control.prior import CALIBRATED, optimizer_kind
 from rlhpo.control.probe import Outcome, Probe
 from rlhpo.controller.batches import Batches, CountingLoader, batch_len
@@ -210,6 +211,9 @@ class Controller:
         self.probe = Probe(probe, self.budget.total) if probe is not None else None
         rule = self.artifact.batch_rule
         self.batch_rule = BatchRule(rule) if rule is not None else None
+        if getattr(self, "estimate", None) is not None:
+            self.estimate.end()
+        self.estimate: Optional[ProdigyEstimate] = None  # Prodigy's lr estimate, while its stretch runs
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -314,6 +318,8 @@ class Controller:
         level times the base schedule (:meth:`rlhpo.control.decision.DecisionPath.lr_at`). A loop
         that trains in whole intervals sets it before every step (the evaluation runner does)."""
         lr = self.decision.lr_at(seen, n)
+        if self.estimate is not None:  # the estimate's stretch: Prodigy's d in place of the level
+            return lr * self.estimate.d / self.decision.level
         probe = self.probe
         return lr * probe.multiplier(seen, n) if probe is not None and probe.active else lr
 
@@ -377,6 +383,7 @@ class Controller:
         start = self.decision.start(asked, self._adaptive, self._set, target, off, kind=kind)
         if self.batch_rule is not None:
             self.batch_rule.reset(start.batch_size)
+        self._begin_estimate(kind, start)
         message = clipping_message(asked, start, self.spec.action_config(), controls)
         if message and not self._warned_clip:
             warn_user(message)
@@ -551,6 +558,8 @@ class Controller:
         if diverged:
             self._say_diverged(observation.verdict, "")
         new = self._set(self.decision.act(action, hp))
+        if self.estimate is not None and (diverged or self.examples_seen >= self.artifact.lr_estimate.fraction * self.budget.total):
+            self._end_estimate(diverged)
         noise = self._grow_batch(stats, new, diverged) if self.batch_rule is not None else None
         if noise is not None:
             new = noise[1]
@@ -577,6 +586,45 @@ class Controller:
             probe.begin(self.examples_seen, target)  # the next steps are the probe's branches
         self._clock[1] += time.perf_counter() - t0
         return new
+
+    def _begin_estimate(self, kind: Optional[str], start: Hyperparams) -> None:
+        """Start Prodigy's estimate (:mod:`rlhpo.control.lr_estimate`) where it can settle: an
+        Adam-like optimizer whose lr the base schedule sets, a run of at least ``min_steps`` steps."""
+        config = self.artifact.lr_estimate
+        if self.estimate is not None:
+            self.estimate.end()
+            self.estimate = None
+        if config is None or kind not in ("adam", "adamw") or not self.decision.scheduled:
+            return
+        per = 1 if self.budget.unit == "steps" else start.batch_size * self.sync.world
+        steps = self.budget.total / max(per, 1)
+        if steps < config.min_steps:
+            return
+        self.estimate = ProdigyEstimate(self.optimizer)
+        self.estimate.begin()
+        if self.sync.is_main:
+            log.info("rlhpo: the lr level from Prodigy's estimate over the first %.0f%% of the run (%s %s, about %d steps)",
+                     100 * config.fraction, f"{int(config.fraction * self.budget.total):,}", self.budget.unit, int(steps * config.fraction))
+
+    def _end_estimate(self, diverged: bool) -> None:
+        """The stretch is over: the level becomes the estimate if it settled (and nothing diverged)."""
+        config, est = self.artifact.lr_estimate, self.estimate
+        assert config is not None and est is not None
+        settled = not diverged and est.settled(config.settle)
+        growth = est.d / est.trajectory[int(0.75 * (len(est.trajectory) - 1))] if est.trajectory else math.inf
+        d = est.end()
+        self.estimate = None
+        before = self.decision.level
+        level = self.decision.rescale(d / before) if settled else before
+        record = dict(estimate=True, examples=self.examples_seen, steps=self.watch.decided_steps, level=level, lr=level,
+                      d=d, settled=bool(settled))
+        self.history.append(record)
+        log_record(self.writer, record)
+        if self.sync.is_main:
+            why = ("settled: the level follows it" if settled else
+                   "a divergence in the stretch: the prior's level" if diverged else
+                   f"still growing ({growth:.2f}x over the stretch's last quarter): the prior's level")
+            log.info("rlhpo: Prodigy's lr estimate %.3g (%s); lr level %.3g -> %.3g", d, why, before, level)
 
     def _grow_batch(self, stats: IntervalStats, hp: Hyperparams, diverged: bool) -> tuple[float, Hyperparams]:
         """The batch rule at a decision: the noise scale read, and the values from here on (the
@@ -654,11 +702,14 @@ class Controller:
         return verdict.val_loss if restored is None else restored
 
     def close(self) -> None:
-        """Remove the optimizer and model hooks."""
+        """Remove the optimizer and model hooks (and end an lr estimate under way: the prior's level stays)."""
         for hook in (self._hook, self._forward_hook):
             if hook is not None:
                 hook.remove()
         self._hook = self._forward_hook = None
+        if self.estimate is not None:
+            self.estimate.end()
+            self.estimate = None
 
     # -- the batches -----------------------------------------------------------------------
     def make_loader(self, dataset: Dataset, batch_size: Optional[int] = None, seed: int = 0, **loader_kwargs: Any) -> DataLoader:
@@ -712,6 +763,7 @@ class Controller:
             "asked": None if self._asked is None else vars(self._asked).copy(),
             "probe": None if self.probe is None else to_plain(self.probe.state_dict()),
             "batch_rule": None if self.batch_rule is None else to_plain(self.batch_rule.state_dict()),
+            "estimate": None if self.estimate is None else self.estimate.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -741,6 +793,13 @@ class Controller:
             self.probe.load_state_dict(state["probe"])
         if self.batch_rule is not None and state.get("batch_rule") is not None:
             self.batch_rule.load_state_dict(state["batch_rule"])
+        if state.get("estimate") is not None:  # a checkpoint taken in the estimate's stretch
+            if self.estimate is None:
+                self.estimate = ProdigyEstimate(self.optimizer)
+            self.estimate.load_state_dict(state["estimate"])
+        elif self.estimate is not None:
+            self.estimate.end()
+            self.estimate = None
         self.knobs.written_lr = self.knobs.lr_now  # the checkpoint's, not a foreign write
         self._scheduled = self._started and self._hook is not None and self.decision.scheduled
         self._clock = [time.perf_counter(), 0.0]

@@ -37,6 +37,8 @@ METHODS: tuple[str, ...] = (
     "controller@v2",
     "controller@v3",
     "controller@v4",
+    # the batch rule with the lr level from Prodigy's estimate on long runs (rlhpo.control.lr_estimate, issue 33)
+    "controller@estimate",
     # the shipped policy's null action through its own decision path (its prior and base schedule,
     # every action zero): what the learned policy adds over the schedule it starts from
     "prior_only",

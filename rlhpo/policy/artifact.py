@@ -36,6 +36,7 @@ import numpy as np
 
 from rlhpo.control.actions import ActionConfig
 from rlhpo.control.batch_rule import BatchRuleConfig
+from rlhpo.control.lr_estimate import EstimateConfig
 from rlhpo.control.probe import ProbeConfig
 from rlhpo.control.spec import DecisionSpec, from_dict
 from rlhpo.errors import ArtifactError, ConfigError
@@ -140,8 +141,9 @@ def _activation(model: Any) -> str:
 
 #: pretrained names that are another folder's: ``v3`` is the learned policy of ``rlhpo/pretrained/default``;
 #: ``rule`` is that folder's decision path with every action zero (no learned policy acts: :attr:`PolicyArtifact.rule`);
-#: ``batch`` the rule with the batch rule, ``probe`` the rule with branching probes
-ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default", "batch": "default"}
+#: ``batch`` the rule with the batch rule, ``probe`` the rule with branching probes, ``estimate`` the
+#: batch rule with the lr level from Prodigy's estimate on long runs
+ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default", "batch": "default", "estimate": "default"}
 #: what a Controller, ``rlhpo.apply`` and the evaluation run when no policy is named. A learned policy
 #: ships as the default only if it beats its own prior (``rule``) on the dev split; none does yet
 #: (docs/evaluation.md): the default is the best rule measured on the dev split, the rule with the batch
@@ -266,6 +268,9 @@ class PolicyArtifact:
     #: the batch rule (:mod:`rlhpo.control.batch_rule`): the batch doubles where the gradient noise
     #: scale says it costs few examples (``load_artifact("batch")``: the rule with it)
     batch_rule: Optional[BatchRuleConfig] = None
+    #: the lr level from Prodigy's estimate over the first stretch of a long run
+    #: (:mod:`rlhpo.control.lr_estimate`; ``load_artifact("estimate")``: the batch rule with it)
+    lr_estimate: Optional[EstimateConfig] = None
 
     @property
     def recurrent(self) -> bool:
@@ -290,6 +295,8 @@ def load_artifact(policy: str | os.PathLike = "default", device: str = "cpu") ->
         return replace(load_artifact("rule", device), probe=ProbeConfig())
     if str(policy) == "batch":
         return replace(load_artifact("rule", device), batch_rule=BatchRuleConfig())
+    if str(policy) == "estimate":
+        return replace(load_artifact("batch", device), lr_estimate=EstimateConfig())
     path = resolve_policy_path(policy)
     where = f"policy artifact {str(path)!r}"
     if not path.is_dir():

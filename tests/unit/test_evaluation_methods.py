@@ -14,7 +14,7 @@ def test_a_method_at_a_policy_is_the_controller_with_that_policy():
     assert parse_method("controller") == ("controller", None)
     assert parse_method("prior_only") == ("prior_only", None)
     assert parse_method("calibrated@v2") == ("calibrated@v2", None)  # only the controller takes a policy
-    assert [m for m in METHODS if "@" in m] == ["controller@v1", "controller@v2", "controller@v3", "controller@v4"]
+    assert [m for m in METHODS if "@" in m] == ["controller@v1", "controller@v2", "controller@v3", "controller@v4", "controller@estimate"]
 
 
 def test_an_old_method_name_is_refused_naming_the_allowed_ones():

@@ -603,8 +603,8 @@ class Controller:
         self.estimate = ProdigyEstimate(self.optimizer)
         self.estimate.begin()
         if self.sync.is_main:
-            log.info("rlhpo: the lr level from Prodigy's estimate over the first %.0f%% of the run (%s %s, about %d steps)",
-                     100 * config.fraction, f"{int(config.fraction * self.budget.total):,}", self.budget.unit, int(steps * config.fraction))
+            log.info("rlhpo: the lr level from Prodigy's estimate over the first %.0f%% of the run (about %s optimizer steps)",
+                     100 * config.fraction, f"{int(steps * config.fraction):,}")
 
     def _end_estimate(self, diverged: bool) -> None:
         """The stretch is over: the level becomes the estimate if it settled (and nothing diverged)."""

@@ -1,5 +1,6 @@
 """How to probe, when to grow the batch: settings of the rule's two additions against the rule
-they start from, on the ``dev`` split.
+they start from, on the ``dev`` split; and the lr estimate's settings (``--kind estimate``)
+against the batch rule it adds to.
 
 Each setting (a :class:`~rlhpo.control.probe.ProbeConfig` with ``--kind probe``, a
 :class:`~rlhpo.control.batch_rule.BatchRuleConfig` with ``--kind batch``) runs the rule with that
@@ -59,6 +60,15 @@ BATCH_SETTINGS: tuple[dict, ...] = (
     {"lr_scaling": "none"},
     {},
 )
+#: the lr-estimate settings compared (``--kind estimate``, against the batch rule it adds to): the
+#: stretch's length and how settled the estimate must be
+ESTIMATE_SETTINGS: tuple[dict, ...] = (
+    {"settle": 1.5},
+    {"fraction": 0.15},
+    {"fraction": 0.2},
+    {"fraction": 0.15, "settle": 1.5},
+    {},
+)
 
 
 def _run(args: tuple) -> tuple[str, tuple, float, int]:
@@ -70,30 +80,36 @@ def _run(args: tuple) -> tuple[str, tuple, float, int]:
 
     torch.set_num_threads(1)
     from rlhpo.control.batch_rule import BatchRuleConfig
+    from rlhpo.control.lr_estimate import EstimateConfig
 
     spec, seed, setting, n_intervals, kind = args
-    artifact = load_artifact("rule")
-    if setting is not None and kind == "probe":
+    artifact = load_artifact("batch" if kind == "estimate" else "rule")
+    if setting is not None and kind == "estimate":
+        artifact = replace(load_artifact("estimate"), lr_estimate=EstimateConfig(**json.loads(setting)))
+    elif setting is not None and kind == "probe":
         artifact = replace(artifact, probe=ProbeConfig(**json.loads(setting)))
     elif setting is not None:
         artifact = replace(artifact, batch_rule=BatchRuleConfig(**json.loads(setting)))
     schedule = ControllerSchedule(artifact)
     result = run_task(spec.make(), schedule, seed=seed, n_intervals=n_intervals)
-    spent = schedule.notes().get("probe_examples", 0) / max(result.examples, 1)
-    return setting or "rule", (spec.family, spec.seed, spec.start, seed), result.test_loss, spent if kind == "probe" else result.steps
+    notes = schedule.notes()
+    other = {"probe": notes.get("probe_examples", 0) / max(result.examples, 1), "batch": result.steps,
+             "estimate": float(bool(notes.get("estimate_settled")))}[kind]
+    return setting or "rule", (spec.family, spec.seed, spec.start, seed), result.test_loss, other
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     import logging
 
     from rlhpo.control.batch_rule import BatchRuleConfig
+    from rlhpo.control.lr_estimate import EstimateConfig
     from rlhpo.control.probe import ProbeConfig
     from rlhpo.evaluation.config import EvaluateConfig
     from rlhpo.evaluation.jobs import TaskSpec
     from rlhpo.tasks import resolve_families
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kind", choices=("probe", "batch"), default="probe")
+    p.add_argument("--kind", choices=("probe", "batch", "estimate"), default="probe")
     p.add_argument("--families", nargs="*", default=["dev"], help="families or groups (default: dev; the workloads: workloads_dev)")
     p.add_argument("--starts", nargs="*", default=["sensible", "random"])
     p.add_argument("--jobs", type=int, default=2)
@@ -108,7 +124,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     families = resolve_families(args.families)
     specs = [TaskSpec(f, c.task_seed_start + i, 1.0, s) for f in families for i in range(args.n_tasks) for s in args.starts]
     batch = args.kind == "batch"
-    settings = [None] + [json.dumps(s, sort_keys=True) for s in (BATCH_SETTINGS if batch else SETTINGS)]
+    table = {"probe": SETTINGS, "batch": BATCH_SETTINGS, "estimate": ESTIMATE_SETTINGS}[args.kind]
+    settings = [None] + [json.dumps(s, sort_keys=True) for s in table]
     if args.only is not None:
         settings = [None] + [json.dumps(json.loads(s), sort_keys=True) for s in args.only]
     work = [(spec, k, s, c.n_intervals, args.kind) for s in settings for spec in specs for k in range(args.seeds)]
@@ -123,7 +140,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             w.writerows([name, *key, loss, other] for name, key, loss, other in out)
     rule = {key: loss for name, key, loss, _ in out if name == "rule"}
     rule_steps = {key: steps for name, key, _, steps in out if name == "rule"}
-    last = "steps / the rule's (median)" if batch else "budget on branches not kept"
+    last = {"probe": "budget on branches not kept", "batch": "steps / the rule's (median)", "estimate": "estimate settled"}[args.kind]
     lines = [
         f"python -m bench.probe_sweep --kind {args.kind} --families {' '.join(args.families)} --starts {' '.join(args.starts)} "
         f"--n-tasks {args.n_tasks} --seeds {args.seeds}"
@@ -138,12 +155,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         rows = [(key, loss / rule[key], other / rule_steps[key] if batch else other) for name, key, loss, other in out if name == s]
         ratios = [r for _, r, _ in rows]
         fam = {f: statistics.median([r for key, r, _ in rows if key[0] == f]) for f in sorted(families)}
-        label = f"defaults: {json.dumps((BatchRuleConfig() if batch else ProbeConfig()).to_dict())}" if s == "{}" else s
+        default = {"probe": ProbeConfig, "batch": BatchRuleConfig, "estimate": EstimateConfig}[args.kind]()
+        label = f"defaults: {json.dumps(default.to_dict())}" if s == "{}" else s
         lines.append(
             f"| `{label}` | {sum(r < 1 for r in ratios)}/{len(ratios)} | {statistics.median(ratios):.4f} | "
             f"{statistics.fmean(ratios):.4f} | {max(ratios):.3f} | "
             + " | ".join(f"{fam[f]:.4f}" for f in fam)
-            + (f" | {statistics.median(o for _, _, o in rows):.3f} |" if batch else f" | {statistics.fmean(o for _, _, o in rows):.1%} |")
+            + (f" | {statistics.median(o for _, _, o in rows):.3f} |" if batch else
+               f" | {sum(o for _, _, o in rows):.0f}/{len(rows)} |" if args.kind == "estimate" else
+               f" | {statistics.fmean(o for _, _, o in rows):.1%} |")
         )
     text = "\n".join(lines)
     print(text)

@@ -136,7 +136,11 @@ class ControllerSchedule(Schedule):
                 session.monitor.summary()  # the branches' statistics are not the interval's
 
     def notes(self) -> dict:
-        probes = [h for h in self.controller.history if h.get("probe")]
+        history = self.controller.history
+        est = next((h for h in history if h.get("estimate")), None)
+        if est is not None:  # the level's move by the estimate (as lr_grid's best factor), and whether it settled
+            return {"lr_factor": est["level"] / history[0]["level"], "estimate_settled": est["settled"]}
+        probes = [h for h in history if h.get("probe")]
         if not probes:
             return {}
         # the level's move by the probes (the lr_grid's column of the same name: its best factor)

@@ -304,7 +304,10 @@ def _attach_prodigy(rows: list[dict], path: Optional[str]) -> None:
         r["prodigy_test"] = _finite(float(p["test_loss"]))
         if r["optimizer"] in ("adam", "adamw"):
             lr = CALIBRATED[r["optimizer"]]["lr"]
-            r["prodigy"] = {float(a): math.log2(d / lr) for a, d in json.loads(p["d"]).items()}
+            d = {float(a): v for a, v in json.loads(p["d"]).items()}
+            r["prodigy"] = {a: math.log2(v / lr) for a, v in d.items()}
+            # settled: it grew, and by at most 1.25x from a quarter to half of the run (known only afterwards)
+            r["prodigy_settled"] = d.get(0.25, 0) > 1.01e-6 and d.get(0.5, math.inf) <= 1.25 * d[0.25]
 
 
 def _prodigy_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]:
@@ -314,6 +317,10 @@ def _prodigy_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]
         if tr or dv:
             lines.append(f"| Prodigy's lr estimate after {a:g} of its run / the calibrated lr (Adam, AdamW; no fit) | "
                          f"{_cells(tr, [r['prodigy'][a] for r in tr], clip)} | {_cells(dv, [r['prodigy'][a] for r in dv], clip)} |")
+    tr, dv = [r for r in train if r.get("prodigy_settled")], [r for r in dev if r.get("prodigy_settled")]
+    if tr or dv:
+        lines.append("| the same after 0.25 of its run, where it had settled (grew at most 1.25x by 0.5; no fit) | "
+                     f"{_cells(tr, [r['prodigy'][0.25] for r in tr], clip)} | {_cells(dv, [r['prodigy'][0.25] for r in dv], clip)} |")
     return lines
 
 

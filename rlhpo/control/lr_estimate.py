@@ -38,7 +38,10 @@ from rlhpo.errors import ConfigError
 
 @dataclass(frozen=True)
 class EstimateConfig:
-    """When the lr level comes from the estimate.
+    """When the lr level comes from the estimate. The defaults are the best of five settings on the
+    ``dev`` workloads (``python -m bench.probe_sweep --kind estimate --families workloads_dev
+    --starts sensible --n-tasks 1 --seeds 3``, docs/results/estimate_sweep.md): a fifth of the run
+    settles the estimate on 6 of 6 runs (a tenth: 3 of 6).
 
     :param fraction: the stretch at the start of the run over which the estimate runs (the lr is
         ``d`` x the base schedule there); the level is set at the first decision after it
@@ -46,7 +49,7 @@ class EstimateConfig:
     :param settle: the estimate is kept only if it grew by at most this factor over the stretch's last quarter
     """
 
-    fraction: float = 0.1
+    fraction: float = 0.2
     min_steps: int = 1000
     settle: float = 1.25
 

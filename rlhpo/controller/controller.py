@@ -111,7 +111,11 @@ class Controller:
     keeps the calibrated level, so the run is the calibrated warm-up + cosine, guarded; where the
     controller sets the batch size (:meth:`make_loader`, a ``sampler``) the batch doubles, the lr
     level x sqrt(2) for Adam-like optimizers, x2 for SGD, when the gradient noise scale is 8x the
-    batch: :mod:`rlhpo.control.batch_rule`). ``policy="rule"`` is the rule alone. A learned policy
+    batch: :mod:`rlhpo.control.batch_rule`). ``policy="estimate"`` adds the lr level from Prodigy's
+    estimate: on an Adam or AdamW run of at least 1,000 optimizer steps the first fifth runs at
+    Prodigy's online step-size estimate times the schedule, and the level then follows it if it has
+    settled, within 4x of the prior (:mod:`rlhpo.control.lr_estimate`; not the default: it wins on
+    some long runs and loses on others). ``policy="rule"`` is the rule alone. A learned policy
     is used only when named (``policy="v4"``, ``"v3"``, ``"v2"``, ``"v1"`` or an artifact folder): none has
     beaten the rule on the dev split yet (docs/evaluation.md).
 
@@ -121,7 +125,8 @@ class Controller:
         control interval is ``1 / n_intervals`` of the budget (the policy's spec)
     :param total_steps: the run's budget in optimizer steps, as ``OneCycleLR`` takes it (with
         :meth:`make_loader` it becomes ``total_steps`` x the starting batch size in examples)
-    :param policy: ``"batch"`` (the default: the rule with the batch rule), ``"rule"`` (the calibrated
+    :param policy: ``"batch"`` (the default: the rule with the batch rule), ``"estimate"`` (the batch
+        rule with the lr level from Prodigy's estimate on long runs), ``"rule"`` (the calibrated
         prior, its decisions all zero), ``"probe"`` (the rule with branching probes:
         :mod:`rlhpo.control.probe`; not the default), a learned
         policy by name (``"v4"``, ``"v3"`` = the folder ``"default"``, ``"v2"``, ``"v1"``), an artifact folder,

@@ -146,9 +146,11 @@ def _activation(model: Any) -> str:
 ALIASES: dict[str, str] = {"v3": "default", "rule": "default", "probe": "default", "batch": "default", "estimate": "default"}
 #: what a Controller, ``rlhpo.apply`` and the evaluation run when no policy is named. A learned policy
 #: ships as the default only if it beats its own prior (``rule``) on the dev split; none does yet
-#: (docs/evaluation.md): the default is the best rule measured on the dev split, the rule with the batch
-#: rule (``batch``: the same model in fewer optimizer steps where the controller sets the batch size);
-#: the plain rule and the learned policies stay available by name
+#: (docs/evaluation.md): the default is the best rule measured, the rule with the batch rule (``batch``:
+#: the same model in fewer optimizer steps where the controller sets the batch size). The lr level
+#: from Prodigy's estimate on long runs (``estimate``) won the dev workloads but not the meta-training
+#: families' long-enough runs nor the final workloads (docs/evaluation.md): it is opt-in. The plain
+#: rule and the learned policies stay available by name
 DEFAULT_POLICY = "batch"
 
 

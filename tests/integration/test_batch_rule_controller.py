@@ -94,9 +94,11 @@ def test_the_runner_grows_the_batch_through_the_same_controller():
     assert result.examples == 6000 and not result.diverged
 
 
-def test_the_default_controller_runs_the_batch_rule():
+def test_the_default_controller_runs_the_batch_rule_and_not_the_lr_estimate():
     opt = torch.optim.Adam(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
-    assert Controller(opt, total_examples=1000, batch_size=8).batch_rule is not None
+    default = Controller(opt, total_examples=1000, batch_size=8)
+    assert default.batch_rule is not None and default.artifact.lr_estimate is None
+    assert Controller(opt, total_examples=1000, batch_size=8, policy="estimate").artifact.lr_estimate is not None
     assert Controller(opt, total_examples=1000, batch_size=8, policy="rule").batch_rule is None
 
 

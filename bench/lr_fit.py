@@ -44,6 +44,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from rlhpo.control.batch_rule import BatchRuleConfig
 from rlhpo.control.prior import CALIBRATED
 from rlhpo.control.probe import ProbeConfig
 from rlhpo.evaluation.baselines import Calibrated, Prodigy
@@ -141,6 +142,22 @@ def probes_one(spec: TaskSpec) -> dict:
     run_task(task, sched, seed=0, test_split=False)
     outcomes = [dict(zip((f"{f:g}" for f in o.factors), o.scores)) for o in sched.controller.probe.outcomes]
     return dict(family=spec.family, task_seed=spec.seed, start=spec.start, probes=json.dumps(outcomes))
+
+
+def noise_one(spec: TaskSpec) -> dict:
+    """The prior's run measuring the gradient noise scale (the batch rule's measurement, the batch
+    never grown): ``B_noise / B`` at each decision (NaN: nothing measured yet)."""
+    torch.set_num_threads(1)
+    task = spec.make()
+    sched = ControllerSchedule(replace(load_artifact("batch"), batch_rule=BatchRuleConfig(max_factor=1)))
+    run_task(task, sched, seed=0, test_split=False)
+    ratios = [h.get("noise_scale", math.nan) / h["batch_size"] if h.get("batch_size") else math.nan
+              for h in sched.controller.history if "action" in h]
+    return dict(family=spec.family, task_seed=spec.seed, start=spec.start, noise=json.dumps(ratios))
+
+
+def collect_noise(args) -> None:
+    _write_all(noise_one, _specs_of(args.of), args)
 
 
 def collect_probes(args) -> None:
@@ -347,6 +364,28 @@ def _attach_probes(rows: list[dict], path: Optional[str]) -> None:
         r["probes"], r["probe_picks"] = np.array(x), picks
 
 
+def _attach_noise(rows: list[dict], path: Optional[str]) -> None:
+    """log2 of the gradient noise scale over the batch at decisions 1-5 (0 where not measured)."""
+    if not path:
+        return
+    with _open(path) as fh:
+        runs = {(r["family"], int(r["task_seed"]), r["start"]): json.loads(r["noise"]) for r in csv.DictReader(fh)}
+    for r in rows:
+        ratios = runs.get((r["family"], r["task_seed"], r["start"]))
+        if ratios is None or len(ratios) < 5:
+            continue
+        r["noise"] = np.array([math.log2(v) if isinstance(v, float) and math.isfinite(v) and v > 0 else 0.0 for v in ratios[:5]])
+
+
+def _noise_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]:
+    tr, dv = [r for r in train if "noise" in r], [r for r in dev if "noise" in r]
+    if len({r["family"] for r in tr}) < 3:
+        return []
+    a, b, c, d = _fitted(tr, dv, lambda r: r["noise"], 10.0)
+    return [f"| gradient noise scale / batch at decisions 1-5 (the batch rule's measurement), ridge | {_cells(a, b, clip)} | "
+            f"{_cells(c, d, clip)} |"]
+
+
 def _probe_lines(train: list[dict], dev: list[dict], clip: float) -> list[str]:
     tr, dv = [r for r in train if "probes" in r], [r for r in dev if "probes" in r]
     if not (tr or dv):
@@ -408,6 +447,8 @@ def report(args) -> None:
     _attach_prodigy(dev, args.prodigy_dev)
     _attach_probes(train, args.probes_train)
     _attach_probes(dev, args.probes_dev)
+    _attach_noise(train, args.noise_train)
+    _attach_noise(dev, args.noise_dev)
     lines = [
         "| candidate | train (leave one family out): corr | wins vs x1 | test / x1: geometric mean | capture: median | "
         "dev (fitted on train): corr | wins vs x1 | test / x1 | capture |",
@@ -429,6 +470,7 @@ def report(args) -> None:
                      f"{_cells(mini_dv, [r['mini'] for r in mini_dv], args.clip)} |")
     lines += _prodigy_lines(train, dev, args.clip)
     lines += _probe_lines(train, dev, args.clip)
+    lines += _noise_lines(train, dev, args.clip)
     lines.append(f"| the grid's own best (oracle, clipped) | {_cells(train, [r['y'] for r in train], args.clip)} | "
                  f"{_cells(dev, [r['y'] for r in dev], args.clip)} |")
     counts = {f: sum(r["best"] == f for r in train) for f in sorted({r["best"] for r in train})}
@@ -438,7 +480,9 @@ def report(args) -> None:
             f"{' --prodigy-train ' + args.prodigy_train if args.prodigy_train else ''}"
             f"{' --prodigy-dev ' + args.prodigy_dev if args.prodigy_dev else ''}"
             f"{' --probes-train ' + args.probes_train if args.probes_train else ''}"
-            f"{' --probes-dev ' + args.probes_dev if args.probes_dev else ''}`"
+            f"{' --probes-dev ' + args.probes_dev if args.probes_dev else ''}"
+            f"{' --noise-train ' + args.noise_train if args.noise_train else ''}"
+            f"{' --noise-dev ' + args.noise_dev if args.noise_dev else ''}`"
             f" ({time.perf_counter() - t0:.0f} s): {len(train)} train task-seeds ({len({r['family'] for r in train})} families), "
             f"{len(dev)} dev. The label: log2 of the grid factor (x1/8 .. x8 of the calibrated lr) with the lowest final "
             f"validation loss; test / x1 is the test loss at the predicted factor over the calibrated run's (x1), "
@@ -473,6 +517,11 @@ def main() -> None:
     pb.add_argument("of")
     pb.add_argument("--workers", type=int, default=2)
     pb.add_argument("--out", required=True)
+    nz = sub.add_parser("noise", help="the prior's run measuring the gradient noise scale, per task-seed of a collect "
+                        "CSV")
+    nz.add_argument("of")
+    nz.add_argument("--workers", type=int, default=2)
+    nz.add_argument("--out", required=True)
     r = sub.add_parser("report", help="score every candidate predictor of the best lr factor")
     r.add_argument("train")
     r.add_argument("dev", nargs="?")
@@ -483,10 +532,14 @@ def main() -> None:
     r.add_argument("--prodigy-dev", help="a `prodigy` CSV of the dev task-seeds")
     r.add_argument("--probes-train", help="a `probes` CSV of the train task-seeds")
     r.add_argument("--probes-dev", help="a `probes` CSV of the dev task-seeds")
+    r.add_argument("--noise-train", help="a `noise` CSV of the train task-seeds")
+    r.add_argument("--noise-dev", help="a `noise` CSV of the dev task-seeds")
     r.add_argument("--clip", type=float, default=2.0, help="largest |log2 factor| a prediction may take (the trust region: 4x)")
     r.add_argument("--out")
     args = p.parse_args()
-    {"collect": collect, "mini": collect_mini, "prodigy": collect_prodigy, "probes": collect_probes, "report": report}[args.cmd](args)
+    commands = {"collect": collect, "mini": collect_mini, "prodigy": collect_prodigy, "probes": collect_probes,
+                "noise": collect_noise, "report": report}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ The estimate is Prodigy's (Mishchenko & Defazio 2024; ``prodigyopt.Prodigy`` wit
 ``d = max_t d_hat_t``, ``d_hat = sum_k l_k <g_k, x_0 - x_k> / ||s||_1``, ``s = sum_k beta3^(t-k) (d_k/d_0) d_k g_k``,
 ``l_k = (d_k/d_0) x`` the step's lr x Adam's bias correction (the numerator decays by ``beta3`` too).
 prodigyopt computes it inside its own optimizer step only; this computes it beside another
-optimizer's, in that optimizer's step pre-hook, where the gradients and the weights before the
-update are at hand (tests/unit/test_lr_estimate.py checks it against prodigyopt's ``d``).
+optimizer's, in that optimizer's step post-hook, from the step's gradients and the weights the
+step started from (kept from the step before: a closure-based step, as Lightning's, computes its
+gradients inside ``step()``, after any pre-hook); tests/unit/test_lr_estimate.py checks it against
+prodigyopt's ``d``.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class EstimateConfig:
 class ProdigyEstimate:
     """Prodigy's step-size estimate ``d`` for the steps of ``optimizer`` (see the module doc).
 
-    :meth:`begin` snapshots the weights and hooks the optimizer; every step then updates ``d``
-    from the gradients, the weights and the lr about to be applied; :meth:`end` unhooks and frees.
+    :meth:`begin` snapshots the weights and hooks the optimizer; after every step ``d`` is updated
+    from the step's gradients, the weights it started from and its lr; :meth:`end` unhooks and frees.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, d0: float = 1e-6) -> None:
@@ -81,6 +83,7 @@ class ProdigyEstimate:
         self.numerator, self.k = 0.0, 0
         self.trajectory: list[float] = []  # d after each step
         self._p0: list[torch.Tensor] = []
+        self._prev: list[torch.Tensor] = []  # the weights the next step starts from
         self._s: list[torch.Tensor] = []
         self._hook: Any = None
 
@@ -94,18 +97,19 @@ class ProdigyEstimate:
     def begin(self) -> None:
         params = self._params()
         self._p0 = [p.detach().clone() for p in params]
+        self._prev = [p.detach().clone() for p in params]
         self._s = [torch.zeros_like(p, memory_format=torch.preserve_format).detach() for p in params]
         self.d = self.d_max = self.d0
         self.numerator, self.k, self.trajectory = 0.0, 0, []
-        self._hook = self.optimizer.register_step_pre_hook(self._before_step)
+        self._hook = self.optimizer.register_step_post_hook(self._after_step)
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        lr = float(optimizer.param_groups[0]["lr"])
-        self.observe(lr)
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.observe(float(optimizer.param_groups[0]["lr"]))
 
     @torch.no_grad()
     def observe(self, lr: float) -> None:
-        """One optimizer step about to apply ``lr``: update ``d`` from the gradients and the weights."""
+        """One optimizer step that applied ``lr``: update ``d`` from its gradients and the weights it
+        started from, and remember the weights the next step starts from."""
         d, d0 = self.d, self.d0
         k = self.k
         bias = math.sqrt(1 - self.beta2 ** (k + 1)) / (1 - self.beta1 ** (k + 1))
@@ -113,13 +117,13 @@ class ProdigyEstimate:
         numerator = self.numerator * self.beta3
         denom = 0.0
         delta = torch.zeros((), dtype=torch.float64)
-        for p, p0, s in zip(self._params(), self._p0, self._s):
-            if p.grad is None:
-                continue
-            g = p.grad
-            delta += (d / d0) * dlr * torch.dot(g.flatten().double(), (p0 - p).flatten().double())
-            s.mul_(self.beta3).add_(g, alpha=(d / d0) * d)  # safeguard_warmup: the lr's schedule stays out of s
-            denom += float(s.abs().sum())
+        for p, p0, prev, s in zip(self._params(), self._p0, self._prev, self._s):
+            if p.grad is not None:
+                g = p.grad
+                delta += (d / d0) * dlr * torch.dot(g.flatten().double(), (p0 - prev).flatten().double())
+                s.mul_(self.beta3).add_(g, alpha=(d / d0) * d)  # safeguard_warmup: the lr's schedule stays out of s
+                denom += float(s.abs().sum())
+            prev.copy_(p)
         self.k = k + 1
         self.numerator = numerator + float(delta)
         if denom > 0:
@@ -138,7 +142,7 @@ class ProdigyEstimate:
         """Unhook, free the snapshots; the estimate."""
         if self._hook is not None:
             self._hook.remove()
-        self._hook, self._p0, self._s = None, [], []
+        self._hook, self._p0, self._prev, self._s = None, [], [], []
         return self.d
 
     def state_dict(self) -> Optional[dict]:
@@ -146,7 +150,7 @@ class ProdigyEstimate:
         if not self.active:
             return None
         return {"d": self.d, "d_max": self.d_max, "numerator": self.numerator, "k": self.k, "trajectory": list(self.trajectory),
-                "p0": [t.clone() for t in self._p0], "s": [t.clone() for t in self._s]}
+                "p0": [t.clone() for t in self._p0], "prev": [t.clone() for t in self._prev], "s": [t.clone() for t in self._s]}
 
     def load_state_dict(self, state: Optional[dict]) -> None:
         if state is None:
@@ -159,4 +163,6 @@ class ProdigyEstimate:
         for dst, src in zip(self._p0, state["p0"]):
             dst.copy_(src)
         for dst, src in zip(self._s, state["s"]):
+            dst.copy_(src)
+        for dst, src in zip(self._prev, state["prev"]):
             dst.copy_(src)

@@ -41,17 +41,13 @@ def test_the_estimate_is_prodigyopts_own_on_the_same_steps():
         opt = Prodigy(model.parameters(), lr=1.0, safeguard_warmup=True, use_bias_correction=True)
     est = ProdigyEstimate(opt)
     est.begin()
-    est.end()  # not hooked: the test feeds it Prodigy's own step size, d x lr
-    est._p0 = [p.detach().clone() for p in model.parameters()]
-    est._s = [torch.zeros_like(p) for p in model.parameters()]
+    est._hook.remove()  # not by itself: the test feeds it Prodigy's own step size, d x lr (d before the step)
     ds, ours = [], []
-
-    def before():
-        est.observe(opt.param_groups[0]["d"] * opt.param_groups[0]["lr"])
-        ours.append(est.d)
-
     for _ in range(60):
-        _train(model, x, y, opt, 1, before)
+        size = opt.param_groups[0]["d"] * opt.param_groups[0]["lr"]
+        _train(model, x, y, opt, 1)
+        est.observe(size)
+        ours.append(est.d)
         ds.append(opt.param_groups[0]["d"])
     assert ds[-1] > 100 * ds[0]  # it grew
     assert ours == pytest.approx(ds, rel=1e-5)
@@ -100,3 +96,31 @@ def test_a_checkpoint_mid_stretch_resumes_the_same_estimate():
 def test_bad_settings_name_what_is_allowed(kw, pattern):
     with pytest.raises(ConfigError, match=pattern):
         EstimateConfig(**kw)
+
+
+def test_a_closure_based_step_gives_the_same_estimate():
+    """Lightning steps with a closure: the gradients exist only inside ``step()``."""
+    runs = []
+    for closure in (False, True):
+        model, x, y = _problem(3)
+        adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+        est = ProdigyEstimate(adam)
+        est.begin()
+        for i in range(30):
+            idx = torch.arange(i * 32, i * 32 + 32) % len(x)
+
+            def loss_fn():
+                adam.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+                loss.backward()
+                return loss
+
+            if closure:
+                adam.step(loss_fn)
+            else:
+                loss_fn()
+                adam.step()
+            adam.param_groups[0]["lr"] = est.d
+        runs.append(list(est.trajectory))
+        est.end()
+    assert runs[0] == runs[1] and runs[0][-1] > 1e-6

@@ -63,10 +63,10 @@ BATCH_SETTINGS: tuple[dict, ...] = (
 #: the lr-estimate settings compared (``--kind estimate``, against the batch rule it adds to): the
 #: stretch's length and how settled the estimate must be
 ESTIMATE_SETTINGS: tuple[dict, ...] = (
-    {"settle": 1.5},
+    {"fraction": 0.1, "settle": 1.5},
     {"fraction": 0.15},
-    {"fraction": 0.2},
     {"fraction": 0.15, "settle": 1.5},
+    {"fraction": 0.1},
     {},
 )
 
@@ -95,7 +95,7 @@ def _run(args: tuple) -> tuple[str, tuple, float, int]:
     notes = schedule.notes()
     other = {"probe": notes.get("probe_examples", 0) / max(result.examples, 1), "batch": result.steps,
              "estimate": float(bool(notes.get("estimate_settled")))}[kind]
-    return setting or "rule", (spec.family, spec.seed, spec.start, seed), result.test_loss, other
+    return setting or ("batch" if kind == "estimate" else "rule"), (spec.family, spec.seed, spec.start, seed), result.test_loss, other
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -138,15 +138,16 @@ def main(argv: Optional[list[str]] = None) -> None:
             w = csv.writer(f)
             w.writerow(["setting", "family", "task_seed", "start", "seed", "test_loss", "other"])
             w.writerows([name, *key, loss, other] for name, key, loss, other in out)
-    rule = {key: loss for name, key, loss, _ in out if name == "rule"}
-    rule_steps = {key: steps for name, key, _, steps in out if name == "rule"}
+    base = "batch" if args.kind == "estimate" else "rule"  # what the settings are compared with
+    rule = {key: loss for name, key, loss, _ in out if name == base}
+    rule_steps = {key: steps for name, key, _, steps in out if name == base}
     last = {"probe": "budget on branches not kept", "batch": "steps / the rule's (median)", "estimate": "estimate settled"}[args.kind]
     lines = [
         f"python -m bench.probe_sweep --kind {args.kind} --families {' '.join(args.families)} --starts {' '.join(args.starts)} "
         f"--n-tasks {args.n_tasks} --seeds {args.seeds}"
         + ("" if args.only is None else " --only " + " ".join(shlex.quote(o) for o in args.only))
         + f"   ({', '.join(families)}; {' and '.join(args.starts)} starts; "
-        f"{len(rule)} task-seeds; test loss / the rule's; each setting overrides the defaults)",
+        f"{len(rule)} task-seeds; test loss / the {'batch rule' if base == 'batch' else 'rule'}'s; each setting overrides the defaults)",
         "",
         f"| setting | won | median | mean | worst | {' | '.join(sorted(families))} | {last} |",
         "|---|---|---|---|---|" + "---|" * len(families) + "---|",

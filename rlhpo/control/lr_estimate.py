@@ -67,6 +67,14 @@ class EstimateConfig:
         return asdict(self)
 
 
+def _total(values: list[torch.Tensor]) -> float:
+    """The sum of scalar tensors as a float: added on the first one's device, one transfer."""
+    if not values:
+        return 0.0
+    device = values[0].device
+    return float(torch.stack([v.to(device) for v in values]).sum())
+
+
 class ProdigyEstimate:
     """Prodigy's step-size estimate ``d`` for the steps of ``optimizer`` (see the module doc).
 
@@ -104,39 +112,47 @@ class ProdigyEstimate:
         self._hook = self.optimizer.register_step_post_hook(self._after_step)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self.observe(float(optimizer.param_groups[0]["lr"]))
+        self.observe()
 
     @torch.no_grad()
-    def observe(self, lr: float) -> None:
-        """One optimizer step that applied ``lr``: update ``d`` from its gradients and the weights it
-        started from, and remember the weights the next step starts from."""
+    def observe(self, lr: Optional[float] = None) -> None:
+        """One optimizer step: update ``d`` from its gradients, the weights it started from and each
+        param group's lr (or ``lr`` for all of them), and remember the weights the next step starts
+        from. A group at lr 0 is left out, as prodigyopt leaves it."""
         d, d0 = self.d, self.d0
         k = self.k
         bias = math.sqrt(1 - self.beta2 ** (k + 1)) / (1 - self.beta1 ** (k + 1))
-        dlr = lr * bias  # the step's size (the lr holds d already: lr = d x the schedule)
         numerator = self.numerator * self.beta3
-        denom = 0.0
-        delta = torch.zeros((), dtype=torch.float64)
-        for p, p0, prev, s in zip(self._params(), self._p0, self._prev, self._s):
-            if p.grad is not None:
-                g = p.grad
-                delta += (d / d0) * dlr * torch.dot(g.flatten().double(), (p0 - prev).flatten().double())
-                s.mul_(self.beta3).add_(g, alpha=(d / d0) * d)  # safeguard_warmup: the lr's schedule stays out of s
-                denom += float(s.abs().sum())
-            prev.copy_(p)
+        dots, sums = [], []  # on the parameters' devices: one transfer per step, not one per tensor
+        params = iter(zip(self._p0, self._prev, self._s))
+        for group in self.optimizer.param_groups:
+            dlr = (float(group["lr"]) if lr is None else lr) * bias  # the step's size (the lr holds d: d x the schedule)
+            for p in group["params"]:
+                p0, prev, s = next(params)
+                if p.grad is not None and dlr > 0:
+                    g = p.grad.float()
+                    dots.append((d / d0) * dlr * torch.dot(g.flatten(), (p0 - prev).float().flatten()))
+                    s.mul_(self.beta3).add_(p.grad, alpha=(d / d0) * d)  # safeguard_warmup: the schedule stays out of s
+                    sums.append(s.float().abs().sum())
+                prev.copy_(p)
         self.k = k + 1
-        self.numerator = numerator + float(delta)
+        delta, denom = _total(dots), _total(sums)
+        self.numerator = numerator + delta
         if denom > 0:
             d_hat = self.numerator / denom
             self.d_max = max(self.d_max, d_hat)
             self.d = max(self.d, self.d_max)
         self.trajectory.append(self.d)
 
+    def growth(self) -> float:
+        """How much ``d`` grew over the last quarter of its steps (inf before any step)."""
+        if not self.trajectory:
+            return math.inf
+        return self.d / self.trajectory[int(0.75 * (len(self.trajectory) - 1))]
+
     def settled(self, factor: float) -> bool:
         """Whether ``d`` has grown and grew by at most ``factor`` over the last quarter of its steps."""
-        if not self.trajectory or self.d <= self.d0:
-            return False
-        return self.d <= factor * self.trajectory[int(0.75 * (len(self.trajectory) - 1))]
+        return self.d > self.d0 and self.growth() <= factor
 
     def end(self) -> float:
         """Unhook, free the snapshots; the estimate."""

@@ -216,6 +216,9 @@ class Controller:
         self.probe = Probe(probe, self.budget.total) if probe is not None else None
         rule = self.artifact.batch_rule
         self.batch_rule = BatchRule(rule) if rule is not None else None
+        if self.artifact.lr_estimate is not None and probe is not None:
+            raise ControllerError("a policy with both branching probes and the lr estimate is not supported: the probes' "
+                                  "branches would move the weights the estimate reads; use policy='probe' or policy='estimate'")
         if getattr(self, "estimate", None) is not None:
             self.estimate.end()
         self.estimate: Optional[ProdigyEstimate] = None  # Prodigy's lr estimate, while its stretch runs
@@ -562,9 +565,9 @@ class Controller:
         action = self.sync.agree(self.driver.act(observation.obs))
         if diverged:
             self._say_diverged(observation.verdict, "")
-        new = self._set(self.decision.act(action, hp))
         if self.estimate is not None and (diverged or self.examples_seen >= self.artifact.lr_estimate.fraction * self.budget.total):
-            self._end_estimate(diverged)
+            self._end_estimate(diverged)  # before the action: this decision's values are at the new level
+        new = self._set(self.decision.act(action, hp))
         noise = self._grow_batch(stats, new, diverged) if self.batch_rule is not None else None
         if noise is not None:
             new = noise[1]
@@ -616,13 +619,13 @@ class Controller:
         config, est = self.artifact.lr_estimate, self.estimate
         assert config is not None and est is not None
         settled = not diverged and est.settled(config.settle)
-        growth = est.d / est.trajectory[int(0.75 * (len(est.trajectory) - 1))] if est.trajectory else math.inf
+        growth = est.growth()
         d = est.end()
         self.estimate = None
         before = self.decision.level
         level = self.decision.rescale(d / before) if settled else before
         record = dict(estimate=True, examples=self.examples_seen, steps=self.watch.decided_steps, level=level, lr=level,
-                      d=d, settled=bool(settled))
+                      before=before, d=d, settled=bool(settled))
         self.history.append(record)
         log_record(self.writer, record)
         if self.sync.is_main:
@@ -683,6 +686,9 @@ class Controller:
         self._finished = True
         if self.probing:  # the loop stopped mid-probe: the best branch so far, if any, comes back
             self.probe.abort(self.decision.guard.target)  # type: ignore[union-attr]
+        if self.estimate is not None:  # the run ended inside the estimate's stretch: the level stays the prior's
+            self.estimate.end()
+            self.estimate = None
         self.budget.report_end()
         stats = self.monitor.summary()
         val = self.validation.loss(stats) if val_loss is None else float(val_loss)
@@ -799,6 +805,9 @@ class Controller:
         if self.batch_rule is not None and state.get("batch_rule") is not None:
             self.batch_rule.load_state_dict(state["batch_rule"])
         if state.get("estimate") is not None:  # a checkpoint taken in the estimate's stretch
+            if self.artifact.lr_estimate is None:
+                raise ControllerError("this checkpoint was taken during an lr estimate's stretch; load it into a controller "
+                                      "built with the policy that took it (policy='estimate')")
             if self.estimate is None:
                 self.estimate = ProdigyEstimate(self.optimizer)
             self.estimate.load_state_dict(state["estimate"])

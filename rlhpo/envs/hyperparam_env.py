@@ -140,7 +140,8 @@ class HyperparamControlEnv(gym.Env):
         interval = self._snapshot_interval(options)
         if interval and self.references is not None:
             long = task.with_budget(max(1, int(round(task.budget_examples * c.snapshot_budget_scale))))
-            snapshot = self.references.snapshot(long, session_seed, interval)
+            every = tuple(self._interval_of(a) for a in c.snapshot_at)  # one long run keeps them all
+            snapshot = self.references.snapshot(long, session_seed, interval, every)
             if snapshot is not None:  # else the long reference run was lost before it: an episode from the start
                 task, self.task, self.snapshot_interval = long, long, interval
         self._reference = self.references.curve(task, session_seed) if self.references is not None else None
@@ -169,7 +170,12 @@ class HyperparamControlEnv(gym.Env):
             at = float(c.snapshot_at[int(self.np_random.integers(len(c.snapshot_at)))])
         else:
             return 0
-        return min(int(round(at * c.n_intervals)), c.n_intervals - 1)
+        return self._interval_of(at)
+
+    def _interval_of(self, at: float) -> int:
+        """The decision interval a fraction ``at`` of the run rounds to (above 0: never the start)."""
+        n = self.config.n_intervals
+        return 0 if at == 0 else min(max(int(round(at * n)), 1), n - 1)
 
     def end_reset(self, stats: IntervalStats, val_loss: float, val_metric: float) -> tuple[np.ndarray, dict]:
         obs, info, lost = self._observe(stats, val_loss, val_metric)

@@ -143,25 +143,26 @@ class ReferenceCurves:
         if run is None:
             run, states = self._run(task, seed, snapshots)
             self.computed += 1
-            for k, state in states.items():  # before the curve: a curve on disk promises its snapshots
-                self._put_snapshot(key, k, state)
+            for k in snapshots:  # before the curve: a curve on disk promises its snapshots
+                self._put_snapshot(key, k, states.get(k))  # None: the run ended before k (kept as such: no rerun)
             if path is not None:
                 _write_json(path, {"task": task.name, "seed": int(seed), **run})
         ref = self._memory[key] = Reference.of(run["curve"], run["examples"], run["steps"])
         return ref
 
-    def snapshot(self, task: Task, seed: int, interval: int) -> Optional[dict]:
-        """The reference run's state at the start of ``interval`` (computed with the curve if need be):
-        ``session`` and ``decision`` (their ``state_dict``) and ``steps`` (optimizer steps so far);
-        None if the reference run ended before that interval (it diverged with nothing to restore)."""
+    def snapshot(self, task: Task, seed: int, interval: int, capture: tuple[int, ...] = ()) -> Optional[dict]:
+        """The reference run's state at the start of ``interval``: ``session`` and ``decision`` (their
+        ``state_dict``) and ``steps`` (optimizer steps so far), on the environment's device; None if
+        the reference run ended before that interval (it diverged with nothing to restore). A run
+        computed for it keeps the snapshots of ``capture`` too (the other intervals episodes start at)."""
         key = self.key(task, seed)
         if not self._has_snapshot(key, interval):
-            self.curve(task, seed, (interval,))
-            if not self._has_snapshot(key, interval):
-                return None
+            self.curve(task, seed, tuple(sorted({interval, *capture})))
         path = self._snapshot_path(key, interval)
         blob = path.read_bytes() if path is not None else self._snapshots[(key, interval)]
-        return torch.load(io.BytesIO(blob), weights_only=False)
+        if not blob:
+            return None
+        return torch.load(io.BytesIO(blob), map_location=self._config.device, weights_only=False)
 
     def _snapshot_path(self, key: str, interval: int) -> Optional[Path]:
         return self._dir / f"{key}.snap{int(interval)}.pt" if self._dir is not None else None
@@ -170,9 +171,10 @@ class ReferenceCurves:
         path = self._snapshot_path(key, interval)
         return path.exists() if path is not None else (key, interval) in self._snapshots
 
-    def _put_snapshot(self, key: str, interval: int, state: dict) -> None:
+    def _put_snapshot(self, key: str, interval: int, state: Optional[dict]) -> None:
         buf = io.BytesIO()
-        torch.save(state, buf)
+        if state is not None:  # else empty: the run never reached the interval
+            torch.save(state, buf)
         path = self._snapshot_path(key, interval)
         if path is None:
             self._snapshots[(key, interval)] = buf.getvalue()

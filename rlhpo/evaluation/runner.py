@@ -139,7 +139,7 @@ class ControllerSchedule(Schedule):
         history = self.controller.history
         est = next((h for h in history if h.get("estimate")), None)
         if est is not None:  # the level's move by the estimate (as lr_grid's best factor), and whether it settled
-            return {"lr_factor": est["level"] / history[0]["level"], "estimate_settled": est["settled"]}
+            return {"lr_factor": est["level"] / est["before"], "estimate_settled": est["settled"]}
         probes = [h for h in history if h.get("probe")]
         if not probes:
             return {}

@@ -57,6 +57,8 @@ def test_on_a_long_run_the_level_follows_the_settled_estimate():
     assert est[0]["level"] == pytest.approx(min(max(est[0]["d"], prior / 4), prior * 4))
     assert est[0]["level"] != prior and c.decision.level == est[0]["level"]
     assert c.lr_at(1499, 1) == pytest.approx(c.decision.lr_at(1499, 1))  # after the stretch: the base schedule at the level
+    decision = next(h for h in c.decisions if h["examples"] == 300)
+    assert decision["level"] == est[0]["level"] == est[0]["before"] * (est[0]["level"] / prior)  # the decision there is at it
     assert c.estimate is None and not c.optimizer._optimizer_step_pre_hooks.keys() - {c._hook.id}  # unhooked
 
 
@@ -87,3 +89,19 @@ def test_the_runner_takes_the_estimate_through_the_same_controller():
     run_task(task, schedule, seed=0)
     est = [h for h in schedule.controller.history if h.get("estimate")]
     assert len(est) == 1 and est[0]["d"] > 1e-6
+
+
+def test_probes_and_the_estimate_together_are_refused():
+    from rlhpo.control.probe import ProbeConfig
+    from rlhpo.errors import ControllerError
+
+    both = replace(load_artifact("estimate"), probe=ProbeConfig())
+    opt = torch.optim.Adam(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
+    with pytest.raises(ControllerError, match="both branching probes and the lr estimate"):
+        Controller(opt, total_steps=2000, policy=both)
+
+
+def test_a_run_that_ends_inside_the_stretch_unhooks():
+    c, _ = _run(1200, stop_at=50)
+    c.finish()
+    assert c.estimate is None and not c.optimizer._optimizer_step_post_hooks

@@ -74,3 +74,16 @@ def test_snapshot_episodes_need_a_reference_and_one_network_per_env():
         snap_env().reset(seed=0, options={"snapshot": 1.0})
     with pytest.raises(ValueError, match=r"snapshot_fraction=0.5: .* use vec_env.kind dummy, subproc or ray"):
         BatchedVecEnv(EnvConfig(families=["synthetic_classification"], snapshot_fraction=0.5), n_envs=2)
+
+
+def test_one_long_run_keeps_every_snapshot_and_a_lost_one_is_not_rerun(tmp_path):
+    env = snap_env(tmp_path)
+    env.reset(seed=0, options={"snapshot": 0.5})
+    assert env.references.computed == 1  # the long run, keeping both snapshots
+    assert len(list(tmp_path.glob("*.snap4.pt"))) == len(list(tmp_path.glob("*.snap6.pt"))) == 1
+    env.reset(seed=0, options={"snapshot": 0.75})
+    assert env.references.computed == 1  # the second start was kept by the first run
+    refs = env.references
+    key = refs.key(env.task, 0)
+    refs._put_snapshot(key, 7, None)  # a run that ended before interval 7
+    assert refs.snapshot(env.task, 0, 7) is None and refs.computed == 1

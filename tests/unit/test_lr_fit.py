@@ -104,3 +104,18 @@ def test_probe_outcomes_become_relative_scores_and_greedy_picks(tmp_path):
     assert rows[0]["probe_picks"] == [-2.0, 0.0]
     assert list(rows[0]["probes"][:4]) == [-0.5, -0.25, 0.5, 1.0] and not rows[0]["probes"][4:].any()
     assert "probes" not in rows[1]
+
+
+def test_noise_ratios_become_octaves_and_unmeasured_ones_zero(tmp_path):
+    from bench.lr_fit import _attach_noise
+
+    rows = [dict(_row("a", 0.5, 1.0, 0.2), optimizer="adam"), dict(_row("b", 2.0, 1.0, 0.2), optimizer="adam")]
+    path = tmp_path / "n.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["family", "task_seed", "start", "noise"])
+        w.writeheader()
+        w.writerow(dict(family="a", task_seed=0, start="sensible", noise=json.dumps([float("nan"), 2.0, 0.5, 8.0, 1.0, 4.0])))
+        w.writerow(dict(family="b", task_seed=0, start="sensible", noise=json.dumps([1.0, 2.0])))  # too few decisions
+    _attach_noise(rows, str(path))
+    assert list(rows[0]["noise"]) == [0.0, 1.0, -1.0, 3.0, 0.0]
+    assert "noise" not in rows[1]

@@ -21,7 +21,6 @@ as ``<key>.snap<k>.pt`` beside the curve in ``reference_cache``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
@@ -144,7 +143,7 @@ class ReferenceCurves:
             run, states = self._run(task, seed, snapshots)
             self.computed += 1
             for k in snapshots:  # before the curve: a curve on disk promises its snapshots
-                self._put_snapshot(key, k, states.get(k))  # None: the run ended before k (kept as such: no rerun)
+                self._put_snapshot(key, k, states.get(k, b""))  # empty: the run ended before k (kept as such: no rerun)
             if path is not None:
                 _write_json(path, {"task": task.name, "seed": int(seed), **run})
         ref = self._memory[key] = Reference.of(run["curve"], run["examples"], run["steps"])
@@ -171,23 +170,17 @@ class ReferenceCurves:
         path = self._snapshot_path(key, interval)
         return path.exists() if path is not None else (key, interval) in self._snapshots
 
-    def _put_snapshot(self, key: str, interval: int, state: Optional[dict]) -> None:
-        buf = io.BytesIO()
-        if state is not None:  # else empty: the run never reached the interval
-            torch.save(state, buf)
+    def _put_snapshot(self, key: str, interval: int, blob: bytes) -> None:
+        """Keep a serialised snapshot (empty: the run never reached the interval)."""
         path = self._snapshot_path(key, interval)
         if path is None:
-            self._snapshots[(key, interval)] = buf.getvalue()
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
+            self._snapshots[(key, interval)] = blob
+        else:
+            _write_atomic(path, blob)
 
-    def _run(self, task: Task, seed: int, snapshots: tuple[int, ...] = ()) -> tuple[dict, dict[int, dict]]:
+    def _run(self, task: Task, seed: int, snapshots: tuple[int, ...] = ()) -> tuple[dict, dict[int, bytes]]:
         """Train the reference run through the environment's own phases, every action zero; keep
-        the state at the start of each interval of ``snapshots``."""
+        the state at the start of each interval of ``snapshots``, serialised when it is taken."""
         if self._env is None:
             self._env = self._env_type(replace(self._config))
         env = self._env
@@ -199,9 +192,9 @@ class ReferenceCurves:
             result = env.begin_step(zero)
             if result is None:
                 if env.decision.interval in snapshots:  # the interval's values are set, it is not trained yet
-                    states[env.decision.interval] = copy.deepcopy(
-                        {"session": env.session.state_dict(), "decision": env.decision.state_dict(), "steps": env._steps}
-                    )
+                    buf = io.BytesIO()
+                    torch.save({"session": env.session.state_dict(), "decision": env.decision.state_dict(), "steps": env._steps}, buf)
+                    states[env.decision.interval] = buf.getvalue()
                 result = env.end_step(*env.train_interval())
             _, _, terminated, truncated, info = result
             done = terminated or truncated
@@ -213,8 +206,13 @@ class ReferenceCurves:
 
 
 def _write_json(path: Path, obj: dict) -> None:
+    _write_atomic(path, json.dumps(obj).encode())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that another process reads the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)

@@ -85,5 +85,5 @@ def test_one_long_run_keeps_every_snapshot_and_a_lost_one_is_not_rerun(tmp_path)
     assert env.references.computed == 1  # the second start was kept by the first run
     refs = env.references
     key = refs.key(env.task, 0)
-    refs._put_snapshot(key, 7, None)  # a run that ended before interval 7
+    refs._put_snapshot(key, 7, b"")  # a run that ended before interval 7 (kept empty)
     assert refs.snapshot(env.task, 0, 7) is None and refs.computed == 1

@@ -219,8 +219,8 @@ class Controller:
         if self.artifact.lr_estimate is not None and probe is not None:
             raise ControllerError("a policy with both branching probes and the lr estimate is not supported: the probes' "
                                   "branches would move the weights the estimate reads; use policy='probe' or policy='estimate'")
-        if getattr(self, "estimate", None) is not None:
-            self.estimate.end()
+        if hasattr(self, "estimate"):
+            self._drop_estimate()
         self.estimate: Optional[ProdigyEstimate] = None  # Prodigy's lr estimate, while its stretch runs
 
     # -- construction ----------------------------------------------------------------------
@@ -599,9 +599,7 @@ class Controller:
         """Start Prodigy's estimate (:mod:`rlhpo.control.lr_estimate`) where it can settle: an
         Adam-like optimizer whose lr the base schedule sets, a run of at least ``min_steps`` steps."""
         config = self.artifact.lr_estimate
-        if self.estimate is not None:
-            self.estimate.end()
-            self.estimate = None
+        self._drop_estimate()
         if config is None or kind not in ("adam", "adamw") or not self.decision.scheduled:
             return
         per = 1 if self.budget.unit == "steps" else start.batch_size * self.sync.world
@@ -614,14 +612,19 @@ class Controller:
             log.info("rlhpo: the lr level from Prodigy's estimate over the first %.0f%% of the run (about %s optimizer steps)",
                      100 * config.fraction, f"{int(steps * config.fraction):,}")
 
+    def _drop_estimate(self) -> None:
+        """End an estimate under way (its hook and copies go) without moving the level."""
+        if self.estimate is not None:
+            self.estimate.end()
+            self.estimate = None
+
     def _end_estimate(self, diverged: bool) -> None:
         """The stretch is over: the level becomes the estimate if it settled (and nothing diverged)."""
         config, est = self.artifact.lr_estimate, self.estimate
         assert config is not None and est is not None
         settled = not diverged and est.settled(config.settle)
-        growth = est.growth()
-        d = est.end()
-        self.estimate = None
+        growth, d = est.growth(), est.d
+        self._drop_estimate()
         before = self.decision.level
         level = self.decision.rescale(d / before) if settled else before
         record = dict(estimate=True, examples=self.examples_seen, steps=self.watch.decided_steps, level=level, lr=level,
@@ -686,9 +689,7 @@ class Controller:
         self._finished = True
         if self.probing:  # the loop stopped mid-probe: the best branch so far, if any, comes back
             self.probe.abort(self.decision.guard.target)  # type: ignore[union-attr]
-        if self.estimate is not None:  # the run ended inside the estimate's stretch: the level stays the prior's
-            self.estimate.end()
-            self.estimate = None
+        self._drop_estimate()  # a run that ended inside the estimate's stretch keeps the prior's level
         self.budget.report_end()
         stats = self.monitor.summary()
         val = self.validation.loss(stats) if val_loss is None else float(val_loss)
@@ -718,9 +719,7 @@ class Controller:
             if hook is not None:
                 hook.remove()
         self._hook = self._forward_hook = None
-        if self.estimate is not None:
-            self.estimate.end()
-            self.estimate = None
+        self._drop_estimate()
 
     # -- the batches -----------------------------------------------------------------------
     def make_loader(self, dataset: Dataset, batch_size: Optional[int] = None, seed: int = 0, **loader_kwargs: Any) -> DataLoader:
@@ -811,9 +810,8 @@ class Controller:
             if self.estimate is None:
                 self.estimate = ProdigyEstimate(self.optimizer)
             self.estimate.load_state_dict(state["estimate"])
-        elif self.estimate is not None:
-            self.estimate.end()
-            self.estimate = None
+        else:
+            self._drop_estimate()
         self.knobs.written_lr = self.knobs.lr_now  # the checkpoint's, not a foreign write
         self._scheduled = self._started and self._hook is not None and self.decision.scheduled
         self._clock = [time.perf_counter(), 0.0]

@@ -298,13 +298,17 @@ def _meta(r: dict) -> np.ndarray:
 def _attach_mini(rows: list[dict], path: Optional[str]) -> None:
     if not path:
         return
-    with _open(path) as fh:
-        minis = {(r["family"], int(r["task_seed"]), r["start"]): {float(k): _finite(v[0]) for k, v in json.loads(r["mini_grid"]).items()}
-                 for r in csv.DictReader(fh)}
+    minis = _by_task_seed(path, lambda r: {float(k): _finite(v[0]) for k, v in json.loads(r["mini_grid"]).items()})
     for r in rows:
         m = minis.get((r["family"], r["task_seed"], r["start"]))
         if m is not None:
             r["mini"] = math.log2(grid_pick(m))
+
+
+def _by_task_seed(path: str, value) -> dict:
+    """``{(family, task seed, start): value(row)}`` for the rows of a collected CSV."""
+    with _open(path) as fh:
+        return {(r["family"], int(r["task_seed"]), r["start"]): value(r) for r in csv.DictReader(fh)}
 
 
 def _attach_prodigy(rows: list[dict], path: Optional[str]) -> None:
@@ -312,8 +316,7 @@ def _attach_prodigy(rows: list[dict], path: Optional[str]) -> None:
     (Adam and AdamW tasks: its estimate is an Adam lr), and its own run's test loss."""
     if not path:
         return
-    with _open(path) as fh:
-        runs = {(r["family"], int(r["task_seed"]), r["start"]): r for r in csv.DictReader(fh)}
+    runs = _by_task_seed(path, lambda r: r)
     for r in rows:
         p = runs.get((r["family"], r["task_seed"], r["start"]))
         if p is None:
@@ -347,8 +350,7 @@ def _attach_probes(rows: list[dict], path: Optional[str]) -> None:
     and each probe's greedy pick (log2 of the factor with the lowest score)."""
     if not path:
         return
-    with _open(path) as fh:
-        runs = {(r["family"], int(r["task_seed"]), r["start"]): json.loads(r["probes"]) for r in csv.DictReader(fh)}
+    runs = _by_task_seed(path, lambda r: json.loads(r["probes"]))
     for r in rows:
         outcomes = runs.get((r["family"], r["task_seed"], r["start"]))
         if outcomes is None or len(outcomes) < len(PROBES.at):
@@ -360,7 +362,7 @@ def _attach_probes(rows: list[dict], path: Optional[str]) -> None:
             for f in PROBES.factors[1:]:
                 d = (scores[f] - one) / max(abs(one), 1e-12) if math.isfinite(one) and math.isfinite(scores[f]) else 1.0
                 x.append(float(np.clip(d, -1.0, 1.0)))
-            picks.append(math.log2(min(scores, key=lambda f: (scores[f], abs(math.log2(f))))))
+            picks.append(math.log2(grid_pick(scores)))  # the lowest score, ties to the factor nearest 1
         r["probes"], r["probe_picks"] = np.array(x), picks
 
 
@@ -368,8 +370,7 @@ def _attach_noise(rows: list[dict], path: Optional[str]) -> None:
     """log2 of the gradient noise scale over the batch at decisions 1-5 (0 where not measured)."""
     if not path:
         return
-    with _open(path) as fh:
-        runs = {(r["family"], int(r["task_seed"]), r["start"]): json.loads(r["noise"]) for r in csv.DictReader(fh)}
+    runs = _by_task_seed(path, lambda r: json.loads(r["noise"]))
     for r in rows:
         ratios = runs.get((r["family"], r["task_seed"], r["start"]))
         if ratios is None or len(ratios) < 5:
